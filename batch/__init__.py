@@ -1,0 +1,1 @@
+"""Batch scoring: validate and score data partitions, publish their predictions."""

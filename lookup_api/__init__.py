@@ -1,0 +1,1 @@
+"""The lookup API: a thin Flask service over published predictions."""

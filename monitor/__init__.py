@@ -1,0 +1,1 @@
+"""The monitor: data drift, prediction drift and realized performance against training baselines."""

@@ -1,0 +1,1 @@
+"""The scheduler: maps cron schedules and new-data arrival to the jobs' entry points."""

@@ -1,0 +1,3 @@
+from store.cli import main
+
+main(prog_name="predstore")

@@ -1,0 +1,144 @@
+"""The `predstore` command: a root group whose subcommands come from each component's entry point,
+and the `predstore db` commands. Errors become one line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from importlib.metadata import entry_points
+from typing import Any
+
+import click
+
+from store import db as dbmod
+from store import ledger, migrate
+from store.errors import PredstoreError
+from store.settings import Settings
+
+ENTRY_POINT_GROUP = "predstore.commands"
+
+
+class ComponentGroup(click.Group):
+    """Loads subcommands lazily from the ``predstore.commands`` entry points, so that
+    ``predstore db url`` does not import scikit-learn, and `store` never imports the jobs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=cmd_name):
+            loaded = ep.load()
+            assert isinstance(loaded, click.Command), ep
+            return loaded
+        return None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PredstoreError as exc:
+            click.echo(f"predstore: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("predstore: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=ComponentGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
+@click.version_option(package_name="predstore")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """predstore: score data partitions with scikit-learn models into PostgreSQL, and serve them.
+
+    With PREDSTORE_DATABASE_URL unset, every command uses an embedded PostgreSQL kept under
+    PREDSTORE_HOME (default ./.predstore), started on first use.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pgserver", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = Settings.from_env()
+
+
+@main.group()
+def db() -> None:
+    """The prediction store: its URL, migrations and status."""
+
+
+@db.command("url")
+@click.pass_obj
+def db_url(settings: Settings) -> None:
+    """Print the connection URL (starting the embedded server if needed): psql "$(predstore db url)"."""
+    click.echo(migrate.prepare(settings))
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to migrate to.")
+@click.pass_obj
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Migrate the database to the latest schema (or --revision)."""
+    url = dbmod.database_url(settings)
+    with dbmod.connect(url) as conn:
+        before = migrate.current_revision(conn)
+    migrate.upgrade(url, revision)
+    with dbmod.connect(url) as conn:
+        after = migrate.current_revision(conn)
+    if before == after:
+        click.echo(f"already at {after}")
+    else:
+        click.echo(f"migrated {before or 'empty database'} -> {after}")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def db_status(settings: Settings, as_json: bool) -> None:
+    """Report the server, the schema revision and what the tables hold."""
+    url = migrate.prepare(settings)
+    with dbmod.connect(url) as conn:
+        status = {
+            "server": "embedded" if not settings.database_url else "external",
+            "target": dbmod.describe_target(url),
+            "version": conn.execute("SHOW server_version").fetchone()[0],  # type: ignore[index]
+            "revision": migrate.current_revision(conn),
+            "head": migrate.head_revision(),
+            **ledger.table_counts(conn),
+        }
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    for key, value in status.items():
+        click.echo(f"{key:<22} {value}")
+
+
+@db.command("stop")
+@click.pass_obj
+def db_stop(settings: Settings) -> None:
+    """Stop the embedded server (it starts again on the next command)."""
+    if settings.database_url:
+        raise click.UsageError("PREDSTORE_DATABASE_URL is set: the server is not predstore's to stop")
+    stopped = dbmod.stop_embedded(settings.pgdata)
+    message = f"stopped the embedded server in {settings.pgdata}" if stopped else "the embedded server was not running"
+    click.echo(message)
+
+
+@db.command("check")
+@click.pass_obj
+def db_check(settings: Settings) -> None:
+    """Fail (exit 1) if the schema in the code and the migrations disagree (`alembic check`)."""
+    from alembic import command
+    from alembic.util import AutogenerateDiffsDetected
+
+    url = migrate.prepare(settings)
+    try:
+        command.check(migrate.alembic_config(url))
+    except AutogenerateDiffsDetected as exc:
+        raise PredstoreError(f"store/schema.py and migrations/ disagree: {exc}") from exc
+    click.echo("the migrations match store/schema.py")

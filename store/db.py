@@ -1,0 +1,147 @@
+"""Connections: the embedded PostgreSQL, external URLs, and the translation of connection errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from store.errors import ConfigError, StoreUnavailable
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
+#: WAL for a run's table, which is created and filled in one transaction (no replicas to feed).
+EMBEDDED_CONF = {
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_connections": "200",
+    "maintenance_work_mem": "256MB",
+}
+
+
+def database_url(settings: Settings) -> str:
+    """The URL to connect to: ``PREDSTORE_DATABASE_URL``, or the embedded server (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded(settings.pgdata)
+
+
+def start_embedded(pgdata: Path) -> str:
+    """Start (or find running) the embedded PostgreSQL in ``pgdata`` and return its URL.
+
+    The server outlives this process so that later commands, and ``psql``, find it running;
+    ``predstore db stop`` stops it.
+    """
+    _ensure_writable_home(pgdata.parent)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pgserver
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        url = server.get_uri()
+        if _configure_embedded(url):
+            from pgserver._commands import pg_ctl
+
+            pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user)
+    except (OSError, subprocess.SubprocessError, AssertionError, RuntimeError, psycopg.Error) as exc:
+        raise StoreUnavailable(
+            f"could not start the embedded PostgreSQL in {pgdata} ({exc}); "
+            f"see {pgdata / 'log'}, or set PREDSTORE_DATABASE_URL to use another server"
+        ) from exc
+    return url
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server if it runs; True if it was running."""
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata.resolve(), user=user)
+    except subprocess.CalledProcessError:
+        return False
+    return True
+
+
+def _ensure_writable_home(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"PREDSTORE_HOME {home} is not a writable directory ({exc.strerror or exc}); "
+            "set PREDSTORE_HOME to a directory you can write to"
+        ) from exc
+
+
+def _configure_embedded(url: str) -> bool:
+    """Apply EMBEDDED_CONF once; True when the server must restart for it to take effect."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        current = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                                    [list(EMBEDDED_CONF)]).fetchall())
+        changed = [name for name, value in EMBEDDED_CONF.items() if _normal(current.get(name)) != _normal(value)]
+        for name in changed:
+            conn.execute(f"ALTER SYSTEM SET {name} = '{EMBEDDED_CONF[name]}'")
+        return bool(changed)
+
+
+def _normal(value: str | None) -> str | None:
+    # pg_settings reports memory in kB units: 262144 for 256MB.
+    return {"256MB": "262144"}.get(value, value) if value else value
+
+
+def describe_target(url: str) -> str:
+    """A short, password-free description of where ``url`` points, for error messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or ''}"
+
+
+def with_database(url: str, dbname: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "predstore") -> psycopg.Connection:
+    """Open a connection, translating failure into `StoreUnavailable` that names the host."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL at {describe_target(url)}: {first}; "
+            "check that the server is running and PREDSTORE_DATABASE_URL is right"
+        ) from exc
+    except psycopg.ProgrammingError as exc:
+        detail = str(exc).strip().splitlines()[0]
+        raise ConfigError(
+            f"PREDSTORE_DATABASE_URL is not a valid PostgreSQL URL ({detail}); "
+            "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from exc
+
+
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "predstore") -> ConnectionPool:
+    """A connection pool that does not connect until opened; the caller opens and closes it."""
+    return ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name,
+        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
+        check=ConnectionPool.check_connection,
+    )

@@ -1,0 +1,189 @@
+"""The run ledger: one row per run, from `running` to published, skipped, failed or abandoned.
+
+A running run holds a session advisory lock on its id for as long as its process lives, so a
+run left `running` by a killed process is recognised (its lock is free) and marked abandoned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from store.errors import NotFound, PredstoreError
+
+#: First key of the two-key advisory locks that mark a run's process as alive.
+RUN_LOCK_CLASS = 7270
+
+FINAL_FIELDS = frozenset({
+    "status", "rows_in", "rows_scored", "rows_rejected", "rows_duplicate", "duration_s", "rows_per_s",
+    "peak_rss_bytes", "cpu_seconds", "error", "predictions_digest", "details", "input_fingerprint",
+})
+
+
+class RunInProgress(PredstoreError):
+    """Another live process is running the same (model, partition)."""
+
+    def __init__(self, run_id: int, model_name: str, partition_key: str) -> None:
+        super().__init__(
+            f"run {run_id} is already scoring partition {partition_key!r} for model {model_name!r}; "
+            "wait for it to finish"
+        )
+        self.run_id = run_id
+
+
+def start_run(
+    conn: psycopg.Connection,
+    *,
+    model_name: str,
+    model_version: int,
+    model_sha256: str,
+    partition_key: str,
+    input_uri: str,
+    code_version: str,
+    host: str,
+    pid: int,
+    job_kind: str = "score",
+) -> int:
+    """Insert a `running` row and hold its liveness lock on ``conn`` (a session lock).
+
+    Raises `RunInProgress` if a live run holds the same (model, partition).
+    """
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                """INSERT INTO runs (job_kind, model_name, model_version, model_sha256, partition_key, input_uri,
+                                     code_version, host, pid)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id""",
+                [job_kind, model_name, model_version, model_sha256, partition_key, input_uri, code_version,
+                 host, pid],
+            ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        other = conn.execute(
+            "SELECT run_id FROM runs WHERE model_name = %s AND partition_key = %s AND status = 'running'",
+            [model_name, partition_key],
+        ).fetchone()
+        raise RunInProgress(other[0] if other else -1, model_name, partition_key) from None
+    assert row is not None
+    run_id = int(row[0])
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)])
+    return run_id
+
+
+def release_run(conn: psycopg.Connection, run_id: int) -> None:
+    """Give up the liveness lock taken by `start_run`."""
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)])
+
+
+def reap_abandoned(conn: psycopg.Connection, *, model_name: str | None = None,
+                   partition_key: str | None = None) -> list[int]:
+    """Mark `running` runs whose process is gone as abandoned; returns their ids.
+
+    Run with ``conn`` in autocommit: each probe takes and releases a lock of its own.
+    """
+    filters = [sql.SQL("status = 'running'")]
+    params: list[Any] = []
+    if model_name is not None:
+        filters.append(sql.SQL("model_name = %s"))
+        params.append(model_name)
+    if partition_key is not None:
+        filters.append(sql.SQL("partition_key = %s"))
+        params.append(partition_key)
+    query = sql.SQL("SELECT run_id FROM runs WHERE {}").format(sql.SQL(" AND ").join(filters))
+    reaped = []
+    for (run_id,) in conn.execute(query, params).fetchall():
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)]).fetchone()
+        if not got or not got[0]:
+            continue  # its process is alive
+        try:
+            conn.execute(
+                """UPDATE runs SET status = 'abandoned', finished_at = now(),
+                          duration_s = extract(epoch FROM now() - started_at),
+                          error = 'the process running it ended before it finished (killed or crashed)'
+                   WHERE run_id = %s AND status = 'running'""",
+                [run_id],
+            )
+            reaped.append(run_id)
+        finally:
+            release_run(conn, run_id)
+    return reaped
+
+
+def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
+    """Record a run's outcome: its status, counts, timings and error."""
+    unknown = set(fields) - FINAL_FIELDS
+    assert not unknown, f"not ledger fields: {unknown}"
+    if "details" in fields and fields["details"] is not None:
+        fields["details"] = Jsonb(fields["details"])
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields
+    )
+    conn.execute(
+        sql.SQL("UPDATE runs SET {}, finished_at = now() WHERE run_id = %(run_id)s").format(assignments),
+        {**fields, "run_id": run_id},
+    )
+
+
+def find_published(conn: psycopg.Connection, model_name: str, partition_key: str) -> dict[str, Any] | None:
+    """The published run of (model, partition), if any."""
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(
+        "SELECT * FROM runs WHERE model_name = %s AND partition_key = %s AND status = 'published'",
+        [model_name, partition_key],
+    ).fetchone()
+
+
+def get_run(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
+    """One run's ledger row; `NotFound` if there is none."""
+    row = conn.cursor(row_factory=dict_row).execute("SELECT * FROM runs WHERE run_id = %s", [run_id]).fetchone()
+    if row is None:
+        raise NotFound(f"there is no run {run_id}; see `predstore runs list`")
+    return row
+
+
+def list_runs(conn: psycopg.Connection, *, model_name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs first (of ``model_name``, if given)."""
+    cur = conn.cursor(row_factory=dict_row)
+    where = "WHERE model_name = %s" if model_name else ""
+    params: list[Any] = [model_name] if model_name else []
+    return cur.execute(f"SELECT * FROM run_summary {where} ORDER BY run_id DESC LIMIT %s", [*params, limit]).fetchall()
+
+
+def superseded_runs(conn: psycopg.Connection, model_name: str, partition_key: str, *, keep: int) -> list[int]:
+    """Superseded runs of (model, partition) beyond the newest ``keep`` runs that have data."""
+    rows = conn.execute(
+        """SELECT run_id FROM (
+               SELECT run_id, status FROM runs
+               WHERE model_name = %s AND partition_key = %s AND status IN ('published', 'superseded')
+               ORDER BY run_id DESC OFFSET %s) AS old
+           WHERE status = 'superseded'""",
+        [model_name, partition_key, keep],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def mark_dropped(conn: psycopg.Connection, run_id: int) -> None:
+    """Record that a superseded run's rows were dropped by retention."""
+    conn.execute("UPDATE runs SET status = 'dropped' WHERE run_id = %s AND status = 'superseded'", [run_id])
+
+
+def table_counts(conn: psycopg.Connection) -> dict[str, Any]:
+    """What the store holds, for `predstore db status`."""
+    one = conn.execute(
+        """SELECT (SELECT count(*) FROM models),
+                  (SELECT count(*) FROM runs),
+                  (SELECT count(*) FROM runs WHERE status = 'published'),
+                  (SELECT coalesce(sum(rows_scored - rows_duplicate), 0) FROM runs WHERE status = 'published'),
+                  (SELECT count(*) FROM rejected_rows),
+                  (SELECT count(*) FROM labels)"""
+    ).fetchone()
+    assert one is not None
+    keys = ("models", "runs", "published_runs", "published_predictions", "rejected_rows", "labels")
+    return dict(zip(keys, (int(v) for v in one), strict=True))
+
+
+def _lock_key(run_id: int) -> int:
+    return run_id % 2_147_483_647

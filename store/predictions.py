@@ -1,0 +1,119 @@
+"""Prediction rows: each run is written into a table of its own, then attached and published at once.
+
+The whole of a run, from its table's creation to its publication, is one transaction owned by the
+caller: a run that dies at any point leaves nothing behind, and readers see the previous run until
+the commit, then the new one (``runs.status`` flips in the same transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+
+from store.schema import PARTITION_SCHEMA
+
+#: The columns a run may write, and their PostgreSQL types for binary COPY.
+COLUMN_TYPES = {"entity_id": "text", "row_number": "int8", "prediction": "float8", "label": "text",
+                "scores": "float8[]"}
+
+DUPLICATE_REASON = "duplicate entity_id: a later row of the partition has the same id and is the one kept"
+
+
+def run_table(run_id: int) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(PARTITION_SCHEMA), sql.Identifier(f"run_{run_id}"))
+
+
+def create_run_table(conn: psycopg.Connection, run_id: int) -> None:
+    """Create the (still unattached, invisible) table that will hold the run's predictions."""
+    conn.execute(
+        sql.SQL("CREATE TABLE {t} (LIKE predictions INCLUDING DEFAULTS)").format(t=run_table(run_id))
+    )
+    conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN run_id SET DEFAULT {id}").format(
+        t=run_table(run_id), id=sql.Literal(run_id)))
+
+
+@contextmanager
+def copy_predictions(conn: psycopg.Connection, run_id: int, columns: Sequence[str]) -> Iterator[psycopg.Copy]:
+    """A binary COPY into the run's table; ``write_row`` takes values in ``columns`` order."""
+    query = sql.SQL("COPY {t} ({cols}) FROM STDIN (FORMAT BINARY)").format(
+        t=run_table(run_id), cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor().copy(query) as copy:
+        copy.set_types([COLUMN_TYPES[c] for c in columns])
+        yield copy
+
+
+@contextmanager
+def copy_rejects(conn: psycopg.Connection) -> Iterator[psycopg.Copy]:
+    """A COPY into rejected_rows; ``write_row((run_id, row_number, entity_id, reason, raw_json_text))``."""
+    with conn.cursor().copy(
+        "COPY rejected_rows (run_id, row_number, entity_id, reason, raw) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "int8", "text", "text", "jsonb"])
+        yield copy
+
+
+def index_run_table(conn: psycopg.Connection, run_id: int) -> int:
+    """Build the run table's primary key, first moving duplicate entity ids to rejected_rows
+    (the last row of each id wins). Returns how many rows were moved."""
+    table = run_table(run_id)
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    add_key = sql.SQL("ALTER TABLE {t} ADD CONSTRAINT {k} PRIMARY KEY (run_id, entity_id)").format(
+        t=table, k=sql.Identifier(f"pk_run_{run_id}"))
+    try:
+        with conn.transaction():
+            conn.execute(add_key)
+        return 0
+    except psycopg.errors.UniqueViolation:
+        pass
+    moved = conn.execute(
+        sql.SQL("""
+            WITH ranked AS (
+                SELECT ctid AS row_ctid,
+                       row_number() OVER (PARTITION BY entity_id ORDER BY row_number DESC) AS rank
+                FROM {t}),
+            moved AS (
+                DELETE FROM {t} USING ranked WHERE {t}.ctid = ranked.row_ctid AND ranked.rank > 1
+                RETURNING {t}.*)
+            INSERT INTO rejected_rows (run_id, row_number, entity_id, reason, raw)
+            SELECT run_id, row_number, entity_id, {reason},
+                   jsonb_build_object('prediction', prediction, 'label', label)
+            FROM moved""").format(t=table, reason=sql.Literal(DUPLICATE_REASON))
+    ).rowcount
+    conn.execute(add_key)
+    return moved
+
+
+def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition_key: str) -> int | None:
+    """Attach the run's table and make it the published run of (model, partition).
+
+    Returns the run it supersedes. Visible to readers when the caller commits.
+    """
+    table = run_table(run_id)
+    # The CHECK lets ATTACH skip scanning the table to prove its rows belong to the partition.
+    conn.execute(sql.SQL("ALTER TABLE {t} ADD CONSTRAINT {c} CHECK (run_id = {id})").format(
+        t=table, c=sql.Identifier(f"ck_run_{run_id}"), id=sql.Literal(run_id)))
+    conn.execute("ANALYZE " + table.as_string(conn))
+    conn.execute(sql.SQL("ALTER TABLE predictions ATTACH PARTITION {t} FOR VALUES IN ({id})").format(
+        t=table, id=sql.Literal(run_id)))
+    previous = conn.execute(
+        """UPDATE runs SET status = 'superseded'
+           WHERE model_name = %s AND partition_key = %s AND status = 'published' RETURNING run_id""",
+        [model_name, partition_key],
+    ).fetchone()
+    conn.execute("UPDATE runs SET status = 'published', published_at = now() WHERE run_id = %s", [run_id])
+    return int(previous[0]) if previous else None
+
+
+def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:
+    """Detach and drop a superseded run's table. ``conn`` must be in autocommit:
+    DETACH ... CONCURRENTLY lets lookups go on meanwhile."""
+    table = run_table(run_id)
+    attached = conn.execute(
+        "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [table.as_string(conn)]
+    ).fetchone()
+    if attached:
+        conn.execute(sql.SQL("ALTER TABLE predictions DETACH PARTITION {t} CONCURRENTLY").format(t=table))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=table))

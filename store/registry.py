@@ -1,0 +1,124 @@
+"""The model registry: versions, their artifacts and feature schemas, and the `current` alias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from store.errors import NotFound
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model version, as recorded."""
+
+    name: str
+    version: int
+    artifact_uri: str
+    sha256: str
+    format: str
+    task: str
+    feature_schema: dict[str, Any]
+    classes: list[Any] | None
+    training_metrics: dict[str, Any] | None
+    created_at: datetime
+    aliases: tuple[str, ...] = ()
+
+
+_SELECT = """
+    SELECT m.name, m.version, m.artifact_uri, m.sha256, m.format, m.task, m.feature_schema, m.classes,
+           m.training_metrics, m.created_at,
+           coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
+    FROM models m LEFT JOIN model_aliases a ON a.model_name = m.name AND a.version = m.version
+"""
+
+
+def _row(row: dict[str, Any]) -> ModelVersion:
+    return ModelVersion(**{**row, "aliases": tuple(row["aliases"])})
+
+
+def next_version(conn: psycopg.Connection, name: str) -> int:
+    """The version number the next registration of ``name`` gets (locks the name until commit)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('predstore.model:' || %s))", [name])
+    row = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = %s", [name]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def insert_model(
+    conn: psycopg.Connection,
+    *,
+    name: str,
+    version: int,
+    artifact_uri: str,
+    sha256: str,
+    format: str,
+    task: str,
+    feature_schema: dict[str, Any],
+    classes: list[Any] | None,
+    training_metrics: dict[str, Any] | None,
+) -> None:
+    """Record a new model version."""
+    conn.execute(
+        """INSERT INTO models (name, version, artifact_uri, sha256, format, task, feature_schema, classes,
+                               training_metrics)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        [name, version, artifact_uri, sha256, format, task, Jsonb(feature_schema),
+         Jsonb(classes) if classes is not None else None,
+         Jsonb(training_metrics) if training_metrics is not None else None],
+    )
+
+
+def set_alias(conn: psycopg.Connection, name: str, alias: str, version: int) -> int | None:
+    """Point ``alias`` of model ``name`` at ``version``; returns the version it pointed at before."""
+    get_model(conn, name, version=version)
+    row = conn.execute(
+        "SELECT version FROM model_aliases WHERE model_name = %s AND alias = %s FOR UPDATE", [name, alias]
+    ).fetchone()
+    conn.execute(
+        """INSERT INTO model_aliases (model_name, alias, version) VALUES (%s, %s, %s)
+           ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at = now()""",
+        [name, alias, version],
+    )
+    return int(row[0]) if row else None
+
+
+def get_model(
+    conn: psycopg.Connection, name: str, *, version: int | None = None, alias: str = "current"
+) -> ModelVersion:
+    """A model version by number, or the one ``alias`` points at; `NotFound` says what exists."""
+    cur = conn.cursor(row_factory=dict_row)
+    if version is not None:
+        row = cur.execute(_SELECT + " WHERE m.name = %s AND m.version = %s GROUP BY m.name, m.version",
+                          [name, version]).fetchone()
+    else:
+        row = cur.execute(
+            _SELECT + """ WHERE m.name = %s AND m.version =
+                          (SELECT version FROM model_aliases WHERE model_name = %s AND alias = %s)
+                          GROUP BY m.name, m.version""",
+            [name, name, alias],
+        ).fetchone()
+    if row is not None:
+        return _row(row)
+    versions = [r[0] for r in conn.execute("SELECT version FROM models WHERE name = %s ORDER BY version", [name])]
+    if not versions:
+        raise NotFound(f"no model named {name!r} is registered; see `predstore models list`")
+    if version is not None:
+        raise NotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, versions))})")
+    raise NotFound(
+        f"model {name!r} has no {alias} version; promote one with `predstore models promote {name} VERSION`"
+    )
+
+
+def list_models(conn: psycopg.Connection, name: str | None = None) -> list[ModelVersion]:
+    """Every registered version (of ``name``, if given), newest first within each name."""
+    cur = conn.cursor(row_factory=dict_row)
+    where = " WHERE m.name = %s" if name else ""
+    rows = cur.execute(_SELECT + where + " GROUP BY m.name, m.version ORDER BY m.name, m.version DESC",
+                       [name] if name else []).fetchall()
+    return [_row(r) for r in rows]
