@@ -19,6 +19,9 @@ from store.schema import PARTITION_SCHEMA
 COLUMN_TYPES = {"entity_id": "text", "row_number": "int8", "prediction": "float8", "label": "text",
                 "scores": "float8[]"}
 
+#: NOTIFY channel told the model name whenever a run of it is published.
+PUBLISH_CHANNEL = "predstore_published"
+
 DUPLICATE_REASON = "duplicate entity_id: a later row of the partition has the same id and is the one kept"
 
 
@@ -104,6 +107,8 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
         [model_name, partition_key],
     ).fetchone()
     conn.execute("UPDATE runs SET status = 'published', published_at = now() WHERE run_id = %s", [run_id])
+    # Delivered at commit: lookup services drop what they cached for this model.
+    conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
     return int(previous[0]) if previous else None
 
 
