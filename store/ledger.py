@@ -187,3 +187,38 @@ def table_counts(conn: psycopg.Connection) -> dict[str, Any]:
 
 def _lock_key(run_id: int) -> int:
     return run_id % 2_147_483_647
+
+
+def record_skipped(
+    conn: psycopg.Connection,
+    *,
+    model_name: str,
+    model_version: int,
+    model_sha256: str,
+    partition_key: str,
+    input_uri: str,
+    input_fingerprint: str,
+    code_version: str,
+    host: str,
+    pid: int,
+    published_run: int,
+) -> int:
+    """Record a run that found its work already published, and did nothing."""
+    row = conn.execute(
+        """INSERT INTO runs (model_name, model_version, model_sha256, partition_key, input_uri, input_fingerprint,
+                             status, finished_at, duration_s, code_version, host, pid, details)
+           VALUES (%s, %s, %s, %s, %s, %s, 'skipped', now(), 0, %s, %s, %s, %s) RETURNING run_id""",
+        [model_name, model_version, model_sha256, partition_key, input_uri, input_fingerprint, code_version,
+         host, pid, Jsonb({"already_published_by": published_run})],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def rejected_sample(conn: psycopg.Connection, run_id: int, *, limit: int) -> list[dict[str, Any]]:
+    """The first rejected rows of a run, in input order."""
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(
+        "SELECT row_number, entity_id, reason, raw FROM rejected_rows WHERE run_id = %s ORDER BY row_number LIMIT %s",
+        [run_id, limit],
+    ).fetchall()

@@ -50,7 +50,7 @@ def copy_predictions(conn: psycopg.Connection, run_id: int, columns: Sequence[st
 
 @contextmanager
 def copy_rejects(conn: psycopg.Connection) -> Iterator[psycopg.Copy]:
-    """A COPY into rejected_rows; ``write_row((run_id, row_number, entity_id, reason, raw_json_text))``."""
+    """A COPY into rejected_rows; ``write_row((run_id, row_number, entity_id, reason, raw_dict))``."""
     with conn.cursor().copy(
         "COPY rejected_rows (run_id, row_number, entity_id, reason, raw) FROM STDIN (FORMAT BINARY)"
     ) as copy:

@@ -1,0 +1,201 @@
+"""`predstore models`, `predstore score` and `predstore runs`: thin commands over batch and store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batch.models import register_model
+from batch.runner import Progress, RunResult, ScoreRequest, score_partition, verify_run
+from store import ledger, registry
+from store.db import connect
+from store.errors import RunFailed
+from store.migrate import prepare
+from store.settings import Settings
+
+log = logging.getLogger("predstore.score")
+
+
+@click.group()
+def models() -> None:
+    """Register, list, inspect and promote model versions."""
+
+
+@models.command("register")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name; each registration adds a version.")
+@click.option("--train-data", type=click.Path(path_type=Path), help="Training data (Parquet or CSV): dtypes, "
+              "categories and, with --target, training metrics.")
+@click.option("--target", help="Target column of --train-data.")
+@click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
+@click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
+@click.pass_obj
+def models_register(settings: Settings, artifact: Path, name: str, train_data: Path | None, target: str | None,
+                    entity_col: str | None, current: bool) -> None:
+    """Register a fitted scikit-learn estimator or Pipeline (a .joblib or .skops file)."""
+    model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
+                           entity_col=entity_col, current=current)
+    state = " (current)" if "current" in model.aliases else ""
+    click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
+               f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}")
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(settings: Settings) -> None:
+    """List every model version."""
+    with _conn(settings) as conn:
+        rows = registry.list_models(conn)
+    if not rows:
+        click.echo("no models registered; see `predstore models register --help`")
+    for m in rows:
+        aliases = f" [{', '.join(m.aliases)}]" if m.aliases else ""
+        click.echo(f"{m.name:<24} v{m.version:<4} {m.task:<15} {m.created_at:%Y-%m-%d %H:%M}{aliases}")
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--version", type=int, help="A version (default: every version).")
+@click.pass_obj
+def models_show(settings: Settings, name: str, version: int | None) -> None:
+    """Show a model's versions: artifact, task, features, training metrics (JSON)."""
+    with _conn(settings) as conn:
+        rows = [registry.get_model(conn, name, version=version)] if version else registry.list_models(conn, name)
+        if not rows:
+            registry.get_model(conn, name)  # raises NotFound with the right message
+    click.echo(json.dumps([_jsonable(vars(m)) for m in rows], indent=2, default=str))
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.pass_obj
+def models_promote(settings: Settings, name: str, version: int) -> None:
+    """Make VERSION the current version of NAME (the previous one stays, for rollback)."""
+    with _conn(settings) as conn, conn.transaction():
+        before = registry.set_alias(conn, name, "current", version)
+    click.echo(f"{name}: current version {before if before else 'none'} -> {version}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option("--version", type=int, help="Model version (default: the current one).")
+@click.option("--entity-col", help="Entity id column (default: the model's, else entity_id).")
+@click.option("--partition", "partition_key", help="Partition key (default: the file or directory name).")
+@click.option("--max-reject-fraction", type=float, default=0.05, show_default=True,
+              help="Fail the run, publishing nothing, when more rows than this are rejected.")
+@click.option("--force", is_flag=True, help="Score again even if this content was already published.")
+@click.option("--json", "as_json", is_flag=True, help="Print each run's summary as JSON.")
+@click.pass_obj
+def score(settings: Settings, paths: tuple[Path, ...], model_name: str, version: int | None, entity_col: str | None,
+          partition_key: str | None, max_reject_fraction: float, force: bool, as_json: bool) -> None:
+    """Score data partitions (Parquet file, directory of Parquet, or CSV) and publish the predictions.
+
+    Exit status: 0 published or skipped, 1 a run failed, 2 usage or configuration error.
+    """
+    if partition_key and len(paths) > 1:
+        raise click.UsageError("--partition names one partition; give one PATH with it")
+    failures = []
+    for path in paths:
+        request = ScoreRequest(path=path, model_name=model_name, version=version, entity_col=entity_col,
+                               partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force)
+        with _progress(path.name) as progress:
+            try:
+                result = score_partition(settings, request, progress=progress)
+            except RunFailed as exc:
+                failures.append(exc)
+                result = getattr(exc, "result", None)
+                if not as_json or result is None:
+                    raise
+        _report(result, as_json)
+    if failures:
+        raise failures[0]
+
+
+@click.group()
+def runs() -> None:
+    """Inspect and verify scoring runs."""
+
+
+@runs.command("list")
+@click.option("--model", "model_name", help="Only this model's runs.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.pass_obj
+def runs_list(settings: Settings, model_name: str | None, limit: int) -> None:
+    """The newest runs: status, counts, speed."""
+    with _conn(settings) as conn:
+        rows = ledger.list_runs(conn, model_name=model_name, limit=limit)
+    if not rows:
+        click.echo("no runs yet; see `predstore score --help`")
+    for r in rows:
+        click.echo(f"{r['run_id']:>6} {r['status']:<10} {r['model_name']} v{r['model_version']:<3} "
+                   f"{r['partition_key']:<24} in {r['rows_in']:>9} rejected {r['rows_rejected']:>6} "
+                   f"{(r['rows_per_s'] or 0):>10,.0f} rows/s  {r['started_at']:%Y-%m-%d %H:%M:%S}")
+
+
+@runs.command("show")
+@click.argument("run_id", type=int)
+@click.option("--rejects", type=int, default=10, show_default=True, help="How many rejected rows to show.")
+@click.pass_obj
+def runs_show(settings: Settings, run_id: int, rejects: int) -> None:
+    """One run's ledger row and its first rejected rows, as JSON."""
+    with _conn(settings) as conn:
+        run = ledger.get_run(conn, run_id)
+        run["rejected_sample"] = ledger.rejected_sample(conn, run_id, limit=rejects)
+    click.echo(json.dumps(run, indent=2, default=str))
+
+
+@runs.command("verify")
+@click.argument("run_id", type=int)
+@click.pass_obj
+def runs_verify(settings: Settings, run_id: int) -> None:
+    """Re-score a run's recorded input with its recorded model and compare digests (publishes nothing)."""
+    outcome = verify_run(settings, run_id)
+    if outcome["match"]:
+        click.echo(f"run {run_id} verified: {outcome['rows_in']} rows re-scored, digest {outcome['recorded'][:16]} "
+                   "matches")
+        return
+    click.echo(f"run {run_id} does NOT verify: recorded {outcome['recorded'][:16]}, "
+               f"recomputed {outcome['recomputed'][:16]}", err=True)
+    sys.exit(1)
+
+
+@contextmanager
+def _conn(settings: Settings) -> Iterator[Any]:
+    with connect(prepare(settings), autocommit=True) as conn:
+        yield conn
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Progress]:
+    """A progress bar on a terminal; a log line per batch otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: log.info("%s: %s of %s rows", label, f"{done:,}", f"{total:,}" if total else "?")
+        return
+    from rich.progress import Progress as Bar
+
+    with Bar(transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _report(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    if result.status == "published":
+        click.echo(f"{result.message} in {result.duration_s:.2f}s ({result.rows_per_s:,.0f} rows/s)")
+    else:
+        click.echo(result.message)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}

@@ -1,0 +1,91 @@
+"""Registering a model version: store the artifact, infer its schema, measure it, record it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+from batch.artifacts import read_model, store_artifact
+from batch.features import infer_schema, model_input, task_of
+from store import registry
+from store.db import connect
+from store.errors import ConfigError, InputError
+from store.migrate import prepare
+from store.settings import Settings
+
+
+def register_model(
+    settings: Settings,
+    artifact: Path,
+    *,
+    name: str,
+    train_data: Path | None = None,
+    target: str | None = None,
+    entity_col: str | None = None,
+    current: bool = False,
+) -> registry.ModelVersion:
+    """Register ``artifact`` as the next version of ``name``; the first version becomes current."""
+    if target and not train_data:
+        raise ConfigError("--target needs --train-data")
+    model = read_model(artifact)
+    if not hasattr(model, "predict"):
+        raise ConfigError(f"{artifact.name} holds a {type(model).__name__}, not a fitted estimator with predict()")
+    train = read_frame(train_data) if train_data else None
+    if train is not None and target and target not in train.columns:
+        raise ConfigError(f"--target {target!r} is not a column of {train_data}")
+    features = train.drop(columns=[target]) if train is not None and target else train
+    schema = infer_schema(model, features)
+    if entity_col:
+        schema["entity_col"] = entity_col
+    task = task_of(model)
+    classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_] if task == "classification" \
+        else None
+    scores = training_metrics(model, train, target, schema=schema, task=task) \
+        if train is not None and target else None
+    url = prepare(settings)
+    uri, sha256, fmt = store_artifact(artifact, settings.artifacts_dir)
+    with connect(url) as conn, conn.transaction():
+        version = registry.next_version(conn, name)
+        registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
+                              task=task, feature_schema=schema, classes=classes, training_metrics=scores)
+        if current or version == 1:
+            registry.set_alias(conn, name, "current", version)
+        return registry.get_model(conn, name, version=version)
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A whole Parquet or CSV file as a DataFrame (training data is read once, at registration)."""
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except Exception as exc:  # pandas and pyarrow raise many types for unreadable files
+        raise InputError(f"{path}: cannot be read as {path.suffix.lstrip('.') or 'data'} ({exc})") from exc
+
+
+def training_metrics(model: Any, frame: pd.DataFrame, target: str, *, schema: dict[str, Any],
+                     task: str) -> dict[str, Any]:
+    """Performance on the given labeled data (in-sample if it is the training set)."""
+    known = frame.dropna(subset=[target])
+    x, y = model_input(schema, known), known[target]
+    result: dict[str, Any] = {"rows": len(known)}
+    if task == "regression":
+        predicted = model.predict(x)
+        result.update(mae=metrics.mean_absolute_error(y, predicted),
+                      rmse=float(np.sqrt(metrics.mean_squared_error(y, predicted))),
+                      r2=metrics.r2_score(y, predicted))
+    else:
+        proba = model.predict_proba(x)
+        predicted = model.classes_[proba.argmax(axis=1)]
+        result.update(accuracy=metrics.accuracy_score(y, predicted),
+                      f1_macro=metrics.f1_score(y, predicted, average="macro"),
+                      log_loss=metrics.log_loss(y, proba, labels=model.classes_))
+        if len(model.classes_) == 2:
+            result["roc_auc"] = metrics.roc_auc_score(y, proba[:, 1])
+    return {k: float(v) if isinstance(v, (np.floating, float)) else v for k, v in result.items()}

@@ -1,0 +1,135 @@
+"""Validating a batch of input rows against a model's feature schema, vectorized.
+
+Pure: an Arrow record batch in; the valid rows' features, entity ids and row numbers out, and
+the rejected rows with their reason. Nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.errors import InputError
+
+#: Longest entity id accepted; the lookup API refuses longer ones too.
+MAX_ENTITY_ID_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The outcome of validating one batch."""
+
+    features: pd.DataFrame
+    entity_ids: list[str]
+    row_numbers: np.ndarray
+    #: (row_number, entity_id or None, reason, the raw row as a JSON-able dict)
+    rejects: list[tuple[int, str | None, str, dict[str, Any]]]
+
+
+def required_columns(schema: dict[str, Any], entity_col: str) -> list[str]:
+    return [entity_col, *(c["name"] for c in schema["columns"] if c["name"] != entity_col)]
+
+
+def check_columns(schema: dict[str, Any], entity_col: str, available: list[str]) -> None:
+    """Fail before anything is written when a required column is absent, naming all of them."""
+    missing = [c for c in required_columns(schema, entity_col) if c not in available]
+    if missing:
+        hint = f"pass --entity-col if the ids are not in {entity_col!r}" if entity_col in missing \
+            else "add them to the input"
+        raise InputError(
+            f"the partition lacks required column(s) {', '.join(map(repr, missing))} "
+            f"(it has {', '.join(map(repr, available[:20]))}{'...' if len(available) > 20 else ''}); {hint}"
+        )
+
+
+def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int) -> Validated:
+    """Split ``batch`` into rows the model can score and rows to reject, with a reason each."""
+    n = batch.num_rows
+    reasons = np.full(n, None, dtype=object)
+
+    def reject(mask: np.ndarray, reason: str) -> None:
+        reasons[mask & (reasons == None)] = reason  # noqa: E711 (elementwise comparison)
+
+    ids = pc.cast(batch.column(entity_col), pa.string())
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0)
+    reject(_mask(pc.or_kleene(pc.is_null(ids), blank)), "entity id is missing")
+    reject(_mask(pc.greater(pc.utf8_length(ids), MAX_ENTITY_ID_LENGTH)),
+           f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters")
+
+    features: dict[str, Any] = {}
+    for column in schema["columns"]:
+        name = column["name"]
+        if column["kind"] == "numeric":
+            values, not_number = _numeric(batch.column(name), name)
+            reject(not_number, f"column {name!r} is not a number")
+            reject(np.isinf(values), f"column {name!r} is infinite")
+            if not column.get("nulls_ok", False):
+                reject(np.isnan(values), f"column {name!r} is missing")
+            features[name] = values
+        else:
+            text = pc.cast(batch.column(name), pa.string())
+            if not column.get("nulls_ok", False):
+                reject(_mask(pc.is_null(text)), f"column {name!r} is missing")
+            categories = column.get("categories")
+            if categories is not None and not column.get("unseen_ok", True):
+                unseen = pc.invert(pc.is_in(text, value_set=pa.array(categories, pa.string())))
+                reject(_mask(pc.and_kleene(unseen, pc.is_valid(text))),
+                       f"column {name!r} has a category not seen in training")
+            features[name] = text.to_numpy(zero_copy_only=False)
+
+    bad = reasons != None  # noqa: E711
+    good = ~bad
+    row_numbers = np.arange(first_row, first_row + n, dtype=np.int64)
+    frame = pd.DataFrame({k: v[good] for k, v in features.items()}, copy=False)
+    rejects: list[tuple[int, str | None, str, dict[str, Any]]] = []
+    if bad.any():
+        raw = batch.filter(pa.array(bad)).to_pylist()
+        for row_number, reason, record in zip(row_numbers[bad].tolist(), reasons[bad].tolist(), raw, strict=True):
+            entity = record.get(entity_col)
+            rejects.append((row_number, None if entity is None else str(entity), reason, _json(record)))
+    return Validated(
+        features=frame,
+        entity_ids=ids.filter(pa.array(good)).to_pylist(),
+        row_numbers=row_numbers[good],
+        rejects=rejects,
+    )
+
+
+def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _numeric(array: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values (NaN for missing) and a mask of values present but not numbers."""
+    if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type) \
+            or pa.types.is_decimal(array.type):
+        values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(values, dtype=np.float64), np.zeros(len(array), dtype=bool)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        text = pd.Series(array.to_numpy(zero_copy_only=False), dtype=object)
+        stripped = text.str.strip()
+        present = stripped.notna() & (stripped != "")
+        values = pd.to_numeric(stripped.where(present), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        literal_nan = stripped.str.lower().isin(["nan"]).to_numpy()
+        return values, present.to_numpy() & np.isnan(values) & ~literal_nan
+    # Anything else (timestamps, lists, binary...) is not a number the model can take.
+    raise InputError(f"column {name!r} holds {array.type} values, not numbers; convert it to a number type")
+
+
+def _json(record: dict[str, Any]) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        return str(value)
+
+    return {k: clean(v) for k, v in record.items()}
