@@ -10,6 +10,7 @@ from typing import Any
 
 import joblib
 
+from batch.reader import path_of
 from store.errors import ConfigError, ModelError
 
 FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".pickle": "joblib", ".skops": "skops"}
@@ -60,7 +61,7 @@ def read_model(path: Path) -> Any:
 
 def load_model(uri: str, sha256: str, fmt: str) -> Any:
     """Load a registered artifact, refusing it unless its bytes still hash to ``sha256``."""
-    path = Path(uri.removeprefix("file://"))
+    path = path_of(uri)
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -21,6 +22,7 @@ class Partition:
     """One input partition: where it is, what it is called, and a hash of its bytes."""
 
     uri: str
+    root: Path
     key: str
     files: tuple[Path, ...]
     format: str
@@ -47,11 +49,17 @@ def open_partition(path: Path, *, key: str | None = None) -> Partition:
     root = path if path.is_dir() else path.parent
     return Partition(
         uri=path.resolve().as_uri(),
+        root=path.resolve(),
         key=key or (path.name if path.is_dir() else path.stem),
         files=files,
         format=fmt,
         fingerprint=fingerprint(files, root),
     )
+
+
+def path_of(uri: str) -> Path:
+    """The local path of a ``file://`` URI."""
+    return Path(unquote(urlsplit(uri).path))
 
 
 def fingerprint(files: Sequence[Path], root: Path) -> str:
@@ -73,11 +81,10 @@ def dataset(partition: Partition, text_columns: Sequence[str] = ()) -> ds.Datase
                                            strings_can_be_null=True)
             fmt = ds.CsvFileFormat(convert_options=convert)
             return ds.dataset(list(map(str, partition.files)), format=fmt)
-        root = Path(partition.uri.removeprefix("file://"))
-        if root.is_dir():
-            return ds.dataset(str(root), format="parquet", partitioning="hive",
-                              exclude_invalid_files=False)
-        return ds.dataset(str(root), format="parquet")
+        if partition.root.is_dir():
+            return ds.dataset(list(map(str, partition.files)), format="parquet",
+                              partitioning=ds.HivePartitioning.discover(), partition_base_dir=str(partition.root))
+        return ds.dataset(str(partition.root), format="parquet")
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{partition.uri}: cannot be read as {partition.format} ({_first_line(exc)})") from exc
 

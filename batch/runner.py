@@ -322,7 +322,7 @@ def verify_run(settings: Settings, run_id: int) -> dict[str, Any]:
         model_row = registry.get_model(conn, run["model_name"], version=run["model_version"])
     if not run["predictions_digest"]:
         raise InputError(f"run {run_id} has no recorded digest (status {run['status']}); only published runs verify")
-    path = Path(run["input_uri"].removeprefix("file://"))
+    path = reader.path_of(run["input_uri"])
     partition = reader.open_partition(path, key=run["partition_key"])
     if partition.fingerprint != run["input_fingerprint"]:
         raise InputError(f"the input {path} has changed since run {run_id} read it; it cannot be replayed")
