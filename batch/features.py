@@ -59,7 +59,7 @@ def infer_schema(model: Any, train: pd.DataFrame | None = None) -> dict[str, Any
 def model_input(schema: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame | np.ndarray:
     """The frame's features in the shape the model was fitted on (named columns, or an array)."""
     names = [c["name"] for c in schema["columns"]]
-    features = frame[names]
+    features = frame if list(frame.columns) == names else frame[names]
     return features if schema["by_name"] else features.to_numpy()
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -19,14 +22,25 @@ BATCH_ROWS = 131_072
 
 @dataclass(frozen=True)
 class Partition:
-    """One input partition: where it is, what it is called, and a hash of its bytes."""
+    """One input partition: where it is, what it is called, and a hash of its bytes.
+
+    The hash is computed in a thread of its own from the moment the partition is opened, so it
+    overlaps with scoring; reading ``fingerprint`` waits for it.
+    """
 
     uri: str
     root: Path
     key: str
     files: tuple[Path, ...]
     format: str
-    fingerprint: str
+    pending_fingerprint: Future[str] = field(repr=False, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        try:
+            return self.pending_fingerprint.result()
+        except OSError as exc:
+            raise InputError(f"{self.root}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def open_partition(path: Path, *, key: str | None = None) -> Partition:
@@ -53,8 +67,21 @@ def open_partition(path: Path, *, key: str | None = None) -> Partition:
         key=key or (path.name if path.is_dir() else path.stem),
         files=files,
         format=fmt,
-        fingerprint=fingerprint(files, root),
+        pending_fingerprint=_in_thread(fingerprint, files, root),
     )
+
+
+def _in_thread(fn: Callable[..., str], *args: Any) -> Future[str]:
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # delivered to whoever reads the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="predstore-fingerprint", daemon=True).start()
+    return future
 
 
 def path_of(uri: str) -> Path:

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import pyarrow as pa
 
 from batch import reader
 from batch.artifacts import load_model
 from batch.pipeline import background
-from batch.score import score_frame
+from batch.score import Scores, predict
 from batch.validate import Validated, check_columns, required_columns, validate
 from store import ledger, predictions, registry
 from store.db import connect
@@ -112,7 +113,8 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
             message = _describe(exc)
             result.status, result.message = "failed", message
             _measure(result, started)
-            ledger.finish_run(control, run_id, status="failed", error=message, input_fingerprint=partition.fingerprint,
+            ledger.finish_run(control, run_id, status="failed", error=message,
+                              input_fingerprint=_fingerprint_if_readable(partition),
                               **_counts(result), cpu_seconds=time.process_time() - cpu_started)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -154,14 +156,15 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
 
         try:
             predictions.create_run_table(writer, run_id)
-            with predictions.copy_predictions(writer, run_id, out_columns) as copy:
+            with predictions.copy_predictions(writer, run_id, out_columns) as write:
                 scored = _scored(background(validated(), name="read"), model, schema, stages)
                 done = 0
                 for checked, out in background(scored, name="predict"):
                     t = time.perf_counter()
                     done += len(checked.entity_ids) + len(checked.rejects)
                     if out is not None:
-                        _write(copy, checked, out, out_columns, digest)
+                        write(_record_batch(checked, out, out_columns))
+                        digest.update(checked.entity_ids, out)
                         result.rows_scored += len(checked.entity_ids)
                     stages["write_s"] += time.perf_counter() - t
                     if progress:
@@ -212,42 +215,52 @@ def _validated(data: Any, columns: list[str], schema: dict[str, Any], entity_col
 
 
 def _scored(batches: Iterator[Validated], model: Any, schema: dict[str, Any],
-            stages: dict[str, float]) -> Iterator[tuple[Validated, Any]]:
+            stages: dict[str, float]) -> Iterator[tuple[Validated, Scores | None]]:
     """Score each validated batch; the model's own errors become `ModelError`."""
     for checked in batches:
         t = time.perf_counter()
         try:
-            out = score_frame(model, checked.features, schema=schema) if len(checked.features) else None
+            out = predict(model, checked.features, schema=schema) if len(checked.features) else None
         except Exception as exc:  # the model's own error, whatever its type
             raise ModelError(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
         stages["predict_s"] += time.perf_counter() - t
         yield checked, out
 
 
-def _write(copy: psycopg.Copy, checked: Validated, out: Any, columns: list[str], digest: _Digest) -> None:
-    values: list[Any] = [checked.entity_ids, checked.row_numbers.tolist(), out["prediction"].tolist()]
+def _record_batch(checked: Validated, out: Scores, columns: list[str]) -> pa.RecordBatch:
+    """The rows to COPY for one scored batch, as Arrow arrays (no Python object per row)."""
+    arrays: dict[str, pa.Array] = {
+        "entity_id": checked.entity_ids,
+        "row_number": pa.array(checked.row_numbers),
+        "prediction": pa.array(out.prediction),
+    }
     if "label" in columns:
-        values.append(out["label"].tolist())
+        assert out.classes is not None and out.best is not None
+        arrays["label"] = pa.array(out.classes, pa.string()).take(pa.array(out.best))
     if "scores" in columns:
-        values.append([s.tolist() for s in out["scores"]])
-    for row in zip(*values, strict=True):
-        copy.write_row(row)
-    digest.update(checked.entity_ids, out)
+        assert out.proba is not None
+        n, k = out.proba.shape
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+        arrays["scores"] = pa.ListArray.from_arrays(offsets, pa.array(out.proba.ravel()))
+    return pa.RecordBatch.from_arrays([arrays[c] for c in columns], schema=predictions.arrow_schema(columns))
 
 
 class _Digest:
-    """sha256 of a run's predictions, the same however the rows were batched."""
+    """sha256 of a run's predictions (ids, values, labels, class scores), however they were batched."""
 
     def __init__(self) -> None:
-        self._parts = {k: hashlib.sha256() for k in ("ids", "prediction", "label", "scores")}
+        self._parts = {k: hashlib.sha256() for k in ("id_bytes", "id_lengths", "prediction", "label", "scores")}
 
-    def update(self, ids: list[str], out: Any) -> None:
-        self._parts["ids"].update(("\0".join(ids) + "\0").encode())
-        self._parts["prediction"].update(np.ascontiguousarray(out["prediction"].to_numpy(np.float64)).tobytes())
-        if "label" in out:
-            self._parts["label"].update(("\0".join(out["label"].tolist()) + "\0").encode())
-        if "scores" in out:
-            self._parts["scores"].update(np.ascontiguousarray(np.vstack(out["scores"].to_numpy())).tobytes())
+    def update(self, ids: pa.Array, out: Scores) -> None:
+        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1, offset=ids.offset * 4)
+        data = ids.buffers()[2]
+        self._parts["id_bytes"].update(memoryview(data)[offsets[0]:offsets[-1]] if data is not None else b"")
+        self._parts["id_lengths"].update(np.diff(offsets).astype(np.int64).tobytes())
+        self._parts["prediction"].update(np.ascontiguousarray(out.prediction, dtype=np.float64).tobytes())
+        if out.best is not None:
+            self._parts["label"].update(out.best.astype(np.int64).tobytes())
+        if out.proba is not None:
+            self._parts["scores"].update(np.ascontiguousarray(out.proba).tobytes())
 
     def hexdigest(self) -> str:
         return hashlib.sha256(b"".join(h.digest() for h in self._parts.values())).hexdigest()
@@ -283,6 +296,13 @@ def _apply_retention(control: psycopg.Connection, model_name: str, partition_key
         predictions.drop_run_table(control, old)
         ledger.mark_dropped(control, old)
         log.info("dropped the rows of superseded run %s (keeping %s runs per partition)", old, keep)
+
+
+def _fingerprint_if_readable(partition: reader.Partition) -> str | None:
+    try:
+        return partition.fingerprint
+    except InputError:
+        return None
 
 
 def _measure(result: RunResult, started: float) -> None:

@@ -1,7 +1,8 @@
-"""Scoring a frame with a fitted model: the one place predictions are made."""
+"""Scoring with a fitted model: the one place predictions are made."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,29 +11,53 @@ import pandas as pd
 from batch.features import model_input, task_of
 
 
-def score_frame(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Predictions for every row of ``frame``, in order, indexed like it.
+@dataclass(frozen=True)
+class Scores:
+    """A model's output for a batch, as arrays.
 
-    Columns: ``prediction`` (the value, or for a classifier the probability of the positive class
-    when binary and of the predicted class otherwise), ``label`` (classifiers: the predicted class,
-    as text) and ``scores`` (multiclass: the probabilities in ``model.classes_`` order).
-    ``schema`` (recorded at registration) picks and orders the columns; without it, the model's
-    ``feature_names_in_`` do.
+    ``prediction`` is the value (regression) or, for a classifier, the probability of the positive
+    class when binary and of the predicted class otherwise; ``best`` indexes the predicted class in
+    ``classes``; ``proba`` holds every class's probability (multiclass only).
     """
+
+    prediction: np.ndarray
+    classes: np.ndarray | None = None
+    best: np.ndarray | None = None
+    proba: np.ndarray | None = None
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return None if self.classes is None or self.best is None else self.classes[self.best]
+
+
+def predict(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = None) -> Scores:
+    """Score ``frame``. ``schema`` (recorded at registration) picks and orders the columns;
+    without it, the model's ``feature_names_in_`` do."""
     if schema is None:
         names = getattr(model, "feature_names_in_", None)
         schema = {"columns": [{"name": str(n)} for n in (names if names is not None else frame.columns)],
                   "by_name": names is not None}
     features = model_input(schema, frame)
     if task_of(model) == "regression":
-        return pd.DataFrame({"prediction": np.asarray(model.predict(features), dtype=np.float64)}, index=frame.index)
+        return Scores(prediction=np.asarray(model.predict(features), dtype=np.float64))
     proba = np.asarray(model.predict_proba(features), dtype=np.float64)
-    classes = np.asarray(model.classes_).astype(str)
+    classes = np.asarray([str(c) for c in model.classes_], dtype=object)
     best = proba.argmax(axis=1)
-    result = pd.DataFrame({"label": classes[best]}, index=frame.index)
     if len(classes) == 2:
-        result.insert(0, "prediction", proba[:, 1])
-    else:
-        result.insert(0, "prediction", proba[np.arange(len(best)), best])
-        result["scores"] = list(proba)
+        return Scores(prediction=np.ascontiguousarray(proba[:, 1]), classes=classes, best=best)
+    return Scores(prediction=proba[np.arange(len(best)), best], classes=classes, best=best, proba=proba)
+
+
+def score_frame(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Predictions for every row of ``frame``, in order, indexed like it (the job's own scoring).
+
+    Columns: ``prediction``; for classifiers ``label`` (the predicted class, as text); for
+    multiclass ``scores`` (the probabilities in ``model.classes_`` order).
+    """
+    scores = predict(model, frame, schema=schema)
+    result = pd.DataFrame({"prediction": scores.prediction}, index=frame.index)
+    if scores.labels is not None:
+        result["label"] = scores.labels
+    if scores.proba is not None:
+        result["scores"] = list(scores.proba)
     return result

@@ -26,7 +26,7 @@ class Validated:
     """The outcome of validating one batch."""
 
     features: pd.DataFrame
-    entity_ids: list[str]
+    entity_ids: pa.Array
     row_numbers: np.ndarray
     #: (row_number, entity_id or None, reason, the raw row as a JSON-able dict)
     rejects: list[tuple[int, str | None, str, dict[str, Any]]]
@@ -52,11 +52,17 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
     """Split ``batch`` into rows the model can score and rows to reject, with a reason each."""
     n = batch.num_rows
     reasons = np.full(n, None, dtype=object)
+    bad = np.zeros(n, dtype=bool)
 
     def reject(mask: np.ndarray, reason: str) -> None:
-        reasons[mask & (reasons == None)] = reason  # noqa: E711 (elementwise comparison)
+        new = mask & ~bad
+        if new.any():
+            reasons[new] = reason
+            bad[new] = True
 
     ids = pc.cast(batch.column(entity_col), pa.string())
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0)
     reject(_mask(pc.or_kleene(pc.is_null(ids), blank)), "entity id is missing")
     reject(_mask(pc.greater(pc.utf8_length(ids), MAX_ENTITY_ID_LENGTH)),
@@ -83,22 +89,32 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
                        f"column {name!r} has a category not seen in training")
             features[name] = text.to_numpy(zero_copy_only=False)
 
-    bad = reasons != None  # noqa: E711
-    good = ~bad
     row_numbers = np.arange(first_row, first_row + n, dtype=np.int64)
-    frame = pd.DataFrame({k: v[good] for k, v in features.items()}, copy=False)
-    rejects: list[tuple[int, str | None, str, dict[str, Any]]] = []
-    if bad.any():
-        raw = batch.filter(pa.array(bad)).to_pylist()
-        for row_number, reason, record in zip(row_numbers[bad].tolist(), reasons[bad].tolist(), raw, strict=True):
-            entity = record.get(entity_col)
-            rejects.append((row_number, None if entity is None else str(entity), reason, _json(record)))
+    if not bad.any():
+        return Validated(features=_frame(features), entity_ids=ids, row_numbers=row_numbers, rejects=[])
+    good = ~bad
+    raw = batch.filter(pa.array(bad)).to_pylist()
+    rejects = [(row_number, None if record.get(entity_col) is None else str(record[entity_col]), reason,
+                _json(record))
+               for row_number, reason, record in zip(row_numbers[bad].tolist(), reasons[bad].tolist(), raw,
+                                                     strict=True)]
     return Validated(
-        features=frame,
-        entity_ids=ids.filter(pa.array(good)).to_pylist(),
+        features=_frame({k: v[good] for k, v in features.items()}),
+        entity_ids=ids.filter(pa.array(good)),
         row_numbers=row_numbers[good],
         rejects=rejects,
     )
+
+
+def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A frame whose numeric columns share one float64 block, so the model reads it without a copy."""
+    numeric = [k for k, v in columns.items() if v.dtype == np.float64]
+    frame = pd.DataFrame(np.column_stack([columns[k] for k in numeric]) if numeric else None,
+                         columns=numeric, copy=False)
+    others = {k: v for k, v in columns.items() if k not in numeric}
+    if others:
+        frame = frame.assign(**others) if numeric else pd.DataFrame(others)
+    return frame[list(columns)] if list(frame.columns) != list(columns) else frame
 
 
 def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:

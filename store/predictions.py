@@ -7,17 +7,19 @@ the commit, then the new one (``runs.status`` flips in the same transaction).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
+import pyarrow as pa
+from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
 from store.schema import PARTITION_SCHEMA
 
-#: The columns a run may write, and their PostgreSQL types for binary COPY.
-COLUMN_TYPES = {"entity_id": "text", "row_number": "int8", "prediction": "float8", "label": "text",
-                "scores": "float8[]"}
+#: The columns a run may write, as the Arrow types its batches must have.
+ARROW_TYPES = {"entity_id": pa.string(), "row_number": pa.int64(), "prediction": pa.float64(),
+               "label": pa.string(), "scores": pa.list_(pa.float64())}
 
 #: NOTIFY channel told the model name whenever a run of it is published.
 PUBLISH_CHANNEL = "predstore_published"
@@ -38,14 +40,27 @@ def create_run_table(conn: psycopg.Connection, run_id: int) -> None:
         t=run_table(run_id), id=sql.Literal(run_id)))
 
 
+def arrow_schema(columns: Sequence[str]) -> pa.Schema:
+    """The Arrow schema of the batches `copy_predictions` takes for these columns."""
+    return pa.schema([(c, ARROW_TYPES[c]) for c in columns])
+
+
 @contextmanager
-def copy_predictions(conn: psycopg.Connection, run_id: int, columns: Sequence[str]) -> Iterator[psycopg.Copy]:
-    """A binary COPY into the run's table; ``write_row`` takes values in ``columns`` order."""
+def copy_predictions(conn: psycopg.Connection, run_id: int,
+                     columns: Sequence[str]) -> Iterator[Callable[[pa.RecordBatch], None]]:
+    """A binary COPY into the run's table, fed Arrow record batches of `arrow_schema(columns)`.
+
+    pgpq encodes each batch into PostgreSQL's binary format in native code, so no Python object
+    is made per row.
+    """
+    schema = arrow_schema(columns)
+    encoder = ArrowToPostgresBinaryEncoder(schema)
     query = sql.SQL("COPY {t} ({cols}) FROM STDIN (FORMAT BINARY)").format(
         t=run_table(run_id), cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
     with conn.cursor().copy(query) as copy:
-        copy.set_types([COLUMN_TYPES[c] for c in columns])
-        yield copy
+        copy.write(encoder.write_header())
+        yield lambda batch: copy.write(encoder.write_batch(batch))
+        copy.write(encoder.finish())
 
 
 @contextmanager
