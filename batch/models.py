@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
+from batch import profile
 from batch.artifacts import read_model, store_artifact
 from batch.features import infer_schema, model_input, task_of
-from store import registry
+from batch.score import Scores, predict
+from store import profiles, registry
 from store.db import connect
-from store.errors import ConfigError, InputError
+from store.errors import ConfigError, InputError, ModelError
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -46,15 +48,26 @@ def register_model(
         else None
     scores = training_metrics(model, train, target, schema=schema, task=task) \
         if train is not None and target else None
+    base = profile.baseline(features, schema, _predict(model, features, schema)) if features is not None else None
     url = prepare(settings)
     uri, sha256, fmt = store_artifact(artifact, settings.artifacts_dir)
     with connect(url) as conn, conn.transaction():
         version = registry.next_version(conn, name)
         registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
                               task=task, feature_schema=schema, classes=classes, training_metrics=scores)
+        if base:
+            profiles.insert_baseline(conn, name, version, base)
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
         return registry.get_model(conn, name, version=version)
+
+
+def _predict(model: Any, features: pd.DataFrame, schema: dict[str, Any]) -> Scores:
+    try:
+        return predict(model, features, schema=schema)
+    except Exception as exc:  # the model's own error, whatever its type
+        raise ModelError(f"the model cannot score its own training data ({type(exc).__name__}: {exc}); "
+                         "check --train-data") from exc
 
 
 def read_frame(path: Path) -> pd.DataFrame:

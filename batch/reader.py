@@ -12,12 +12,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from pyarrow import csv as pacsv
 
 from store.errors import ConfigError, InputError
 
 BATCH_ROWS = 131_072
+CSV_BLOCK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -99,44 +100,46 @@ def fingerprint(files: Sequence[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def dataset(partition: Partition, text_columns: Sequence[str] = ()) -> ds.Dataset:
-    """The partition as a pyarrow dataset. CSV columns in ``text_columns`` are read as text, so
-    that a bad value becomes a rejected row instead of a failed read."""
+def columns_of(partition: Partition) -> list[str]:
+    """The column names of the partition (of its first file)."""
+    first = partition.files[0]
     try:
         if partition.format == "csv":
-            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns},
-                                           strings_can_be_null=True)
-            fmt = ds.CsvFileFormat(convert_options=convert)
-            return ds.dataset(list(map(str, partition.files)), format=fmt)
-        if partition.root.is_dir():
-            return ds.dataset(list(map(str, partition.files)), format="parquet",
-                              partitioning=ds.HivePartitioning.discover(), partition_base_dir=str(partition.root))
-        return ds.dataset(str(partition.root), format="parquet")
+            with pacsv.open_csv(first) as stream:
+                return list(stream.schema.names)
+        return list(pq.read_schema(first).names)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{partition.uri}: cannot be read as {partition.format} ({_first_line(exc)})") from exc
+        raise InputError(f"{first}: cannot be read as {partition.format} ({_first_line(exc)})") from exc
 
 
-def columns_of(data: ds.Dataset) -> list[str]:
-    return list(data.schema.names)
-
-
-def batches(data: ds.Dataset, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of ``columns``; read errors become `InputError`."""
-    try:
-        yield from data.to_batches(columns=list(columns), batch_size=BATCH_ROWS, batch_readahead=2,
-                                   fragment_readahead=1, use_threads=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"the partition could not be read to the end ({_first_line(exc)})") from exc
-
-
-def count_rows(data: ds.Dataset, partition: Partition) -> int | None:
+def count_rows(partition: Partition) -> int | None:
     """Rows in the partition when the format says so cheaply (Parquet metadata), else None."""
     if partition.format != "parquet":
         return None
     try:
-        return int(data.count_rows())
+        return sum(pq.read_metadata(f).num_rows for f in partition.files)
     except (pa.ArrowInvalid, OSError):
         return None
+
+
+def batches(partition: Partition, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+    """Stream record batches of ``columns``, file by file, one row group (or CSV block) at a time,
+    so memory stays flat however large the partition. CSV columns are read as text, so that a bad
+    value becomes a rejected row instead of a failed read. Read errors become `InputError`."""
+    for path in partition.files:
+        try:
+            if partition.format == "csv":
+                convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                               include_columns=list(columns), strings_can_be_null=True)
+                with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                    convert_options=convert) as stream:
+                    yield from stream
+            else:
+                # pre_buffer would keep every column chunk read so far: memory would grow with the file.
+                with pq.ParquetFile(path, pre_buffer=False) as parquet:
+                    yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            raise InputError(f"{path}: could not be read to the end ({_first_line(exc)})") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,12 +25,12 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-from batch import reader
+from batch import profile, reader
 from batch.artifacts import load_model
 from batch.pipeline import background
 from batch.score import Scores, predict
 from batch.validate import Validated, check_columns, required_columns, validate
-from store import ledger, predictions, registry
+from store import ledger, predictions, profiles, registry
 from store.db import connect
 from store.errors import InputError, ModelError, PredstoreError, RunFailed
 from store.migrate import prepare
@@ -134,12 +134,20 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
     schema = model_row.feature_schema
     model = load_model(model_row.artifact_uri, model_row.sha256, model_row.format)
     columns = required_columns(schema, entity_col)
-    data = reader.dataset(partition, text_columns=columns)
-    check_columns(schema, entity_col, reader.columns_of(data))
-    total = reader.count_rows(data, partition)
+    check_columns(schema, entity_col, reader.columns_of(partition))
+    total = reader.count_rows(partition)
     limit = None if total is None else request.max_reject_fraction * total
     stages = {"read_validate_s": 0.0, "predict_s": 0.0, "write_s": 0.0}
     digest = _Digest()
+    base = profiles.get_baseline(control, model_row.name, model_row.version)
+    known = {c["name"]: c.get("categories") for c in schema["columns"] if c["kind"] == "categorical"}
+    feature_profile: dict[str, Any] = {}
+    output_profile: dict[str, Any] = {}
+
+    def count_features(checked: Validated) -> None:
+        nonlocal feature_profile
+        if base:
+            feature_profile = profile.add(feature_profile, profile.profile_features(checked.features, base, known))
     out_columns = ["entity_id", "row_number", "prediction"]
     if model_row.task == "classification":
         out_columns.append("label")
@@ -151,8 +159,9 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
 
         def validated() -> Iterator[Validated]:
             with predictions.copy_rejects(quarantine) as rejects:
-                yield from _validated(data, columns, schema, entity_col, result, stages, limit,
-                                      on_rejects=lambda rows: [rejects.write_row((run_id, *r)) for r in rows])
+                yield from _validated(partition, columns, schema, entity_col, result, stages, limit,
+                                      on_rejects=lambda rows: [rejects.write_row((run_id, *r)) for r in rows],
+                                      on_valid=count_features)
 
         try:
             predictions.create_run_table(writer, run_id)
@@ -166,6 +175,8 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
                         write(_record_batch(checked, out, out_columns))
                         digest.update(checked.entity_ids, out)
                         result.rows_scored += len(checked.entity_ids)
+                        if base:
+                            output_profile = profile.add(output_profile, profile.profile_outputs(out, base))
                     stages["write_s"] += time.perf_counter() - t
                     if progress:
                         progress(done, total)
@@ -174,6 +185,8 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
             result.rows_duplicate = predictions.index_run_table(writer, run_id)
             stages["index_s"] = time.perf_counter() - t
             t = time.perf_counter()
+            if base:
+                profiles.insert_run_profile(writer, run_id, {**feature_profile, **output_profile})
             result.superseded_run = predictions.publish(writer, run_id, model_name=model_row.name,
                                                         partition_key=partition.key)
             result.status = "published"
@@ -197,15 +210,17 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
                       f"{result.rows_rejected} rejected, {result.rows_duplicate} duplicate ids ({verb})")
 
 
-def _validated(data: Any, columns: list[str], schema: dict[str, Any], entity_col: str, result: RunResult,
-               stages: dict[str, float], limit: float | None,
-               on_rejects: Callable[[list[tuple[int, str | None, str, dict[str, Any]]]], Any]) -> Iterator[Validated]:
+def _validated(partition: reader.Partition, columns: list[str], schema: dict[str, Any], entity_col: str,
+               result: RunResult, stages: dict[str, float], limit: float | None,
+               on_rejects: Callable[[list[tuple[int, str | None, str, dict[str, Any]]]], Any],
+               on_valid: Callable[[Validated], Any] = lambda checked: None) -> Iterator[Validated]:
     """Read and validate the partition batch by batch, counting into ``result``."""
-    for batch in reader.batches(data, columns):
+    for batch in reader.batches(partition, columns):
         t = time.perf_counter()
         checked = validate(batch, schema, entity_col=entity_col, first_row=result.rows_in + 1)
         if checked.rejects:
             on_rejects(checked.rejects)
+        on_valid(checked)
         result.rows_in += batch.num_rows
         result.rows_rejected += len(checked.rejects)
         stages["read_validate_s"] += time.perf_counter() - t
@@ -349,12 +364,12 @@ def verify_run(settings: Settings, run_id: int) -> dict[str, Any]:
     entity_col = (run["details"] or {}).get("entity_col", DEFAULT_ENTITY_COL)
     model = load_model(model_row.artifact_uri, model_row.sha256, model_row.format)
     columns = required_columns(model_row.feature_schema, entity_col)
-    data = reader.dataset(partition, text_columns=columns)
     result = RunResult(status="verifying", model=model_row.name, model_version=model_row.version,
                        partition=partition.key, run_id=run_id)
     stages = {"read_validate_s": 0.0, "predict_s": 0.0}
     digest = _Digest()
-    batches = _validated(data, columns, model_row.feature_schema, entity_col, result, stages, None, lambda rows: None)
+    batches = _validated(partition, columns, model_row.feature_schema, entity_col, result, stages, None,
+                         lambda rows: None)
     for checked, out in _scored(batches, model, model_row.feature_schema, stages):
         if out is not None:
             digest.update(checked.entity_ids, out)

@@ -61,16 +61,16 @@ def start_run(
                 [job_kind, model_name, model_version, model_sha256, partition_key, input_uri, code_version,
                  host, pid],
             ).fetchone()
+            assert row is not None
+            # Taken before the row is visible, so no other process ever sees it running but unlocked.
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(int(row[0]))])
     except psycopg.errors.UniqueViolation:
         other = conn.execute(
             "SELECT run_id FROM runs WHERE model_name = %s AND partition_key = %s AND status = 'running'",
             [model_name, partition_key],
         ).fetchone()
         raise RunInProgress(other[0] if other else -1, model_name, partition_key) from None
-    assert row is not None
-    run_id = int(row[0])
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)])
-    return run_id
+    return int(row[0])
 
 
 def release_run(conn: psycopg.Connection, run_id: int) -> None:

@@ -117,7 +117,7 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
     conn.execute(sql.SQL("ALTER TABLE predictions ATTACH PARTITION {t} FOR VALUES IN ({id})").format(
         t=table, id=sql.Literal(run_id)))
     previous = conn.execute(
-        """UPDATE runs SET status = 'superseded'
+        """UPDATE runs SET status = 'superseded', superseded_at = now()
            WHERE model_name = %s AND partition_key = %s AND status = 'published' RETURNING run_id""",
         [model_name, partition_key],
     ).fetchone()

@@ -86,6 +86,7 @@ runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Column("published_at", DateTime(timezone=True)),
+    Column("superseded_at", DateTime(timezone=True)),
     Column("duration_s", Float(53)),
     Column("rows_per_s", Float(53)),
     Column("peak_rss_bytes", BigInteger),
@@ -148,4 +149,83 @@ labels = Table(
     Column("label", Text, nullable=False),
     Column("label_value", Float(53)),
     Column("arrival_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    # sha256 of the whole key: keys are 256-bit random, so a fast hash cannot be brute-forced.
+    Column("key_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+#: Why a scheduler firing ran: its cron time came (``catch-up`` when it runs late, after the
+#: scheduler was down), a poll found new partitions, or the monitor raised an alert.
+FIRING_REASONS = ("cron", "catch-up", "arrival", "alert")
+FIRING_STATUSES = ("running", "succeeded", "failed", "abandoned")
+
+job_firings = Table(
+    "job_firings",
+    metadata,
+    Column("firing_id", BigInteger, Identity(), primary_key=True),
+    Column("job_id", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    # The cron time this firing stands for; NULL for arrivals and alerts. Unique per job, so two
+    # scheduler replicas never run the same cron firing: the second INSERT finds it claimed.
+    Column("scheduled_for", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default="running"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("error", Text),
+    Column("details", JSONB),
+    CheckConstraint("reason IN " + str(FIRING_REASONS), name="reason"),
+    CheckConstraint("status IN " + str(FIRING_STATUSES), name="status"),
+    Index("uq_job_firings_job_id_scheduled_for", "job_id", "scheduled_for", unique=True),
+    Index("ix_job_firings_job_id_firing_id", "job_id", "firing_id"),
+)
+
+# Monitoring: histograms frozen at registration, and each run's counts in the same bins
+# (see batch/profile.py for the bin layout).
+baselines = Table(
+    "baselines",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("column_name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("edges", ARRAY(Float(53))),
+    Column("categories", ARRAY(Text)),
+    Column("counts", ARRAY(BigInteger), nullable=False),
+    Column("null_count", BigInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("mean", Float(53)),
+    Column("std", Float(53)),
+    Column("min", Float(53)),
+    Column("max", Float(53)),
+    ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
+    CheckConstraint("role IN ('feature', 'output')", name="role"),
+    CheckConstraint("kind IN ('numeric', 'categorical')", name="kind"),
+)
+
+run_profiles = Table(
+    "run_profiles",
+    metadata,
+    Column("run_id", BigInteger, primary_key=True),
+    Column("column_name", Text, primary_key=True),
+    Column("counts", ARRAY(BigInteger), nullable=False),
+    Column("null_count", BigInteger, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("sum", Float(53), nullable=False),
+    Column("sum_sq", Float(53), nullable=False),
+    Column("min", Float(53)),
+    Column("max", Float(53)),
+    Column("unseen", BigInteger, nullable=False, server_default="0"),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
 )

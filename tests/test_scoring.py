@@ -266,3 +266,30 @@ def test_cli_score_json_and_runs_commands(lr: Path, tmp_path: Path, cli_env: dic
     assert verified.exit_code == 0 and "verified" in verified.output
     shown = runner.invoke(main, ["models", "show", "churn"], env=cli_env)
     assert '"accuracy"' in shown.output and '"current"' in shown.output
+
+
+def test_skops_artifacts_and_promotion(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
+                                       conn: psycopg.Connection) -> None:
+    import skops.io as sio
+
+    first, train = factories.logistic(tmp_path / "a")
+    second, _ = factories.logistic(tmp_path / "b", seed=3)
+    skops_path = tmp_path / "model.skops"
+    sio.dump(read_model(second), skops_path)
+    runner = CliRunner()
+    assert runner.invoke(main, ["models", "register", str(first), "--name", "m", "--train-data", str(train)],
+                         env=cli_env).exit_code == 0
+    registered = runner.invoke(main, ["models", "register", str(skops_path), "--name", "m"], env=cli_env)
+    assert registered.exit_code == 0 and "registered m version 2" in registered.output
+    assert "(current)" not in registered.output  # only the first version becomes current by itself
+    promoted = runner.invoke(main, ["models", "promote", "m", "2"], env=cli_env)
+    assert promoted.output.strip() == "m: current version 1 -> 2"
+    path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(20))
+    result = score_partition(settings, ScoreRequest(path=path, model_name="m"))
+    assert result.model_version == 2
+    rows = published(conn, "p")
+    expected = score_frame(read_model(second), factories.frame(20))
+    assert np.allclose(rows.sort_values("entity_id")["prediction"].to_numpy(),
+                       expected.set_index(factories.frame(20)["entity_id"]).loc[rows["entity_id"]]["prediction"])
+    listed = runner.invoke(main, ["models", "list"], env=cli_env)
+    assert "v2" in listed.output and "[current]" in listed.output

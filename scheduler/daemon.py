@@ -1,0 +1,121 @@
+"""The scheduler process: APScheduler's BlockingScheduler over the config's jobs, or one pass (--once).
+
+Job definitions live in the config file and are rebuilt at each start, with stable ids (the job
+names). Nothing about what has run lives in this process: firings and runs are in PostgreSQL, so
+any number of replicas may start, stop and restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler.config import ScheduleConfig, check_models
+from scheduler.jobs import Context, fire, plural
+from store import ledger, schedules
+from store.db import connect
+from store.errors import PredstoreError
+from store.migrate import prepare
+from store.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class JobsFailed(PredstoreError):
+    """A ``--once`` pass ran jobs that failed after their retries."""
+
+    exit_code = 1
+
+
+def start(settings: Settings, config: ScheduleConfig) -> Context:
+    """Check the config against the store and tidy what a dead scheduler left; nothing runs yet."""
+    url = prepare(settings)
+    with connect(url, autocommit=True, application_name="predstore-schedule") as conn:
+        check_models(config, conn)
+        for run_id in ledger.reap_abandoned(conn):
+            log.warning("run %s was left running by a process that died; marked abandoned", run_id)
+        for firing_id in schedules.reap_firings(conn):
+            log.warning("firing %s was left running by a scheduler that died; marked abandoned", firing_id)
+    return Context(settings=settings, url=url, config=config)
+
+
+def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None = None) -> dict[str, str]:
+    """Run every job once: score what has arrived, run each cron firing that is due and was not run.
+
+    Score jobs run before monitor jobs, so that the monitor sees this pass's predictions.
+    Raises `JobsFailed` if any failed.
+    """
+    ctx = start(settings, config)
+    _on_signals(lambda: None, ctx.stop)
+    outcomes: dict[str, str] = {}
+    for job in sorted(config.jobs, key=lambda j: j.kind != "score"):
+        if ctx.stop.is_set():
+            break
+        outcomes[job.id] = fire(ctx, job.id, now=now)
+    failed = [job_id for job_id, outcome in outcomes.items() if outcome == "failed"]
+    if failed:
+        raise JobsFailed(f"{len(failed)} of {len(config.jobs)} jobs failed: {', '.join(failed)}; "
+                         "the log above and `predstore jobs` say why")
+    return outcomes
+
+
+def serve(settings: Settings, config: ScheduleConfig) -> None:
+    """Run the scheduler until SIGTERM or SIGINT; each job fires once at start to catch up."""
+    ctx = start(settings, config)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # jobs log what fired; _on_event what did not
+    executor = ThreadPoolExecutor(max_workers=min(len(config.jobs), 8))
+    scheduler = BlockingScheduler(
+        timezone=UTC,
+        executors={"default": executor},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace_time},
+    )
+    now = datetime.now(UTC)
+    for job in config.jobs:
+        trigger = IntervalTrigger(seconds=job.poll_interval) if job.on_arrival else job.trigger()
+        scheduler.add_job(fire, trigger, args=[ctx, job.id], id=job.id, name=f"{job.kind} {job.model}",
+                          next_run_time=now)
+        log.info("job %s: %s %s, %s", job.id, job.kind, job.model, job.describe())
+    scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    _on_signals(lambda: scheduler.shutdown(wait=False) if scheduler.running else None, ctx.stop)
+    log.info("scheduler started (pid %d) with %s from %s; each job fires once now to catch up", os.getpid(),
+             plural(len(config.jobs), "job"), config.path)
+    if not ctx.stop.is_set():
+        scheduler.start()
+    executor.shutdown(wait=True)
+    log.info("scheduler stopped")
+
+
+def _on_event(event: JobExecutionEvent) -> None:
+    if event.code == EVENT_JOB_MISSED:
+        log.warning("job %s: the firing of %s was missed by more than misfire_grace_time; the next firing "
+                    "(or the next start) catches up", event.job_id, event.scheduled_run_time)
+    else:
+        log.debug("job %s: still running its previous firing; this one is skipped", event.job_id)
+
+
+def _on_signals(shutdown: Any, stop: threading.Event) -> None:
+    """SIGTERM and SIGINT stop the scheduler: running jobs finish the partition they are scoring
+    and start no other; a second signal exits at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("%s again: exiting now; an unfinished run is marked abandoned by the next scheduler "
+                        "start or the next run of its partition", name)
+            os._exit(128 + signum)
+        log.info("%s: stopping; running jobs finish the partition in hand and start nothing new", name)
+        stop.set()
+        shutdown()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,83 @@
+"""Baselines and run profiles: bins fixed at registration, counted the same way for every run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from batch import profile
+from batch.models import register_model
+from batch.runner import ScoreRequest, score_partition
+from batch.score import Scores
+from store import Settings
+from store.profiles import get_baseline, get_run_profiles
+from tests import factories
+
+
+def test_numeric_bins_match_a_direct_count() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=5000)
+    base = profile._numeric_baseline("x", "feature", train)
+    edges = np.asarray(base["edges"])
+    assert len(edges) == profile.NUM_BINS + 1 and sum(base["counts"]) == 5000
+    batch = np.concatenate([rng.normal(0.5, 1.2, size=3000), [np.nan] * 7, [edges[0] - 1, edges[-1] + 1]])
+    counted = profile.count_numeric(batch, base["edges"])
+    present = batch[~np.isnan(batch)]
+    expected = [int((present < edges[0]).sum())]
+    expected += [int(((present >= lo) & (present < hi)).sum()) for lo, hi in zip(edges[:-2], edges[1:-1], strict=True)]
+    expected += [int(((present >= edges[-2]) & (present <= edges[-1])).sum()), int((present > edges[-1]).sum())]
+    assert counted["counts"] == expected
+    assert counted["null_count"] == 7 and counted["n"] == len(present)
+    assert counted["sum"] == sum(present.tolist()) or np.isclose(counted["sum"], present.sum())
+
+
+def test_constant_and_empty_columns_have_defined_bins() -> None:
+    constant = profile._numeric_baseline("c", "feature", np.full(10, 3.0))
+    assert constant["edges"] == [3.0, 3.0] and constant["counts"] == [0, 10, 0]
+    assert profile.count_numeric(np.array([2.0, 3.0, 4.0]), constant["edges"])["counts"] == [1, 1, 1]
+    empty = profile._numeric_baseline("e", "feature", np.full(4, np.nan))
+    assert empty["edges"] == [] and empty["null_count"] == 4
+    assert profile.count_numeric(np.array([1.0, np.nan]), empty["edges"])["counts"] == [1]
+
+
+def test_categories_count_other_and_unseen() -> None:
+    base = profile._categorical_baseline("color", "feature", pd.Series(["a"] * 5 + ["b"] * 3 + [None]))
+    assert base["categories"] == ["a", "b"] and base["counts"] == [5, 3, 0] and base["null_count"] == 1
+    counted = profile.count_categorical(np.array(["a", "z", None, "c"], dtype=object), ["a", "b"], ["a", "b", "c"])
+    assert counted["counts"] == [1, 0, 2] and counted["unseen"] == 1 and counted["null_count"] == 1
+
+
+def test_profiles_add_up_across_batches() -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(size=1000), "k": rng.choice(["p", "q", "r"], size=1000)})
+    schema = {"columns": [{"name": "x", "kind": "numeric"}, {"name": "k", "kind": "categorical"}]}
+    scores = Scores(prediction=rng.random(1000))
+    base = profile.baseline(frame, schema, scores)
+    whole = profile.profile_features(frame, base, {"k": ["p", "q", "r"]})
+    halves = profile.add(profile.profile_features(frame.iloc[:400], base, {"k": ["p", "q", "r"]}),
+                         profile.profile_features(frame.iloc[400:], base, {"k": ["p", "q", "r"]}))
+    for name in whole:
+        for key, value in whole[name].items():
+            assert np.allclose(halves[name][key], value, rtol=1e-12) if isinstance(value, float) \
+                else halves[name][key] == value, (name, key)
+
+
+def test_registration_freezes_a_baseline_and_runs_are_profiled(settings: Settings, tmp_path: Path,
+                                                               conn: psycopg.Connection) -> None:
+    artifact, train = factories.pipeline_classifier(tmp_path / "m")
+    register_model(settings, artifact, name="pipe", train_data=train, target="y")
+    base = get_baseline(conn, "pipe", 1)
+    assert [b["column_name"] for b in base] == [*factories.FEATURES, "color", profile.PREDICTION, profile.LABEL]
+    assert all(sum(b["counts"]) + b["null_count"] == 500 for b in base)
+    data = factories.frame(3000, seed=4, shift=0.5)
+    path = factories.write_parquet(tmp_path / "p.parquet", data, row_group_size=1000)
+    run = score_partition(settings, ScoreRequest(path=path, model_name="pipe"))
+    summed = get_run_profiles(conn, [run.run_id])  # type: ignore[list-item]
+    f0 = next(b for b in base if b["column_name"] == "f0")
+    assert summed["f0"]["counts"] == profile.count_numeric(data["f0"].to_numpy(), f0["edges"])["counts"]
+    assert sum(summed[profile.PREDICTION]["counts"]) == 3000
+    assert sum(summed[profile.LABEL]["counts"]) == 3000
+    assert summed["color"]["unseen"] == 0
