@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from batch.executors import EXECUTORS, ExecutorSpec
 from batch.models import register_model
 from batch.runner import Progress, RunResult, ScoreRequest, score_partition, verify_run
 from store import ledger, registry
@@ -33,15 +34,17 @@ def models() -> None:
 @click.option("--name", required=True, help="Model name; each registration adds a version.")
 @click.option("--train-data", type=click.Path(path_type=Path), help="Training data (Parquet or CSV): dtypes, "
               "categories and, with --target, training metrics.")
-@click.option("--target", help="Target column of --train-data.")
+@click.option("--target", help="Target column of --train-data (and --validation-data).")
+@click.option("--validation-data", type=click.Path(path_type=Path),
+              help="Held-out labeled data (Parquet or CSV) to measure the model on; default: --train-data.")
 @click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
 @click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
 @click.pass_obj
 def models_register(settings: Settings, artifact: Path, name: str, train_data: Path | None, target: str | None,
-                    entity_col: str | None, current: bool) -> None:
+                    validation_data: Path | None, entity_col: str | None, current: bool) -> None:
     """Register a fitted scikit-learn estimator or Pipeline (a .joblib or .skops file)."""
     model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
-                           entity_col=entity_col, current=current)
+                           validation_data=validation_data, entity_col=entity_col, current=current)
     state = " (current)" if "current" in model.aliases else ""
     click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
                f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}")
@@ -93,20 +96,28 @@ def models_promote(settings: Settings, name: str, version: int) -> None:
 @click.option("--max-reject-fraction", type=float, default=0.05, show_default=True,
               help="Fail the run, publishing nothing, when more rows than this are rejected.")
 @click.option("--force", is_flag=True, help="Score again even if this content was already published.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: this machine's processes; dask: a dask.distributed cluster.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (local: 1 scores in this process; dask local: the cluster's size).")
+@click.option("--dask-address", help="tcp://HOST:PORT of a Dask scheduler, or 'local' to start a LocalCluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print each run's summary as JSON.")
 @click.pass_obj
 def score(settings: Settings, paths: tuple[Path, ...], model_name: str, version: int | None, entity_col: str | None,
-          partition_key: str | None, max_reject_fraction: float, force: bool, as_json: bool) -> None:
+          partition_key: str | None, max_reject_fraction: float, force: bool, executor: str, workers: int,
+          dask_address: str | None, as_json: bool) -> None:
     """Score data partitions (Parquet file, directory of Parquet, or CSV) and publish the predictions.
 
     Exit status: 0 published or skipped, 1 a run failed, 2 usage or configuration error.
     """
     if partition_key and len(paths) > 1:
         raise click.UsageError("--partition names one partition; give one PATH with it")
+    spec = ExecutorSpec(kind=executor, workers=workers, dask_address=dask_address)
     failures = []
     for path in paths:
         request = ScoreRequest(path=path, model_name=model_name, version=version, entity_col=entity_col,
-                               partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force)
+                               partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force,
+                               executor=spec)
         with _progress(path.name) as progress:
             try:
                 result = score_partition(settings, request, progress=progress)

@@ -27,18 +27,32 @@ def register_model(
     name: str,
     train_data: Path | None = None,
     target: str | None = None,
+    validation_data: Path | None = None,
     entity_col: str | None = None,
     current: bool = False,
 ) -> registry.ModelVersion:
-    """Register ``artifact`` as the next version of ``name``; the first version becomes current."""
+    """Register ``artifact`` as the next version of ``name``; the first version becomes current.
+
+    Metrics (the reference the monitor compares realized performance with) are measured on
+    ``validation_data`` when given, else on the training data, which flatters the model.
+
+    An artifact already registered under ``name`` (the same sha256) is not registered twice: its
+    version is returned.
+    """
     if target and not train_data:
         raise ConfigError("--target needs --train-data")
+    if validation_data and not target:
+        raise ConfigError("--validation-data needs --target (and --train-data)")
     model = read_model(artifact)
     if not hasattr(model, "predict"):
         raise ConfigError(f"{artifact.name} holds a {type(model).__name__}, not a fitted estimator with predict()")
     train = read_frame(train_data) if train_data else None
     if train is not None and target and target not in train.columns:
         raise ConfigError(f"--target {target!r} is not a column of {train_data}")
+    if validation_data and target:
+        columns = read_frame(validation_data).columns
+        if target not in columns:
+            raise ConfigError(f"--target {target!r} is not a column of {validation_data}")
     features = train.drop(columns=[target]) if train is not None and target else train
     schema = infer_schema(model, features)
     if entity_col:
@@ -46,13 +60,21 @@ def register_model(
     task = task_of(model)
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_] if task == "classification" \
         else None
-    scores = training_metrics(model, train, target, schema=schema, task=task) \
-        if train is not None and target else None
+    evaluated = read_frame(validation_data) if validation_data else train
+    scores = training_metrics(model, evaluated, target, schema=schema, task=task) \
+        if evaluated is not None and target else None
+    if scores is not None:
+        scores["evaluated_on"] = "validation data" if validation_data else "training data (in-sample)"
     base = profile.baseline(features, schema, _predict(model, features, schema)) if features is not None else None
     url = prepare(settings)
     uri, sha256, fmt = store_artifact(artifact, settings.artifacts_dir)
     with connect(url) as conn, conn.transaction():
         version = registry.next_version(conn, name)
+        same = registry.find_by_sha256(conn, name, sha256)
+        if same is not None:  # registering the same artifact again is a no-op
+            if current and "current" not in same.aliases:
+                registry.set_alias(conn, name, "current", same.version)
+            return registry.get_model(conn, name, version=same.version)
         registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
                               task=task, feature_schema=schema, classes=classes, training_metrics=scores)
         if base:

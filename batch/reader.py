@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,24 +122,83 @@ def count_rows(partition: Partition) -> int | None:
         return None
 
 
+@dataclass(frozen=True)
+class Slice:
+    """Consecutive row groups of one Parquet file, or a whole CSV file: one task's share.
+
+    Its row groups are also the units the run's digest is made of, so the digest does not depend
+    on how a run was split among workers.
+    """
+
+    path: Path
+    row_groups: tuple[int, ...]  # empty for a CSV file
+    first_row: int  # number (from 1) of its first row in the partition
+    rows: int | None
+
+
+def plan(partition: Partition, *, pieces: int = 1) -> list[Slice]:
+    """Split the partition into about ``pieces`` slices of whole row groups (at least one per file)."""
+    if partition.format == "csv":
+        return [Slice(path=f, row_groups=(), first_row=1, rows=None) for f in partition.files]
+    try:
+        groups = [(f, i, pq.read_metadata(f).row_group(i).num_rows)
+                  for f in partition.files for i in range(pq.read_metadata(f).num_row_groups)]
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{partition.root}: cannot be read as parquet ({_first_line(exc)})") from exc
+    total = sum(rows for _, _, rows in groups)
+    target = max(1, -(-total // max(1, pieces)))
+    slices: list[Slice] = []
+    current: list[tuple[Path, int, int]] = []
+    first = 1
+    for group in groups:
+        if current and (current[0][0] != group[0] or sum(r for _, _, r in current) >= target):
+            slices.append(_slice(current, first))
+            first += slices[-1].rows or 0
+            current = []
+        current.append(group)
+    if current:
+        slices.append(_slice(current, first))
+    return slices
+
+
+def _slice(groups: list[tuple[Path, int, int]], first: int) -> Slice:
+    return Slice(path=groups[0][0], row_groups=tuple(i for _, i, _ in groups), first_row=first,
+                 rows=sum(r for _, _, r in groups))
+
+
+def units(part: Slice, columns: Sequence[str]) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The slice's row groups (a CSV file is one), each as a stream of record batches of
+    ``columns``. Memory stays flat however large the file. CSV columns are read as text, so that
+    a bad value becomes a rejected row instead of a failed read. Read errors become `InputError`."""
+    try:
+        if not part.row_groups:
+            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                           include_columns=list(columns), strings_can_be_null=True)
+            with pacsv.open_csv(part.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                convert_options=convert) as stream:
+                yield _translated(stream, part.path)
+            return
+        # pre_buffer would keep every column chunk read so far: memory would grow with the file.
+        with pq.ParquetFile(part.path, pre_buffer=False) as parquet:
+            for group in part.row_groups:
+                yield _translated(parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns),
+                                                       row_groups=[group]), part.path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise InputError(f"{part.path}: cannot be read ({_first_line(exc)})") from exc
+
+
 def batches(partition: Partition, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of ``columns``, file by file, one row group (or CSV block) at a time,
-    so memory stays flat however large the partition. CSV columns are read as text, so that a bad
-    value becomes a rejected row instead of a failed read. Read errors become `InputError`."""
-    for path in partition.files:
-        try:
-            if partition.format == "csv":
-                convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                               include_columns=list(columns), strings_can_be_null=True)
-                with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                                    convert_options=convert) as stream:
-                    yield from stream
-            else:
-                # pre_buffer would keep every column chunk read so far: memory would grow with the file.
-                with pq.ParquetFile(path, pre_buffer=False) as parquet:
-                    yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-            raise InputError(f"{path}: could not be read to the end ({_first_line(exc)})") from exc
+    """Every record batch of ``columns`` in the partition, in order, in flat memory."""
+    for part in plan(partition):
+        for unit in units(part, columns):
+            yield from unit
+
+
+def _translated(stream: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise InputError(f"{path}: could not be read to the end ({_first_line(exc)})") from exc
 
 
 def _first_line(exc: BaseException) -> str:

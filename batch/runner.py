@@ -1,38 +1,35 @@
-"""The scoring job: one partition in, one published run out (or a skipped or failed one).
+"""The scoring job's coordinator: one partition in, one published run out (or skipped, or failed).
 
-The I/O shell around the pure functions: read batches, validate, score, COPY, publish. Reading
-and validating, predicting, and writing run as three overlapping stages. Everything the run
-writes to ``predictions`` happens in one transaction that also publishes it, so readers see the
-previous run or this one, never part of it; a run that dies leaves only its ledger row, which the
-next run for the partition marks abandoned.
+It records the run in the ledger, creates the run's table (not attached, so invisible), has the
+partition's slices scored into it by tasks (in this process, in local worker processes or on
+Dask; see `batch.tasks`), and then, in one short transaction, builds the table's index, attaches
+it to ``predictions`` and flips the ledger: readers see the previous run or this one, never part
+of it. A failed run's table is dropped; a run whose process died is marked abandoned, and its
+table dropped, by the next run of its partition.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
-import pyarrow as pa
 
 from batch import profile, reader
-from batch.artifacts import load_model
-from batch.pipeline import background
-from batch.score import Scores, predict
-from batch.validate import Validated, check_columns, required_columns, validate
+from batch.executors import ExecutorSpec, run_tasks
+from batch.tasks import TaskContext, TaskResult, digest_task, run_digest
+from batch.validate import check_columns, required_columns
 from store import ledger, predictions, profiles, registry
 from store.db import connect
-from store.errors import InputError, ModelError, PredstoreError, RunFailed
+from store.errors import ConfigError, InputError, PredstoreError, RunFailed
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -40,13 +37,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENTITY_COL = "entity_id"
 
-#: Called after each written batch with (rows read so far, total rows or None).
+#: Called as rows are done with (rows done so far, total rows or None).
 Progress = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """What to score, with which model, and how strictly."""
+    """What to score, with which model, how strictly, and where."""
 
     path: Path
     model_name: str
@@ -55,6 +52,7 @@ class ScoreRequest:
     partition_key: str | None = None
     max_reject_fraction: float = 0.05
     force: bool = False
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
 
 @dataclass
@@ -84,8 +82,6 @@ class RunResult:
 def score_partition(settings: Settings, request: ScoreRequest, *, progress: Progress | None = None) -> RunResult:
     """Score one partition and publish it; raises `RunFailed` (carrying the result) if the run fails."""
     if not 0 <= request.max_reject_fraction <= 1:
-        from store.errors import ConfigError
-
         raise ConfigError(f"--max-reject-fraction {request.max_reject_fraction} must be between 0 and 1")
     url = prepare(settings)
     partition = reader.open_partition(request.path, key=request.partition_key)
@@ -95,6 +91,7 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
         result = RunResult(status="running", model=model_row.name, model_version=model_row.version,
                            partition=partition.key)
         for run_id in ledger.reap_abandoned(control, model_name=model_row.name, partition_key=partition.key):
+            predictions.drop_run_table(control, run_id)
             log.warning("run %s was left running by a process that died; marked abandoned", run_id)
         published = ledger.find_published(control, model_row.name, partition.key)
         if (not request.force and published and published["model_version"] == model_row.version
@@ -113,6 +110,7 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
             message = _describe(exc)
             result.status, result.message = "failed", message
             _measure(result, started)
+            predictions.drop_run_table(control, run_id)
             ledger.finish_run(control, run_id, status="failed", error=message,
                               input_fingerprint=_fingerprint_if_readable(partition),
                               **_counts(result), cpu_seconds=time.process_time() - cpu_started)
@@ -131,154 +129,75 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
          partition: reader.Partition, entity_col: str, request: ScoreRequest, result: RunResult,
          progress: Progress | None) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
-    schema = model_row.feature_schema
-    model = load_model(model_row.artifact_uri, model_row.sha256, model_row.format)
-    columns = required_columns(schema, entity_col)
-    check_columns(schema, entity_col, reader.columns_of(partition))
-    total = reader.count_rows(partition)
-    limit = None if total is None else request.max_reject_fraction * total
-    stages = {"read_validate_s": 0.0, "predict_s": 0.0, "write_s": 0.0}
-    digest = _Digest()
-    base = profiles.get_baseline(control, model_row.name, model_row.version)
-    known = {c["name"]: c.get("categories") for c in schema["columns"] if c["kind"] == "categorical"}
-    feature_profile: dict[str, Any] = {}
-    output_profile: dict[str, Any] = {}
+    ctx = _context(url, run_id, model_row, entity_col, control, partition, request.max_reject_fraction)
+    slices = reader.plan(partition, pieces=request.executor.pieces)
+    total = sum(s.rows for s in slices) if all(s.rows is not None for s in slices) else None
+    with control.transaction():
+        predictions.create_run_table(control, run_id)
+    done = 0
 
-    def count_features(checked: Validated) -> None:
-        nonlocal feature_profile
-        if base:
-            feature_profile = profile.add(feature_profile, profile.profile_features(checked.features, base, known))
-    out_columns = ["entity_id", "row_number", "prediction"]
-    if model_row.task == "classification":
-        out_columns.append("label")
-        if model_row.classes is not None and len(model_row.classes) > 2:
-            out_columns.append("scores")
+    def advance(rows: int) -> None:
+        nonlocal done
+        done += rows
+        if progress:
+            progress(done, total)
 
-    with connect(url, application_name="predstore-score") as writer, \
-            connect(url, application_name="predstore-quarantine") as quarantine:
-
-        def validated() -> Iterator[Validated]:
-            with predictions.copy_rejects(quarantine) as rejects:
-                yield from _validated(partition, columns, schema, entity_col, result, stages, limit,
-                                      on_rejects=lambda rows: [rejects.write_row((run_id, *r)) for r in rows],
-                                      on_valid=count_features)
-
-        try:
-            predictions.create_run_table(writer, run_id)
-            with predictions.copy_predictions(writer, run_id, out_columns) as write:
-                scored = _scored(background(validated(), name="read"), model, schema, stages)
-                done = 0
-                for checked, out in background(scored, name="predict"):
-                    t = time.perf_counter()
-                    done += len(checked.entity_ids) + len(checked.rejects)
-                    if out is not None:
-                        write(_record_batch(checked, out, out_columns))
-                        digest.update(checked.entity_ids, out)
-                        result.rows_scored += len(checked.entity_ids)
-                        if base:
-                            output_profile = profile.add(output_profile, profile.profile_outputs(out, base))
-                    stages["write_s"] += time.perf_counter() - t
-                    if progress:
-                        progress(done, total)
-            _check_rejects(result, request.max_reject_fraction)
-            t = time.perf_counter()
-            result.rows_duplicate = predictions.index_run_table(writer, run_id)
-            stages["index_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            if base:
-                profiles.insert_run_profile(writer, run_id, {**feature_profile, **output_profile})
-            result.superseded_run = predictions.publish(writer, run_id, model_name=model_row.name,
-                                                        partition_key=partition.key)
-            result.status = "published"
-            result.stages = {k: round(v, 3) for k, v in stages.items()}
-            _measure(result, started)
-            ledger.finish_run(writer, run_id, status="published", input_fingerprint=partition.fingerprint,
-                              predictions_digest=digest.hexdigest(),
-                              details={"stages": result.stages, "entity_col": entity_col},
-                              cpu_seconds=time.process_time() - cpu_started, **_counts(result))
-            quarantine.commit()
-            writer.commit()
-            stages["publish_s"] = time.perf_counter() - t
-        finally:
-            # Rejected rows of a failed run are kept, so the user can see why it failed.
-            if result.status != "published":
-                writer.rollback()
-                if not quarantine.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                    quarantine.commit()
+    tasks = run_tasks(slices, ctx, request.executor, advance)
+    _add_up(tasks, result)
+    _check_rejects(result, request.max_reject_fraction)
+    t = time.perf_counter()
+    with connect(url, application_name="predstore-publish") as conn, conn.transaction():
+        written = predictions.count_run_rows(conn, run_id)
+        if written != result.rows_scored:
+            raise RunFailed(f"the run's table holds {written} rows but its tasks scored {result.rows_scored} "
+                            "(a task's output was written twice?); score the partition again")
+        result.rows_duplicate = predictions.index_run_table(conn, run_id)
+        result.stages["index_s"] = round(time.perf_counter() - t, 3)
+        if ctx.baseline:
+            total_profile: dict[str, Any] = {}
+            for task in tasks:
+                total_profile = profile.add(total_profile, task.profile)
+            profiles.insert_run_profile(conn, run_id, total_profile)
+        result.superseded_run = predictions.publish(conn, run_id, model_name=model_row.name,
+                                                    partition_key=partition.key)
+        result.status = "published"
+        _measure(result, started)
+        ledger.finish_run(conn, run_id, status="published", input_fingerprint=partition.fingerprint,
+                          predictions_digest=run_digest([d for task in tasks for d in task.digests]),
+                          details={"stages": result.stages, "entity_col": entity_col,
+                                   "executor": asdict(request.executor), "tasks": len(tasks)},
+                          cpu_seconds=time.process_time() - cpu_started, **_counts(result))
     verb = f"superseding run {result.superseded_run}" if result.superseded_run else "first run of this partition"
     result.message = (f"published run {run_id}: {result.rows_scored - result.rows_duplicate} predictions, "
                       f"{result.rows_rejected} rejected, {result.rows_duplicate} duplicate ids ({verb})")
 
 
-def _validated(partition: reader.Partition, columns: list[str], schema: dict[str, Any], entity_col: str,
-               result: RunResult, stages: dict[str, float], limit: float | None,
-               on_rejects: Callable[[list[tuple[int, str | None, str, dict[str, Any]]]], Any],
-               on_valid: Callable[[Validated], Any] = lambda checked: None) -> Iterator[Validated]:
-    """Read and validate the partition batch by batch, counting into ``result``."""
-    for batch in reader.batches(partition, columns):
-        t = time.perf_counter()
-        checked = validate(batch, schema, entity_col=entity_col, first_row=result.rows_in + 1)
-        if checked.rejects:
-            on_rejects(checked.rejects)
-        on_valid(checked)
-        result.rows_in += batch.num_rows
-        result.rows_rejected += len(checked.rejects)
-        stages["read_validate_s"] += time.perf_counter() - t
-        if limit is not None and result.rows_rejected > limit:
-            return  # already over the limit: stop reading; the rejects so far are kept for diagnosis
-        yield checked
+def _context(url: str, run_id: int, model_row: registry.ModelVersion, entity_col: str,
+             conn: psycopg.Connection, partition: reader.Partition, max_reject_fraction: float) -> TaskContext:
+    schema = model_row.feature_schema
+    check_columns(schema, entity_col, reader.columns_of(partition))
+    total = reader.count_rows(partition)
+    out_columns = ["entity_id", "row_number", "prediction"]
+    if model_row.task == "classification":
+        out_columns.append("label")
+        if model_row.classes is not None and len(model_row.classes) > 2:
+            out_columns.append("scores")
+    return TaskContext(
+        url=url, run_id=run_id, artifact_uri=model_row.artifact_uri, sha256=model_row.sha256,
+        format=model_row.format, schema=schema, entity_col=entity_col,
+        columns=required_columns(schema, entity_col), out_columns=out_columns,
+        baseline=profiles.get_baseline(conn, model_row.name, model_row.version),
+        reject_limit=None if total is None else max_reject_fraction * total,
+    )
 
 
-def _scored(batches: Iterator[Validated], model: Any, schema: dict[str, Any],
-            stages: dict[str, float]) -> Iterator[tuple[Validated, Scores | None]]:
-    """Score each validated batch; the model's own errors become `ModelError`."""
-    for checked in batches:
-        t = time.perf_counter()
-        try:
-            out = predict(model, checked.features, schema=schema) if len(checked.features) else None
-        except Exception as exc:  # the model's own error, whatever its type
-            raise ModelError(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
-        stages["predict_s"] += time.perf_counter() - t
-        yield checked, out
-
-
-def _record_batch(checked: Validated, out: Scores, columns: list[str]) -> pa.RecordBatch:
-    """The rows to COPY for one scored batch, as Arrow arrays (no Python object per row)."""
-    arrays: dict[str, pa.Array] = {
-        "entity_id": checked.entity_ids,
-        "row_number": pa.array(checked.row_numbers),
-        "prediction": pa.array(out.prediction),
-    }
-    if "label" in columns:
-        assert out.classes is not None and out.best is not None
-        arrays["label"] = pa.array(out.classes, pa.string()).take(pa.array(out.best))
-    if "scores" in columns:
-        assert out.proba is not None
-        n, k = out.proba.shape
-        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-        arrays["scores"] = pa.ListArray.from_arrays(offsets, pa.array(out.proba.ravel()))
-    return pa.RecordBatch.from_arrays([arrays[c] for c in columns], schema=predictions.arrow_schema(columns))
-
-
-class _Digest:
-    """sha256 of a run's predictions (ids, values, labels, class scores), however they were batched."""
-
-    def __init__(self) -> None:
-        self._parts = {k: hashlib.sha256() for k in ("id_bytes", "id_lengths", "prediction", "label", "scores")}
-
-    def update(self, ids: pa.Array, out: Scores) -> None:
-        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1, offset=ids.offset * 4)
-        data = ids.buffers()[2]
-        self._parts["id_bytes"].update(memoryview(data)[offsets[0]:offsets[-1]] if data is not None else b"")
-        self._parts["id_lengths"].update(np.diff(offsets).astype(np.int64).tobytes())
-        self._parts["prediction"].update(np.ascontiguousarray(out.prediction, dtype=np.float64).tobytes())
-        if out.best is not None:
-            self._parts["label"].update(out.best.astype(np.int64).tobytes())
-        if out.proba is not None:
-            self._parts["scores"].update(np.ascontiguousarray(out.proba).tobytes())
-
-    def hexdigest(self) -> str:
-        return hashlib.sha256(b"".join(h.digest() for h in self._parts.values())).hexdigest()
+def _add_up(tasks: list[TaskResult], result: RunResult) -> None:
+    for task in tasks:
+        result.rows_in += task.rows_in
+        result.rows_scored += task.rows_scored
+        result.rows_rejected += task.rows_rejected
+        for stage, seconds in task.stages.items():
+            result.stages[stage] = round(result.stages.get(stage, 0.0) + seconds, 3)
 
 
 def _check_rejects(result: RunResult, max_fraction: float) -> None:
@@ -355,23 +274,16 @@ def verify_run(settings: Settings, run_id: int) -> dict[str, Any]:
     with connect(url, autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
         model_row = registry.get_model(conn, run["model_name"], version=run["model_version"])
-    if not run["predictions_digest"]:
-        raise InputError(f"run {run_id} has no recorded digest (status {run['status']}); only published runs verify")
-    path = reader.path_of(run["input_uri"])
-    partition = reader.open_partition(path, key=run["partition_key"])
-    if partition.fingerprint != run["input_fingerprint"]:
-        raise InputError(f"the input {path} has changed since run {run_id} read it; it cannot be replayed")
-    entity_col = (run["details"] or {}).get("entity_col", DEFAULT_ENTITY_COL)
-    model = load_model(model_row.artifact_uri, model_row.sha256, model_row.format)
-    columns = required_columns(model_row.feature_schema, entity_col)
-    result = RunResult(status="verifying", model=model_row.name, model_version=model_row.version,
-                       partition=partition.key, run_id=run_id)
-    stages = {"read_validate_s": 0.0, "predict_s": 0.0}
-    digest = _Digest()
-    batches = _validated(partition, columns, model_row.feature_schema, entity_col, result, stages, None,
-                         lambda rows: None)
-    for checked, out in _scored(batches, model, model_row.feature_schema, stages):
-        if out is not None:
-            digest.update(checked.entity_ids, out)
-    return {"run_id": run_id, "recorded": run["predictions_digest"], "recomputed": digest.hexdigest(),
-            "match": digest.hexdigest() == run["predictions_digest"], "rows_in": result.rows_in}
+        if not run["predictions_digest"]:
+            raise InputError(f"run {run_id} has no recorded digest (status {run['status']}); "
+                             "only published runs verify")
+        path = reader.path_of(run["input_uri"])
+        partition = reader.open_partition(path, key=run["partition_key"])
+        if partition.fingerprint != run["input_fingerprint"]:
+            raise InputError(f"the input {path} has changed since run {run_id} read it; it cannot be replayed")
+        entity_col = (run["details"] or {}).get("entity_col", DEFAULT_ENTITY_COL)
+        ctx = _context(url, run_id, model_row, entity_col, conn, partition, 1.0)
+    tasks = [digest_task(part, ctx) for part in reader.plan(partition)]
+    recomputed = run_digest([d for task in tasks for d in task.digests])
+    return {"run_id": run_id, "recorded": run["predictions_digest"], "recomputed": recomputed,
+            "match": recomputed == run["predictions_digest"], "rows_in": sum(t.rows_in for t in tasks)}

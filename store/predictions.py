@@ -1,8 +1,9 @@
 """Prediction rows: each run is written into a table of its own, then attached and published at once.
 
-The whole of a run, from its table's creation to its publication, is one transaction owned by the
-caller: a run that dies at any point leaves nothing behind, and readers see the previous run until
-the commit, then the new one (``runs.status`` flips in the same transaction).
+A run's table lives in its own schema and is attached to ``predictions`` only when the run is
+published, in the same transaction that flips ``runs.status``: readers see the previous run until
+that commit, then the new one. Until then the table is invisible to every view; a run that fails
+or dies has its table dropped.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
 
 
 def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:
-    """Detach and drop a superseded run's table. ``conn`` must be in autocommit:
-    DETACH ... CONCURRENTLY lets lookups go on meanwhile."""
+    """Drop a run's table (detaching it first if it was published), if it exists. ``conn`` must
+    be in autocommit: DETACH ... CONCURRENTLY lets lookups go on meanwhile."""
     table = run_table(run_id)
     attached = conn.execute(
         "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [table.as_string(conn)]
@@ -137,3 +138,10 @@ def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:
     if attached:
         conn.execute(sql.SQL("ALTER TABLE predictions DETACH PARTITION {t} CONCURRENTLY").format(t=table))
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=table))
+
+
+def count_run_rows(conn: psycopg.Connection, run_id: int) -> int:
+    """Rows written to a run's table so far (committed, or in ``conn``'s transaction)."""
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=run_table(run_id))).fetchone()
+    assert row is not None
+    return int(row[0])

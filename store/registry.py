@@ -122,3 +122,12 @@ def list_models(conn: psycopg.Connection, name: str | None = None) -> list[Model
     rows = cur.execute(_SELECT + where + " GROUP BY m.name, m.version ORDER BY m.name, m.version DESC",
                        [name] if name else []).fetchall()
     return [_row(r) for r in rows]
+
+
+def find_by_sha256(conn: psycopg.Connection, name: str, sha256: str) -> ModelVersion | None:
+    """The version of ``name`` whose artifact has this hash, if one was registered."""
+    row = conn.cursor(row_factory=dict_row).execute(
+        _SELECT + " WHERE m.name = %s AND m.sha256 = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
+        [name, sha256],
+    ).fetchone()
+    return _row(row) if row else None

@@ -70,3 +70,19 @@ def _save(tmp: Path, name: str, model: object, train: pd.DataFrame) -> tuple[Pat
     train_path = tmp / f"{artifact.stem}-train.parquet"
     train.to_parquet(train_path, index=False)
     return artifact, train_path
+
+
+class SlowRegressor(HistGradientBoostingRegressor):
+    """A regressor that takes its time over every batch, so a test can kill its worker mid-task."""
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.4)
+        return super().predict(X)
+
+
+def slow_regressor(tmp: Path) -> tuple[Path, Path]:
+    train = frame(500)
+    model = SlowRegressor(max_iter=10).fit(train[FEATURES], train["amount"])
+    return _save(tmp, "slow.joblib", model, train[[*FEATURES, "amount"]])

@@ -13,8 +13,8 @@ import pytest
 from batch.artifacts import read_model
 from batch.features import infer_schema
 from batch.pipeline import background
-from batch.runner import _Digest
 from batch.score import predict, score_frame
+from batch.tasks import Digest
 from batch.validate import MAX_ENTITY_ID_LENGTH, check_columns, validate
 from store import InputError
 from tests import factories
@@ -103,13 +103,13 @@ def test_digest_does_not_depend_on_batching(tmp_path: Path) -> None:
     lr = read_model(factories.multiclass(tmp_path)[0])
     data = factories.frame(100)
     ids = pa.array(data["entity_id"])
-    whole, parts = _Digest(), _Digest()
+    whole, parts = Digest(), Digest()
     whole.update(ids, predict(lr, data))
     for start, stop in ((0, 37), (37, 100)):  # slices of one array, as filtering and batching make
         parts.update(ids.slice(start, stop - start), predict(lr, data.iloc[start:stop]))
     assert whole.hexdigest() == parts.hexdigest()
     changed = data.assign(f0=data.f0 + 1)
-    other = _Digest()
+    other = Digest()
     other.update(ids, predict(lr, changed))
     assert other.hexdigest() != whole.hexdigest()
 
