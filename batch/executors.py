@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from batch.reader import Slice
@@ -73,6 +74,8 @@ def _processes(slices: list[Slice], ctx: TaskContext, workers: int,
                 results[futures[future]] = result
                 if progress:
                     progress(result.rows_in)
+        except BrokenProcessPool as exc:
+            raise PredstoreError("a worker process died while scoring (out of memory, or killed?)") from exc
         except BaseException:
             for future in futures:
                 future.cancel()

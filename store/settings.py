@@ -22,6 +22,17 @@ class Settings:
     keep_runs: int = 3
     api_max_batch: int = 1000
     api_reader_url: str | None = None
+    #: Maximum prediction age in seconds per model; ``"*"`` applies to every other model. Empty: no limit.
+    api_max_age: tuple[tuple[str, int], ...] = ()
+    #: What the API does with a prediction older than its maximum age: ``flag`` it or ``hide`` it (404).
+    api_stale_policy: str = "flag"
+    #: Refuse /v1 requests without a valid key even before the first key is created.
+    api_require_key: bool = False
+    #: Seconds a request waits for a pooled connection before answering 503.
+    api_pool_timeout: float = 2.0
+    api_pool_size: int = 4
+    #: Predictions cached per process (0 turns the cache off).
+    api_cache_size: int = 100_000
 
     @property
     def artifacts_dir(self) -> Path:
@@ -46,7 +57,25 @@ class Settings:
             keep_runs=_int(get("PREDSTORE_KEEP_RUNS"), "PREDSTORE_KEEP_RUNS", default=3, minimum=1),
             api_max_batch=_int(get("PREDSTORE_API_MAX_BATCH"), "PREDSTORE_API_MAX_BATCH", default=1000, minimum=1),
             api_reader_url=get("PREDSTORE_API_DATABASE_URL"),
+            api_max_age=_max_age(get("PREDSTORE_API_MAX_AGE")),
+            api_stale_policy=_choice(get("PREDSTORE_API_STALE_POLICY"), "PREDSTORE_API_STALE_POLICY",
+                                     ("flag", "hide")),
+            api_require_key=_bool(get("PREDSTORE_API_REQUIRE_KEY"), "PREDSTORE_API_REQUIRE_KEY"),
+            api_pool_timeout=_float(get("PREDSTORE_API_POOL_TIMEOUT"), "PREDSTORE_API_POOL_TIMEOUT", default=2.0),
+            api_pool_size=_int(get("PREDSTORE_API_POOL_SIZE"), "PREDSTORE_API_POOL_SIZE", default=4, minimum=1),
+            api_cache_size=_int(get("PREDSTORE_API_CACHE_SIZE"), "PREDSTORE_API_CACHE_SIZE", default=100_000,
+                                minimum=0),
         )
+
+    def max_age(self, model: str) -> int | None:
+        """The maximum age in seconds of ``model``'s predictions, or None for no limit."""
+        default = None
+        for name, seconds in self.api_max_age:
+            if name == model:
+                return seconds
+            if name == "*":
+                default = seconds
+        return default
 
 
 def _int(raw: str | None, name: str, *, default: int, minimum: int) -> int:
@@ -58,4 +87,49 @@ def _int(raw: str | None, name: str, *, default: int, minimum: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer >= {minimum}") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is too small; set it to an integer >= {minimum}")
+    return value
+
+
+def _max_age(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """``"86400"`` (every model) or ``"*=86400,churn=3600"`` (per model, ``*`` for the rest)."""
+    if raw is None:
+        return ()
+    hint = "write PREDSTORE_API_MAX_AGE as SECONDS or MODEL=SECONDS,...,*=SECONDS"
+    pairs = []
+    for item in raw.split(","):
+        name, sep, seconds = item.strip().rpartition("=")
+        name = name.strip() if sep else "*"
+        if not name or not seconds.strip().isdigit() or int(seconds) < 1:
+            raise ConfigError(f"PREDSTORE_API_MAX_AGE={raw!r}: {item.strip()!r} is not a positive age; {hint}")
+        pairs.append((name, int(seconds)))
+    return tuple(pairs)
+
+
+def _choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
+    if raw is None:
+        return choices[0]
+    if raw.lower() not in choices:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw.lower()
+
+
+def _bool(raw: str | None, name: str) -> bool:
+    if raw is None:
+        return False
+    value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+             "off": False}.get(raw.lower())
+    if value is None:
+        raise ConfigError(f"{name}={raw!r} is not a boolean; set it to true or false")
+    return value
+
+
+def _float(raw: str | None, name: str, *, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 < value <= 60:
+        raise ConfigError(f"{name}={value} is out of range; set it between 0 and 60 seconds")
     return value

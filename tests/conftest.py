@@ -24,12 +24,18 @@ from store.migrate import upgrade
 
 
 def _docker_answers() -> bool:
+    """True when a Docker engine answers (not merely when the client is installed)."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
     try:
         import docker
 
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # any failure to reach an engine means: use another server
         return False
 
 

@@ -1,0 +1,68 @@
+"""API keys: ``Authorization: Bearer <key>`` on every /v1 request once keys are configured.
+
+Keys are configured when any was ever created (revoking them all keeps the API closed) or when
+``PREDSTORE_API_REQUIRE_KEY`` is true. The process keeps the hashes of the valid keys, reloaded
+when the listener hears that keys changed, and at least every `RELOAD_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Forbidden, Unauthorized
+
+from store import apikeys
+
+#: Longest time a revoked key keeps working if its notification was missed.
+RELOAD_SECONDS = 30.0
+
+_DUMMY_HASH = apikeys.hash_key("psk_none_none")
+
+
+class KeyRing:
+    """The keys this process accepts, loaded by ``load`` (which may raise `StoreUnavailable`)."""
+
+    def __init__(self, load: Callable[[], tuple[bool, dict[str, str]]], *, require: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._require = require
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded_at: float | None = None
+        self._generation = 0  # bumped by invalidate(): a load that overlaps it is not trusted for long
+        self._configured = require
+        self._hashes: dict[str, str] = {}
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._loaded_at = None
+
+    def check(self, authorization: str | None) -> None:
+        """Raise 401 when a key is needed and missing, 403 when it is not valid."""
+        self._refresh()
+        if not self._configured:
+            return
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("this API needs a key: send `Authorization: Bearer <key>`",
+                               www_authenticate=WWWAuthenticate("Bearer", {"realm": "predstore"}))
+        key = key.strip()
+        key_id = apikeys.key_id_of(key)
+        expected = self._hashes.get(key_id or "", _DUMMY_HASH)
+        if not apikeys.matches(key, expected) or key_id not in self._hashes:
+            raise Forbidden("the API key is not valid (unknown or revoked)")
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._loaded_at is not None and now - self._loaded_at < RELOAD_SECONDS:
+            return
+        with self._lock:
+            if self._loaded_at is not None and now - self._loaded_at < RELOAD_SECONDS:
+                return
+            generation = self._generation
+            configured, hashes = self._load()
+            self._configured, self._hashes = configured or self._require, hashes
+            self._loaded_at = now if generation == self._generation else None

@@ -1,0 +1,75 @@
+"""`predstore serve` (development server) and `predstore apikeys create|list|revoke`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from store import apikeys as keys
+from store import migrate
+from store.db import connect
+from store.settings import Settings
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the lookup API with Flask's development server.
+
+    In production run gunicorn instead: gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
+    """
+    from lookup_api import close_app, create_app
+
+    if not settings.api_reader_url:
+        migrate.prepare(settings)  # the embedded store starts and migrates on first use
+    app = create_app(settings)
+    try:
+        app.run(host=host, port=port, threaded=True)
+    finally:
+        close_app(app)
+
+
+@click.group()
+def apikeys() -> None:
+    """API keys of the lookup API: once one exists, every /v1 request needs a valid one."""
+
+
+@apikeys.command("create")
+@click.argument("name")
+@click.pass_obj
+def create(settings: Settings, name: str) -> None:
+    """Create a key for NAME (who uses it) and print it: it is shown only this once."""
+    with connect(migrate.prepare(settings)) as conn, conn.transaction():
+        key, secret = keys.create_key(conn, name)
+    click.echo(secret)
+    click.echo(f"created API key {key.key_id} for {key.name!r}; store it now, it cannot be shown again", err=True)
+
+
+@apikeys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+@click.pass_obj
+def list_(settings: Settings, as_json: bool) -> None:
+    """List the keys (ids, names, dates; never the secrets)."""
+    with connect(migrate.prepare(settings)) as conn:
+        listed = keys.list_keys(conn)
+    if as_json:
+        click.echo(json.dumps([{"key_id": k.key_id, "name": k.name, "created_at": k.created_at.isoformat(),
+                                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+                               for k in listed], indent=2))
+        return
+    for k in listed:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        click.echo(f"{k.key_id}  {k.created_at:%Y-%m-%d %H:%M}  {state:<24} {k.name}")
+
+
+@apikeys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+def revoke(settings: Settings, key_id: str) -> None:
+    """Revoke the key KEY_ID; running services stop accepting it at once."""
+    with connect(migrate.prepare(settings)) as conn, conn.transaction():
+        key = keys.revoke_key(conn, key_id)
+    click.echo(f"revoked API key {key.key_id} ({key.name})")

@@ -1,0 +1,44 @@
+"""Gunicorn settings for the lookup API:
+
+    gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
+
+Every worker builds its own app (no preload: a pool and a listener thread do not survive a fork).
+Override with the usual GUNICORN_CMD_ARGS or flags, e.g. ``--bind 0.0.0.0:8000 --workers 4``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+bind = os.environ.get("PREDSTORE_API_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("PREDSTORE_API_WORKERS", os.cpu_count() or 2))
+# Threads keep connections alive and overlap a request's database wait with another's Python.
+worker_class = "gthread"
+threads = int(os.environ.get("PREDSTORE_API_THREADS", "4"))
+keepalive = 30
+preload_app = False
+timeout = 30
+graceful_timeout = 10
+accesslog = None
+
+# Workers share their Prometheus numbers through files in this folder; /metrics sums them.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predstore-metrics-")
+
+
+def on_starting(server: Any) -> None:
+    """Start from zero: drop the numbers a previous run left behind."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob("*.db"):
+        leftover.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+

@@ -1,0 +1,51 @@
+"""Prometheus metrics of the lookup API.
+
+Each app gets its own registry, so tests can build many apps. Under gunicorn the workers share
+their numbers through ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py``), and
+``/metrics`` reports the sum over the live workers. Cache hit ratio:
+``rate(predstore_api_cache_requests_total{result="hit"}[5m]) / rate(predstore_api_cache_requests_total[5m])``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Latency buckets in seconds, fine below 10 ms where lookups should land.
+BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    pool: Gauge
+    cache: Counter
+
+
+def make_metrics() -> Metrics:
+    registry = CollectorRegistry()
+    return Metrics(
+        registry=registry,
+        requests=Counter("predstore_api_requests", "Requests answered, by route, method and status.",
+                         ["route", "method", "status"], registry=registry),
+        latency=Histogram("predstore_api_request_seconds", "Time to answer a request, by route.", ["route"],
+                          buckets=BUCKETS, registry=registry),
+        pool=Gauge("predstore_api_pool_connections", "Database connections of the pool: size, available, "
+                   "and requests waiting for one.", ["state"], multiprocess_mode="livesum", registry=registry),
+        cache=Counter("predstore_api_cache_requests", "Prediction cache lookups by result (hit or miss).",
+                      ["result"], registry=registry),
+    )
+
+
+def render(metrics: Metrics) -> tuple[bytes, str]:
+    """The exposition text and its content type: this process's numbers, or every worker's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

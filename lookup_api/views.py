@@ -1,0 +1,47 @@
+"""The /v1 endpoints: parse the request, ask the service, return JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from lookup_api import parse
+from lookup_api import service as svc
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+def service() -> svc.Service:
+    found: svc.Service = current_app.extensions["predstore"]
+    return found
+
+
+@bp.before_request
+def require_key() -> None:
+    service().keys.check(request.headers.get("Authorization"))
+
+
+@bp.get("/models")
+def list_models() -> dict[str, Any]:
+    return {"models": svc.models(service())}
+
+
+@bp.get("/models/<name>")
+def show_model(name: str) -> dict[str, Any]:
+    return svc.models(service(), parse.model_name(name))[0]
+
+
+@bp.get("/models/<name>/predictions/<path:entity_id>")
+def get_prediction(name: str, entity_id: str) -> dict[str, Any]:
+    model = parse.model_name(name)
+    entity = parse.text(entity_id, "the entity id")
+    return svc.prediction(service(), model, entity, version=parse.version(request.args))
+
+
+@bp.post("/models/<name>/predictions:batch")
+def get_predictions(name: str) -> Response:
+    model = parse.model_name(name)
+    version = parse.version(request.args)
+    ids = parse.batch(request.get_json(force=True, silent=True), max_ids=service().settings.api_max_batch)
+    return Response(svc.predictions(service(), model, ids, version=version), mimetype="application/json")

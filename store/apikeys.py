@@ -1,0 +1,96 @@
+"""API keys for the lookup API: created once, shown once, stored as a sha256 hash, revocable.
+
+A key reads ``psk_<key_id>_<secret>``. The key id is public (it names the key in lists and logs);
+the secret is 256 random bits, so a plain sha256 of the key cannot be brute-forced and checking
+it costs microseconds. Keys change rarely: changes are announced on `APIKEYS_CHANNEL` at commit
+so that running services reload them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row
+
+from store.errors import InputError, NotFound
+
+#: NOTIFY channel told whenever a key is created or revoked.
+APIKEYS_CHANNEL = "predstore_apikeys"
+
+PREFIX = "psk"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as listed: never its secret."""
+
+    key_id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def key_id_of(key: str) -> str | None:
+    """The key id inside ``key``, or None when ``key`` is not shaped like a predstore key."""
+    prefix, _, rest = key.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret:
+        return None
+    return key_id
+
+
+def matches(key: str, key_hash: str) -> bool:
+    """Whether ``key`` hashes to ``key_hash``, compared in constant time."""
+    return hmac.compare_digest(hash_key(key), key_hash)
+
+
+def create_key(conn: psycopg.Connection, name: str) -> tuple[ApiKey, str]:
+    """Record a new key named ``name``; returns it and the key itself, which is shown only once."""
+    if not name.strip():
+        raise InputError("an API key needs a name saying who uses it")
+    key_id = secrets.token_hex(4)
+    key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    row = conn.cursor(row_factory=class_row(ApiKey)).execute(
+        """INSERT INTO api_keys (key_id, name, key_hash) VALUES (%s, %s, %s)
+           RETURNING key_id, name, created_at, revoked_at""",
+        [key_id, name.strip(), hash_key(key)],
+    ).fetchone()
+    assert row is not None
+    conn.execute("SELECT pg_notify(%s, %s)", [APIKEYS_CHANNEL, key_id])
+    return row, key
+
+
+def list_keys(conn: psycopg.Connection) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    cur = conn.cursor(row_factory=class_row(ApiKey))
+    return cur.execute(
+        "SELECT key_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id"
+    ).fetchall()
+
+
+def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey:
+    """Revoke a key at once (a revoked key is kept, so the API stays closed when none is left)."""
+    row = conn.cursor(row_factory=class_row(ApiKey)).execute(
+        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s
+           RETURNING key_id, name, created_at, revoked_at""",
+        [key_id],
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"there is no API key {key_id!r}; see `predstore apikeys list`")
+    conn.execute("SELECT pg_notify(%s, %s)", [APIKEYS_CHANNEL, key_id])
+    return row
+
+
+def active_key_hashes(conn: psycopg.Connection) -> tuple[bool, dict[str, str]]:
+    """Whether any key was ever created, and the hash of each unrevoked key by key id."""
+    rows = conn.execute("SELECT key_id, key_hash, revoked_at IS NULL FROM api_keys").fetchall()
+    return bool(rows), {key_id: key_hash for key_id, key_hash, active in rows if active}

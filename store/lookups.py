@@ -1,0 +1,216 @@
+"""Read queries of the lookup API, over the published views only, one function each.
+
+The current prediction of (model, entity) comes from the most recently published run of the model
+that holds the entity. The planner walks the model's few published runs and probes each run's
+partition by its primary key (run_id, entity_id), pruning the other partitions at run time.
+Pooled connections prepare statements on first use: they run the same few queries all day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import args_row, class_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from store.db import describe_target
+from store.errors import NotFound, StoreUnavailable
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One published prediction and where it comes from."""
+
+    entity_id: str
+    model: str
+    model_version: int
+    run_id: int
+    partition: str
+    scored_at: datetime
+    prediction: float | None
+    label: str | None
+    scores: list[float] | None
+
+
+@dataclass(frozen=True)
+class PublishedRun:
+    """The published run of one (model, partition)."""
+
+    model: str
+    model_version: int
+    partition: str
+    run_id: int
+    rows: int
+    scored_at: datetime
+    published_at: datetime
+
+
+#: In the order of `Prediction`'s fields, which rows are built from positionally.
+_COLUMNS = """entity_id, model_name AS model, model_version, run_id, partition_key AS partition,
+              coalesce(scored_at, published_at) AS scored_at, prediction, label, scores"""
+
+_ONE = f"""SELECT {_COLUMNS} FROM published_predictions
+           WHERE model_name = %s AND entity_id = %s {{version}}
+           ORDER BY published_at DESC, run_id DESC LIMIT 1"""
+
+# A batch is rendered by PostgreSQL: building a thousand JSON objects there costs a fraction of
+# what loading the rows into Python and encoding them again does. The object is the same one
+# `lookup_api.service.present` builds for a single lookup (a test holds the two together).
+_MANY = f"""SELECT entity_id, age > %(max_age)s AS stale, json_build_object(
+                'entity_id', entity_id, 'model', model, 'model_version', model_version, 'run_id', run_id,
+                'partition', partition,
+                'scored_at', to_char(scored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), 'age', age,
+                'stale', coalesce(age > %(max_age)s, false),
+                'prediction', prediction, 'label', label, 'scores', scores)::text
+            FROM (SELECT *, round(greatest(0, %(now)s - extract(epoch FROM scored_at))::numeric, 3) AS age
+                  FROM (SELECT DISTINCT ON (entity_id) {_COLUMNS} FROM published_predictions
+                        WHERE model_name = %(model)s AND entity_id = ANY(%(ids)s::text[]) {{version}}
+                        ORDER BY entity_id, published_at DESC, run_id DESC) AS newest) AS aged"""
+
+_BY_VERSION = "AND model_version = %s"
+
+QUERIES = {
+    ("one", False): _ONE.format(version=""),
+    ("one", True): _ONE.format(version=_BY_VERSION),
+    ("many", False): _MANY.format(version=""),
+    ("many", True): _MANY.format(version="AND model_version = %(version)s"),
+}
+
+
+#: Session settings of lookup connections: a generic plan keeps the nested loop with run-time
+#: partition pruning for every entity, and a lookup never waits for parallel workers or JIT.
+#: Timestamps come in UTC, whether PostgreSQL or Python renders them.
+READER_OPTIONS = ("-c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0 -c jit=off "
+                  "-c TimeZone=UTC")
+
+
+def make_reader_pool(url: str, *, size: int, name: str = "predstore-lookup") -> ConnectionPool:
+    """A pool for lookups, not yet opened: statements prepared at first use, quick retries while
+    the database is away (``reconnect_timeout``). Connections are not checked before each use (a
+    round trip per request); `read` retries a query that meets a broken one instead."""
+    return ConnectionPool(
+        url,
+        min_size=size,
+        max_size=size,
+        open=False,
+        name=name,
+        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 3, "prepare_threshold": 0,
+                "options": READER_OPTIONS},
+        reconnect_timeout=5.0,
+    )
+
+
+def read(pool: ConnectionPool, query: Callable[[psycopg.Connection], T], *, timeout: float) -> T:
+    """``query(conn)`` on a pooled connection, translating an unreachable database into `StoreUnavailable`.
+
+    A connection that broke while idle (the server restarted) fails the query; then the pool drops
+    every broken idle connection and the query runs once more: lookups only read, so this is safe.
+    No free connection within ``timeout`` seconds is `StoreUnavailable` too, never a long wait.
+    """
+    target = describe_target(pool.conninfo) if isinstance(pool.conninfo, str) else pool.name
+    for attempt in (1, 2):
+        try:
+            with pool.connection(timeout=timeout) as conn:
+                return query(conn)
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"no connection to PostgreSQL at {target} within {timeout:g} s") from exc
+        except psycopg.OperationalError as exc:
+            if attempt == 2:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StoreUnavailable(f"lost the connection to PostgreSQL at {target}: {first}") from exc
+            pool.check()
+    raise AssertionError("unreachable")
+
+
+def current_prediction(
+    conn: psycopg.Connection, model: str, entity_id: str, *, version: int | None = None
+) -> Prediction | None:
+    """The current published prediction of ``entity_id`` by ``model`` (restricted to ``version``)."""
+    params: list[Any] = [model, entity_id] + ([version] if version is not None else [])
+    cur = conn.cursor(row_factory=args_row(Prediction))
+    return cur.execute(QUERIES["one", version is not None], params).fetchone()
+
+
+def current_predictions_json(
+    conn: psycopg.Connection, model: str, entity_ids: Sequence[str], *, version: int | None = None,
+    now: float, max_age: int | None,
+) -> list[tuple[str, bool, str]]:
+    """The current predictions of those ``entity_ids`` that have one, in one query, each as
+    (entity id, stale, the JSON object the API answers), its age taken at ``now`` (epoch seconds)
+    and stale when older than ``max_age`` seconds."""
+    params = {"model": model, "ids": list(entity_ids), "version": version, "now": now, "max_age": max_age}
+    rows = conn.execute(QUERIES["many", version is not None], params).fetchall()
+    return [(entity_id, bool(stale), text) for entity_id, stale, text in rows]
+
+
+def check_model(conn: psycopg.Connection, model: str, *, version: int | None = None) -> None:
+    """Raise `NotFound` unless ``model`` (and ``version``) is registered."""
+    versions = [r[0] for r in conn.execute("SELECT version FROM models WHERE name = %s ORDER BY version",
+                                           [model])]
+    if not versions:
+        raise NotFound(f"no model named {model!r} is registered")
+    if version is not None and version not in versions:
+        raise NotFound(f"model {model!r} has no version {version} (versions: {', '.join(map(str, versions))})")
+
+
+def published_runs(conn: psycopg.Connection, model: str | None = None) -> list[PublishedRun]:
+    """The published run of every (model, partition), of ``model`` if given."""
+    where = "WHERE model_name = %s" if model is not None else ""
+    cur = conn.cursor(row_factory=class_row(PublishedRun))
+    return cur.execute(
+        f"""SELECT model_name AS model, model_version, partition_key AS partition, run_id, rows,
+                   coalesce(scored_at, published_at) AS scored_at, published_at
+            FROM published_runs {where} ORDER BY model_name, partition_key""",
+        [model] if model is not None else [],
+    ).fetchall()
+
+
+def listen(conn: psycopg.Connection, channels: Sequence[str]) -> None:
+    """Subscribe ``conn`` (in autocommit) to NOTIFY ``channels``."""
+    try:
+        for channel in channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"lost the notification connection: {exc}") from exc
+
+
+def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str, str]]:
+    """The (channel, payload) notifications that arrive within ``timeout`` seconds (at least one
+    returns early); a lost connection becomes `StoreUnavailable`."""
+    try:
+        return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=1)]
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"lost the notification connection: {exc}") from exc
+
+
+#: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
+READER_GRANTS = ("published_predictions", "current_predictions", "published_runs", "models", "model_aliases",
+                 "api_keys", "alembic_version")
+
+
+def grant_reader(conn: psycopg.Connection, role: str, *, password: str | None = None) -> bool:
+    """Create (or reset) ``role`` as a login that can only SELECT `READER_GRANTS`; True if created.
+
+    Run by a role that may create roles. The views run with their owner's rights, so the reader
+    sees published runs without any right on ``runs``, ``predictions`` or the run tables."""
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
+    verb = "ALTER" if exists else "CREATE"
+    secret = sql.SQL(" PASSWORD {}").format(sql.Literal(password)) if password else sql.SQL("")
+    conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT{}").format(
+        sql.SQL(verb), sql.Identifier(role), secret))
+    name = conn.execute("SELECT current_database()").fetchone()
+    assert name is not None
+    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name[0]), sql.Identifier(role)))
+    conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, READER_GRANTS)), sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
+    return not exists

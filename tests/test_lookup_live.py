@@ -1,0 +1,208 @@
+"""The lookup API as it runs: under gunicorn, through a database outage, and against any request
+its OpenAPI document allows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_from_bytes
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from lookup_api import close_app, create_app
+from store.db import start_embedded, stop_embedded
+from store.migrate import upgrade
+from store.settings import Settings
+from tests.test_lookup_api import publish_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+@pytest.fixture
+def seeded(conn: psycopg.Connection) -> int:
+    return publish_run(conn, "churn", "2026-11-25", [(f"e{i}", i / 10) for i in range(10)])
+
+
+def test_gunicorn_serves_lookups(cli_env: dict[str, str], seeded: int, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**cli_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "lookup_api:create_app()", "-c", "lookup_api/gunicorn.conf.py",
+         "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if http("GET", base + "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            time.sleep(0.1)
+        status, _, body = http("GET", base + "/v1/models/churn/predictions/e3")
+        assert status == 200 and body["run_id"] == seeded and body["prediction"] == pytest.approx(0.3)
+        status, _, body = http("POST", base + "/v1/models/churn/predictions:batch", {"entity_ids": ["e1", "x"]})
+        assert status == 200 and body["missing"] == ["x"] and len(body["predictions"]) == 1
+        status, _, body = http("GET", base + "/v1/models/churn/predictions/nobody")
+        assert status == 404 and body["error"]["code"] == "not_found"
+        for _ in range(8):
+            http("GET", base + "/healthz")
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        # The sum over both workers: every /healthz counted, whichever worker answered it.
+        assert 'predstore_api_requests_total{method="GET",route="/healthz",status="200"} 8.0' in text
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+    assert "Traceback" not in output
+
+
+def test_predstore_serve_runs_the_development_server(cli_env: dict[str, str], seeded: int) -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "store", "serve", "--port", str(port)], cwd=REPO, env=cli_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(150):
+            try:
+                status, _, body = http("GET", f"http://127.0.0.1:{port}/v1/models/churn/predictions/e2")
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                time.sleep(0.1)
+        assert status == 200 and body["run_id"] == seeded
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert "Traceback" not in output, output
+
+
+def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    url = start_embedded(pgdata)
+    app: Flask | None = None
+    try:
+        upgrade(url)
+        with psycopg.connect(url) as conn:
+            publish_run(conn, "churn", "p", [(f"e{i}", 0.5) for i in range(100)])
+        app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5))
+        client = app.test_client()
+        assert client.get("/v1/models/churn/predictions/e0").status_code == 200
+
+        assert stop_embedded(pgdata)
+        down = [client.get(f"/v1/models/churn/predictions/e{i}") for i in range(1, 4)]
+        down.append(client.get("/readyz"))
+        assert [r.status_code for r in down] == [503] * 4
+        for response in down:
+            assert response.headers["Retry-After"] == "1"
+            assert response.get_json()["error"]["code"] == "store_unavailable"
+
+        # Started again from another process, as an operator would (pgserver remembers, per process,
+        # the servers it started).
+        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
+        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
+        statuses = []
+        for i in range(200):  # each try waits at most the pool timeout
+            statuses.append(client.get(f"/v1/models/churn/predictions/e{10 + i % 50}").status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.05)
+        assert statuses[-1] == 200 and set(statuses) <= {200, 503}, statuses
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/v1/models/churn/predictions/e0").status_code == 200
+    finally:
+        if app is not None:
+            close_app(app)
+        stop_embedded(pgdata)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(dataclasses.replace(settings, api_max_batch=20))
+    yield app
+    close_app(app)
+
+
+IDS = ["e1", "e3", "nobody", "churn"]
+NAMES = ["churn", "ghost"]
+
+#: Path segments as a client could send them: known names, any text, any bytes percent-encoded.
+segments = st.one_of(
+    st.sampled_from(IDS + NAMES),
+    st.text(st.characters(codec="utf-8"), max_size=300).map(lambda s: quote(s, safe="")),
+    st.binary(max_size=40).map(lambda b: quote_from_bytes(b, safe="")),
+)
+queries = st.one_of(st.just(""), st.integers(-3, 2**40).map(lambda v: f"version={v}"),
+                    st.text(max_size=20).map(lambda s: "version=" + quote(s.encode("utf-8", "replace"))))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20)
+bodies = st.one_of(
+    st.fixed_dictionaries({"entity_ids": st.lists(st.sampled_from(IDS) | st.text(max_size=300), max_size=25)})
+    .map(lambda b: json.dumps(b).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=200),
+)
+
+
+def test_no_request_the_openapi_document_allows_gets_a_5xx(app: Flask, seeded: int) -> None:
+    client: FlaskClient = app.test_client()
+    spec = client.get("/openapi.json").get_json()
+    operations = [(path, method.upper(), op) for path, item in spec["paths"].items() for method, op in item.items()]
+
+    @hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        path, method, op = data.draw(st.sampled_from(operations))
+        params = op.get("parameters", [])
+        for param in params:
+            if param["in"] == "path":
+                path = path.replace("{" + param["name"] + "}", data.draw(segments))
+        query = data.draw(queries) if any(p["in"] == "query" for p in params) else ""
+        body = data.draw(bodies) if "requestBody" in op else None
+        response = client.open(path, method=method, query_string=query, data=body,
+                               content_type="application/json" if body is not None else None)
+        assert response.status_code < 500, (path, query, body, response.get_data(as_text=True))
+        if path == "/metrics" and response.status_code == 200:
+            return
+        document = response.get_json()
+        if response.status_code >= 400:
+            assert set(document["error"]) == {"code", "message"}
+
+    check()
