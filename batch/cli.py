@@ -120,12 +120,13 @@ def score(settings: Settings, paths: tuple[Path, ...], model_name: str, version:
                                executor=spec)
         with _progress(path.name) as progress:
             try:
-                result = score_partition(settings, request, progress=progress)
+                result: RunResult | None = score_partition(settings, request, progress=progress)
             except RunFailed as exc:
                 failures.append(exc)
                 result = getattr(exc, "result", None)
                 if not as_json or result is None:
                     raise
+        assert result is not None
         _report(result, as_json)
     if failures:
         raise failures[0]

@@ -131,7 +131,7 @@ def _run(url: str, control: psycopg.Connection, run_id: int, model_row: registry
     started, cpu_started = time.perf_counter(), time.process_time()
     ctx = _context(url, run_id, model_row, entity_col, control, partition, request.max_reject_fraction)
     slices = reader.plan(partition, pieces=request.executor.pieces)
-    total = sum(s.rows for s in slices) if all(s.rows is not None for s in slices) else None
+    total = sum(s.rows or 0 for s in slices) if all(s.rows is not None for s in slices) else None
     with control.transaction():
         predictions.create_run_table(control, run_id)
     done = 0

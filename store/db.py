@@ -48,7 +48,7 @@ def start_embedded(pgdata: Path) -> str:
         server = pgserver.get_server(pgdata, cleanup_mode=None)
         url = server.get_uri()
         if _configure_embedded(url):
-            from pgserver._commands import pg_ctl
+            from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
             pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user)
     except (OSError, subprocess.SubprocessError, AssertionError, RuntimeError, psycopg.Error) as exc:
@@ -65,7 +65,7 @@ def stop_embedded(pgdata: Path) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
     user = "pgserver" if os.geteuid() == 0 else None
     try:
@@ -91,7 +91,7 @@ def _ensure_writable_home(home: Path) -> None:
 def _configure_embedded(url: str) -> bool:
     """Apply EMBEDDED_CONF once; True when the server must restart for it to take effect."""
     with psycopg.connect(url, autocommit=True) as conn:
-        current = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+        current: dict[str, str] = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                                     [list(EMBEDDED_CONF)]).fetchall())
         changed = [name for name, value in EMBEDDED_CONF.items() if _normal(current.get(name)) != _normal(value)]
         for name in changed:
