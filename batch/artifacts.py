@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,20 @@ def store_artifact(source: Path, artifacts_dir: Path) -> tuple[str, str, str]:
         raise ConfigError(f"cannot read model artifact {source}: {exc.strerror or exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
     target = artifacts_dir / f"{digest}{source.suffix.lower()}"
+    partial = None
     try:
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            partial = target.with_suffix(".partial")
+            # A name of its own, so two registrations of one file never write the same partial file.
+            handle, name = tempfile.mkstemp(dir=artifacts_dir, prefix=f".{digest[:12]}-", suffix=".partial")
+            os.close(handle)
+            partial = Path(name)
             shutil.copyfile(source, partial)
             partial.replace(target)
+            partial = None
     except OSError as exc:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise ConfigError(
             f"cannot write the artifact store {artifacts_dir} ({exc.strerror or exc}); "
             "check PREDSTORE_HOME is writable"

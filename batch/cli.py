@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -15,7 +16,7 @@ import click
 from batch.executors import EXECUTORS, ExecutorSpec
 from batch.models import register_model
 from batch.runner import Progress, RunResult, ScoreRequest, score_partition, verify_run
-from store import ledger, registry
+from store import audit, ledger, registry
 from store.db import connect
 from store.errors import RunFailed
 from store.migrate import prepare
@@ -39,12 +40,18 @@ def models() -> None:
               help="Held-out labeled data (Parquet or CSV) to measure the model on; default: --train-data.")
 @click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
 @click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
+@click.option("--trust-joblib", is_flag=True, help="Load a .joblib/.pkl artifact, which runs any code it holds: only "
+              "for files you built yourself. Artifacts from elsewhere should be .skops.")
+@click.option("--trust-type", "trusted_types", multiple=True,
+              help="A type in a .skops file that skops does not trust by default, reviewed and trusted (repeat it).")
 @click.pass_obj
 def models_register(settings: Settings, artifact: Path, name: str, train_data: Path | None, target: str | None,
-                    validation_data: Path | None, entity_col: str | None, current: bool) -> None:
-    """Register a fitted scikit-learn estimator or Pipeline (a .joblib or .skops file)."""
+                    validation_data: Path | None, entity_col: str | None, current: bool, trust_joblib: bool,
+                    trusted_types: tuple[str, ...]) -> None:
+    """Register a fitted scikit-learn estimator or Pipeline (a .skops file, or with --trust-joblib a .joblib)."""
     model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
-                           validation_data=validation_data, entity_col=entity_col, current=current)
+                           validation_data=validation_data, entity_col=entity_col, current=current,
+                           trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
     state = " (current)" if "current" in model.aliases else ""
     click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
                f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}")
@@ -78,13 +85,90 @@ def models_show(settings: Settings, name: str, version: int | None) -> None:
 
 @models.command("promote")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=int, required=False)
+@click.option("--as", "alias", type=click.Choice(["current", "challenger"]), default="current", show_default=True,
+              help="challenger: score beside the current version, served only by ?version=.")
+@click.option("--challenger", "from_challenger", is_flag=True, help="Promote the challenger to current.")
+@click.option("--if-better", is_flag=True, help="With --challenger: only if `models compare` finds it better.")
 @click.pass_obj
-def models_promote(settings: Settings, name: str, version: int) -> None:
-    """Make VERSION the current version of NAME (the previous one stays, for rollback)."""
+def models_promote(settings: Settings, name: str, version: int | None, alias: str, from_challenger: bool,
+                   if_better: bool) -> None:
+    """Make VERSION the current version of NAME (the previous one stays, for rollback), or its
+    challenger (--as challenger); or promote the challenger (--challenger [--if-better])."""
+    if from_challenger == (version is not None):
+        raise click.UsageError("give a VERSION, or --challenger (not both)")
+    if if_better and not from_challenger:
+        raise click.UsageError("--if-better goes with --challenger")
+    evidence = None
+    if from_challenger:
+        if if_better:
+            from monitor.compare import compare_models
+
+            evidence = compare_models(settings, name)
+            if evidence["verdict"] != "challenger better":
+                click.echo(f"{name}: challenger v{evidence['challenger_version']} not promoted: "
+                           f"{evidence['verdict']} ({_interval(evidence)})")
+                return
+        with _conn(settings) as conn, conn.transaction():
+            version = registry.get_model(conn, name, alias="challenger").version
+            before = registry.set_alias(conn, name, "current", version)
+            registry.remove_alias(conn, name, "challenger")
+            audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
+                         details={"alias": "current", "before": before, "from": "challenger"})
+        why = f": {evidence['verdict']} ({_interval(evidence)})" if evidence else ""
+        click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
+        return
+    assert version is not None
     with _conn(settings) as conn, conn.transaction():
-        before = registry.set_alias(conn, name, "current", version)
-    click.echo(f"{name}: current version {before if before else 'none'} -> {version}")
+        if alias == "challenger" and version == registry.get_model(conn, name).version:
+            raise click.UsageError(f"version {version} is already the current version of {name}")
+        before = registry.set_alias(conn, name, alias, version)
+        audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
+                     details={"alias": alias, "before": before})
+    click.echo(f"{name}: {alias} version {before if before else 'none'} -> {version}")
+
+
+@models.command("retire")
+@click.argument("name")
+@click.option("--challenger", is_flag=True, required=True, help="Stop scoring with the challenger.")
+@click.pass_obj
+def models_retire(settings: Settings, name: str, challenger: bool) -> None:
+    """Retire NAME's challenger: runs go back to scoring with the current version alone."""
+    with _conn(settings) as conn, conn.transaction():
+        registry.get_model(conn, name)  # NotFound if no such model
+        version = registry.remove_alias(conn, name, "challenger")
+    click.echo(f"{name}: challenger v{version} retired" if version else f"{name} had no challenger")
+
+
+@models.command("compare")
+@click.argument("name")
+@click.option("--since", type=click.DateTime(), help="Only runs published since this date.")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--report", type=click.Path(path_type=Path), help="Also write it as a self-contained HTML page.")
+@click.pass_obj
+def models_compare(settings: Settings, name: str, since: Any, confidence: float, as_json: bool,
+                   report: Path | None) -> None:
+    """Compare NAME's current version with its challenger on the rows both scored: realized
+    metrics on the labels that arrived (with a bootstrap interval), disagreement, output drift."""
+    from monitor.compare import compare_models, render
+
+    comparison = compare_models(settings, name, since=since, confidence=confidence)
+    if report:
+        report.write_text(render(comparison), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(comparison, indent=2, default=str))
+        return
+    for key, value in comparison.items():
+        click.echo(f"{key:<24} {value}")
+
+
+def _interval(evidence: dict[str, Any]) -> str:
+    if not evidence.get("interval"):
+        return f"{evidence['labeled_rows']} labeled rows"
+    low, high = evidence["interval"]
+    return (f"{evidence['metric']} difference {evidence['difference']:+.4g}, {evidence['confidence']:.0%} interval "
+            f"[{low:+.4g}, {high:+.4g}] on {evidence['labeled_rows']} labeled rows")
 
 
 @click.command()
@@ -203,10 +287,13 @@ def _report(result: RunResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
-    if result.status == "published":
-        click.echo(f"{result.message} in {result.duration_s:.2f}s ({result.rows_per_s:,.0f} rows/s)")
-    else:
-        click.echo(result.message)
+    for run in (result, result.challenger):
+        if run is None:
+            continue
+        if run.status == "published":
+            click.echo(f"{run.message} in {run.duration_s:.2f}s ({run.rows_per_s:,.0f} rows/s)")
+        else:
+            click.echo(run.message)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import pandas as pd
 from sklearn import metrics
 
 from batch import profile
-from batch.artifacts import read_model, store_artifact
+from batch.artifacts import artifact_format, read_model, store_artifact
 from batch.features import infer_schema, model_input, task_of
 from batch.score import Scores, predict
-from store import profiles, registry
+from store import audit, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
 from store.migrate import prepare
@@ -30,6 +30,9 @@ def register_model(
     validation_data: Path | None = None,
     entity_col: str | None = None,
     current: bool = False,
+    trust_joblib: bool = True,
+    trusted_types: tuple[str, ...] = (),
+    actor: str | None = None,
 ) -> registry.ModelVersion:
     """Register ``artifact`` as the next version of ``name``; the first version becomes current.
 
@@ -38,11 +41,16 @@ def register_model(
 
     An artifact already registered under ``name`` (the same sha256) is not registered twice: its
     version is returned.
+
+    ``trust_joblib=False`` refuses a joblib/pickle artifact (loading one runs any code it holds),
+    and a skops artifact holding types skops does not trust by default unless they are in
+    ``trusted_types``: the command line passes False, for files that come from elsewhere.
     """
     if target and not train_data:
         raise ConfigError("--target needs --train-data")
     if validation_data and not target:
         raise ConfigError("--validation-data needs --target (and --train-data)")
+    check_trusted(artifact, trust_joblib=trust_joblib, trusted_types=trusted_types)
     model = read_model(artifact)
     if not hasattr(model, "predict"):
         raise ConfigError(f"{artifact.name} holds a {type(model).__name__}, not a fitted estimator with predict()")
@@ -81,7 +89,28 @@ def register_model(
             profiles.insert_baseline(conn, name, version, base)
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
+        audit.record(conn, "model.register", target=f"{name} v{version}", actor=actor,
+                     details={"sha256": sha256, "format": fmt, "current": current or version == 1})
         return registry.get_model(conn, name, version=version)
+
+
+def check_trusted(artifact: Path, *, trust_joblib: bool, trusted_types: tuple[str, ...] = ()) -> None:
+    """Refuse an artifact that would run code it holds when loaded, unless the user said to trust it."""
+    fmt = artifact_format(artifact)
+    if fmt == "joblib" and not trust_joblib:
+        raise ConfigError(f"{artifact.name}: a joblib/pickle file runs any code it holds when loaded; save models "
+                          "from elsewhere with skops (.skops), or pass --trust-joblib for a file you built yourself")
+    if fmt == "skops" and artifact.is_file():
+        import skops.io as sio
+
+        try:
+            untrusted = sio.get_untrusted_types(file=artifact)
+        except Exception as exc:  # skops raises many types for a file that is not a skops archive
+            raise ModelError(f"{artifact.name}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
+        unknown = sorted(set(untrusted) - set(trusted_types))
+        if unknown:
+            raise ConfigError(f"{artifact.name} holds types skops does not trust by default: {', '.join(unknown)}; "
+                              "review them, then pass --trust-type for each")
 
 
 def _predict(model: Any, features: pd.DataFrame, schema: dict[str, Any]) -> Scores:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+class _Stopped(Exception):
+    """Another stage failed: this one stops too."""
 
 
 class _Failure:
@@ -56,3 +60,64 @@ def background(items: Iterable[T], *, depth: int = 2, name: str = "stage") -> It
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def fan_out(items: Iterable[T], consumers: list[Callable[[Iterator[T]], None]], *, depth: int = 2) -> None:
+    """Feed every item to each consumer, each running in a thread of its own over its own bounded
+    stream, so the consumers work at the same time. Returns when all are done; the first
+    exception (of the producer or of a consumer) is raised, after every thread has stopped."""
+    slots = [queue.Queue[object](maxsize=depth) for _ in consumers]
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def stream(slot: queue.Queue[object], finished: list[bool]) -> Iterator[T]:
+        while True:
+            try:
+                item = slot.get(timeout=0.1)
+            except queue.Empty:
+                if failed.is_set():
+                    raise _Stopped from None
+                continue
+            if item is _DONE:
+                finished.append(True)
+                return
+            yield item  # type: ignore[misc]
+
+    def consume(consumer: Callable[[Iterator[T]], None], slot: queue.Queue[object]) -> None:
+        finished: list[bool] = []
+        try:
+            consumer(stream(slot, finished))
+            if not finished:
+                raise RuntimeError("a consumer stopped before the end of its stream")
+        except BaseException as exc:  # raised by fan_out once every thread has stopped
+            errors.append(exc)
+            failed.set()
+
+    threads = [threading.Thread(target=consume, args=(c, s), name=f"predstore-target-{i}", daemon=True)
+               for i, (c, s) in enumerate(zip(consumers, slots, strict=True))]
+    for thread in threads:
+        thread.start()
+
+    def put(slot: queue.Queue[object], item: object) -> bool:
+        while not failed.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in items:
+            if not all(put(slot, item) for slot in slots):
+                break
+    except BaseException as exc:  # the producer's failure stops the consumers too
+        errors.append(exc)
+        failed.set()
+    finally:
+        for slot in slots:
+            put(slot, _DONE)
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]

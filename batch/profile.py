@@ -116,14 +116,18 @@ def count_numeric(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
 
 
 def count_categorical(values: Any, categories: list[str], known: list[str] | None = None) -> dict[str, Any]:
-    """Counts per baseline category plus ``other``; ``unseen`` counts values outside ``known``."""
-    series = pd.Series(values, dtype=object)
-    missing = series.isna().to_numpy()
-    present = series[~missing].astype(str)
-    codes = pd.Index(categories).get_indexer(present)  # -1 for anything else
-    counts = np.bincount(np.where(codes < 0, len(categories), codes), minlength=len(categories) + 1)
-    unseen = int((~present.isin(known)).sum()) if known is not None else 0
-    return {"counts": counts.tolist(), "null_count": int(missing.sum()), "n": int(len(present)),
+    """Counts per baseline category plus ``other``; ``unseen`` counts values outside ``known``.
+
+    Values are factorized once, so each distinct value (not each row) is turned into text.
+    """
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    labels = pd.Index(uniques, dtype=object).astype(str)
+    slot = pd.Index(categories).get_indexer(labels)  # -1 for anything else
+    per_unique = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    counts = np.bincount(np.where(slot < 0, len(categories), slot), weights=per_unique,
+                         minlength=len(categories) + 1).astype(np.int64)
+    unseen = int(per_unique[~labels.isin(known)].sum()) if known is not None else 0
+    return {"counts": counts.tolist(), "null_count": int((codes < 0).sum()), "n": int(per_unique.sum()),
             "sum": 0.0, "sum_sq": 0.0, "min": None, "max": None, "unseen": unseen}
 
 

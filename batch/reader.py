@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -15,10 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import csv as pacsv
 
+from batch import faults
 from store.errors import ConfigError, InputError
 
 BATCH_ROWS = 131_072
 CSV_BLOCK_BYTES = 16 << 20
+#: Longest partition key accepted (characters); the ledger indexes it.
+MAX_KEY_LENGTH = 256
+#: Field separators a CSV is sometimes written with instead of commas, as named in errors.
+OTHER_DELIMITERS = {";": "';'", "\t": "tabs", "|": "'|'"}
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,21 @@ def open_partition(path: Path, *, key: str | None = None) -> Partition:
     return Partition(
         uri=path.resolve().as_uri(),
         root=path.resolve(),
-        key=key or (path.name if path.is_dir() else path.stem),
+        key=check_key(key or (path.name if path.is_dir() else path.stem)),
         files=files,
         format=fmt,
         pending_fingerprint=_in_thread(fingerprint, files, root),
     )
+
+
+def check_key(key: str) -> str:
+    """A partition key as given, refused (`ConfigError`) if it could not be stored or shown in one line."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise ConfigError(f"the partition key is longer than {MAX_KEY_LENGTH} characters ({len(key):,}); "
+                          "pass a shorter --partition")
+    if any(not ch.isprintable() and ch != " " for ch in key):
+        raise ConfigError(f"the partition key {key!r} holds a control character; pass another --partition")
+    return key
 
 
 def _in_thread(fn: Callable[..., str], *args: Any) -> Future[str]:
@@ -92,6 +108,7 @@ def path_of(uri: str) -> Path:
 
 def fingerprint(files: Sequence[Path], root: Path) -> str:
     """sha256 over each file's relative name and bytes: equal only for the same content."""
+    faults.point("fingerprint")
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(root)).encode() + b"\0")
@@ -101,15 +118,42 @@ def fingerprint(files: Sequence[Path], root: Path) -> str:
 
 
 def columns_of(partition: Partition) -> list[str]:
-    """The column names of the partition (of its first file)."""
-    first = partition.files[0]
+    """The column names of the partition: of its CSV file, or those every Parquet file has, in
+    the first file's order (a name twice if a file has it twice)."""
+    if partition.format == "csv":
+        return _csv_columns(partition.files[0])
+    names: list[str] = []
+    common: set[str] = set()
+    for i, f in enumerate(partition.files):
+        try:
+            found = list(pq.read_schema(f).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{f}: cannot be read as parquet ({_first_line(exc)})") from exc
+        names, common = (found, set(found)) if i == 0 else (names, common & set(found))
+    return [n for n in names if n in common]
+
+
+def _csv_columns(path: Path) -> list[str]:
+    """A CSV file's header, or an `InputError` saying why it is not a UTF-8, comma-separated CSV."""
     try:
-        if partition.format == "csv":
-            with pacsv.open_csv(first) as stream:
-                return list(stream.schema.names)
-        return list(pq.read_schema(first).names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{first}: cannot be read as {partition.format} ({_first_line(exc)})") from exc
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        if not head:
+            raise InputError(f"{path}: the file is empty (0 bytes)")
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+            raise InputError(f"{path}: the file is not UTF-8 text (UTF-16?); save it as UTF-8")
+        with pacsv.open_csv(path) as stream:
+            names = list(stream.schema.names)
+    except pa.ArrowException as exc:
+        raise InputError(f"{path}: cannot be read as csv ({_csv_problem(exc)})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if len(names) == 1:
+        for sep, name in OTHER_DELIMITERS.items():
+            if sep in names[0]:
+                raise InputError(f"{path}: the header is one column {names[0][:60]!r}: the file looks delimited "
+                                 f"by {name}; predstore reads comma-separated CSV")
+    return names
 
 
 def count_rows(partition: Partition) -> int | None:
@@ -118,7 +162,7 @@ def count_rows(partition: Partition) -> int | None:
         return None
     try:
         return sum(pq.read_metadata(f).num_rows for f in partition.files)
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError):
         return None
 
 
@@ -143,7 +187,7 @@ def plan(partition: Partition, *, pieces: int = 1) -> list[Slice]:
     try:
         groups = [(f, i, pq.read_metadata(f).row_group(i).num_rows)
                   for f in partition.files for i in range(pq.read_metadata(f).num_row_groups)]
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{partition.root}: cannot be read as parquet ({_first_line(exc)})") from exc
     total = sum(rows for _, _, rows in groups)
     target = max(1, -(-total // max(1, pieces)))
@@ -166,13 +210,16 @@ def _slice(groups: list[tuple[Path, int, int]], first: int) -> Slice:
                  rows=sum(r for _, _, r in groups))
 
 
-def units(part: Slice, columns: Sequence[str]) -> Iterator[Iterator[pa.RecordBatch]]:
+def units(part: Slice, columns: Sequence[str], *, csv_bytes: bool = True) -> Iterator[Iterator[pa.RecordBatch]]:
     """The slice's row groups (a CSV file is one), each as a stream of record batches of
-    ``columns``. Memory stays flat however large the file. CSV columns are read as text, so that
-    a bad value becomes a rejected row instead of a failed read. Read errors become `InputError`."""
+    ``columns``. Memory stays flat however large the file. CSV columns are read as bytes, so that
+    a bad value (not a number, not UTF-8) becomes a rejected row instead of a failed read. Read
+    errors become `InputError`. ``csv_bytes=False`` reads CSV columns as text (UTF-8 or an error)."""
     try:
         if not part.row_groups:
-            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
+            # As bytes: a value that is not UTF-8 is then one rejected row, not a failed file.
+            kind = pa.binary() if csv_bytes else pa.string()
+            convert = pacsv.ConvertOptions(column_types={c: kind for c in columns},
                                            include_columns=list(columns), strings_can_be_null=True)
             with pacsv.open_csv(part.path, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
                                 convert_options=convert) as stream:
@@ -180,25 +227,44 @@ def units(part: Slice, columns: Sequence[str]) -> Iterator[Iterator[pa.RecordBat
             return
         # pre_buffer would keep every column chunk read so far: memory would grow with the file.
         with pq.ParquetFile(part.path, pre_buffer=False) as parquet:
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise InputError(f"{part.path}: lacks column(s) {', '.join(map(repr, missing))}, which the other "
+                                 "files of the partition have")
             for group in part.row_groups:
+                # Decoding in this thread: Arrow's own pool would compete with the model's threads.
                 yield _translated(parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns),
-                                                       row_groups=[group]), part.path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"{part.path}: cannot be read ({_first_line(exc)})") from exc
+                                                       row_groups=[group], use_threads=False), part.path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{part.path}: cannot be read ({_csv_problem(exc)})") from exc
 
 
 def batches(partition: Partition, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """Every record batch of ``columns`` in the partition, in order, in flat memory."""
+    """Every record batch of ``columns`` in the partition, in order, in flat memory (CSV columns as text)."""
     for part in plan(partition):
-        for unit in units(part, columns):
+        for unit in units(part, columns, csv_bytes=False):
             yield from unit
 
 
 def _translated(stream: Iterable[pa.RecordBatch], path: Path) -> Iterator[pa.RecordBatch]:
     try:
-        yield from stream
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"{path}: could not be read to the end ({_first_line(exc)})") from exc
+        for batch in stream:
+            faults.point("read")
+            yield batch
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: could not be read to the end ({_csv_problem(exc)})") from exc
+
+
+def _csv_problem(exc: BaseException) -> str:
+    """pyarrow's message, said in a user's words where it is about a CSV's text or shape."""
+    text = _first_line(exc)
+    if "invalid UTF8" in text:
+        return "the file is not UTF-8 text; convert it, e.g. `iconv -f latin1 -t utf-8`"
+    shape = re.search(r"Expected (\d+) columns, got (\d+): ?(.*)", text)
+    if shape:
+        expected, got, line = shape.groups()
+        return f"a line has {got} fields where the header has {expected}: {line[:80]!r}"
+    return text
 
 
 def _first_line(exc: BaseException) -> str:

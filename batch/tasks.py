@@ -9,9 +9,11 @@ a local worker process or on a Dask worker; the run's coordinator publishes once
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,9 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch import profile, reader
+from batch import faults, profile, reader
 from batch.artifacts import load_model
-from batch.pipeline import background
+from batch.pipeline import background, fan_out
 from batch.score import Scores, predict
 from batch.validate import Validated, validate
 from store import predictions
@@ -33,21 +35,42 @@ Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
-class TaskContext:
-    """What every task of a run needs to know (small and picklable, for worker processes)."""
+class Target:
+    """One model a task scores with, and the run its predictions go to."""
 
-    url: str
     run_id: int
     artifact_uri: str
     sha256: str
     format: str
     schema: dict[str, Any]
-    entity_col: str
-    columns: list[str]
     out_columns: list[str]
     baseline: list[dict[str, Any]]
-    #: Rejected rows the whole run may have; a task past it stops reading (the run fails anyway).
+    #: Rejected rows its run may have; past it a task stops reading (the runs fail anyway).
     reject_limit: float | None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What every task of a run needs to know (small and picklable, for worker processes).
+
+    Several targets (the current model and its challenger) share one read of each slice, and
+    one validation where their feature schemas agree.
+    """
+
+    url: str
+    entity_col: str
+    columns: list[str]
+    targets: tuple[Target, ...]
+
+
+@dataclass
+class TargetResult:
+    """What one task wrote for one target."""
+
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    digests: list[str] = field(default_factory=list)
+    profile: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,10 +79,7 @@ class TaskResult:
 
     first_row: int
     rows_in: int = 0
-    rows_scored: int = 0
-    rows_rejected: int = 0
-    digests: list[str] = field(default_factory=list)
-    profile: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: list[TargetResult] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=lambda: {"read_validate_s": 0.0, "predict_s": 0.0,
                                                               "write_s": 0.0})
 
@@ -71,77 +91,114 @@ def cached_model(uri: str, sha256: str, fmt: str) -> Any:
 
 
 def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None = None) -> TaskResult:
-    """Score ``part`` into the run's table and commit; see the module docstring."""
-    model = cached_model(ctx.artifact_uri, ctx.sha256, ctx.format)
-    result = TaskResult(first_row=part.first_row)
-    known = {c["name"]: c.get("categories") for c in ctx.schema["columns"] if c["kind"] == "categorical"}
-    lock = threading.Lock()  # the reader thread and the writer each add to the profile
-    with connect(ctx.url, application_name="predstore-score") as writer, \
-            connect(ctx.url, application_name="predstore-quarantine") as quarantine:
+    """Score ``part`` into each target's run table and commit; see the module docstring."""
+    models = [cached_model(t.artifact_uri, t.sha256, t.format) for t in ctx.targets]
+    result = TaskResult(first_row=part.first_row, targets=[TargetResult() for _ in ctx.targets])
+    known = [{c["name"]: c.get("categories") for c in t.schema["columns"] if c["kind"] == "categorical"}
+             for t in ctx.targets]
+    lock = threading.Lock()  # the reader thread and the writer each add to the profiles
+    with ExitStack() as stack:
+        writers = [stack.enter_context(connect(ctx.url, application_name="predstore-score")) for _ in ctx.targets]
+        quarantines = [stack.enter_context(connect(ctx.url, application_name="predstore-quarantine"))
+                       for _ in ctx.targets]
 
-        def validated() -> Iterator[tuple[int, Validated]]:
-            with predictions.copy_rejects(quarantine) as rejects:
+        def validated() -> Iterator[tuple[int, list[Validated]]]:
+            with ExitStack() as copies:
+                rejects = [copies.enter_context(predictions.copy_rejects(q)) for q in quarantines]
                 for unit, batches in enumerate(reader.units(part, ctx.columns)):
                     for batch in batches:
                         t = time.perf_counter()
-                        checked = validate(batch, ctx.schema, entity_col=ctx.entity_col,
-                                           first_row=part.first_row + result.rows_in)
-                        for row in checked.rejects:
-                            rejects.write_row((ctx.run_id, *row))
+                        checks = _validate_all(batch, ctx, first_row=part.first_row + result.rows_in)
                         result.rows_in += batch.num_rows
-                        result.rows_rejected += len(checked.rejects)
-                        if ctx.baseline:
-                            counted = profile.profile_features(checked.features, ctx.baseline, known)
-                            with lock:
-                                result.profile = profile.add(result.profile, counted)
+                        for i, (target, checked) in enumerate(zip(ctx.targets, checks, strict=True)):
+                            for row in checked.rejects:
+                                rejects[i].write_row((target.run_id, *row))
+                            result.targets[i].rows_rejected += len(checked.rejects)
+                            if target.baseline:
+                                counted = profile.profile_features(checked.features, target.baseline, known[i])
+                                with lock:
+                                    result.targets[i].profile = profile.add(result.targets[i].profile, counted)
                         result.stages["read_validate_s"] += time.perf_counter() - t
-                        if ctx.reject_limit is not None and result.rows_rejected > ctx.reject_limit:
-                            return  # the run fails anyway: stop reading, keep these rejects for diagnosis
-                        yield unit, checked
+                        if any(t.reject_limit is not None and r.rows_rejected > t.reject_limit
+                               for t, r in zip(ctx.targets, result.targets, strict=True)):
+                            return  # the runs fail anyway: stop reading, keep these rejects for diagnosis
+                        yield unit, checks
 
-        def scored() -> Iterator[tuple[int, Validated, Scores | None]]:
-            for unit, checked in background(validated(), name="read"):
-                t = time.perf_counter()
-                out = _predict(model, checked, ctx.schema)
-                result.stages["predict_s"] += time.perf_counter() - t
-                yield unit, checked, out
+        digests: list[dict[int, Digest]] = [{} for _ in ctx.targets]
 
-        digests: dict[int, Digest] = {}
-        with predictions.copy_predictions(writer, ctx.run_id, ctx.out_columns) as write:
-            for unit, checked, out in background(scored(), name="predict"):
-                t = time.perf_counter()
-                digest = digests.setdefault(unit, Digest())
-                if out is not None:
-                    write(record_batch(checked, out, ctx.out_columns))
-                    digest.update(checked.entity_ids, out)
-                    result.rows_scored += len(checked.entity_ids)
-                    if ctx.baseline:
-                        counted = profile.profile_outputs(out, ctx.baseline)
+        def scorer(i: int) -> Callable[[Iterator[tuple[int, list[Validated]]]], None]:
+            """Target i's own two stages, predict then COPY, beside the other targets'."""
+            target, model = ctx.targets[i], models[i]
+
+            def predicted(items: Iterator[tuple[int, list[Validated]]]) -> Iterator[
+                    tuple[int, Validated, Scores | None]]:
+                for unit, checks in items:
+                    t = time.perf_counter()
+                    out = _predict(model, checks[i], target.schema)
+                    with lock:
+                        result.stages["predict_s"] += time.perf_counter() - t
+                    yield unit, checks[i], out
+
+            def score(items: Iterator[tuple[int, list[Validated]]]) -> None:
+                mine = result.targets[i]
+                with predictions.copy_predictions(writers[i], target.run_id, target.out_columns) as write:
+                    for unit, checked, out in background(predicted(items), name=f"predict-{i}"):
+                        t = time.perf_counter()
+                        digest = digests[i].setdefault(unit, Digest())
+                        if out is not None:
+                            write(record_batch(checked, out, target.out_columns))
+                            faults.point("copy")
+                            digest.update(checked.entity_ids, out)
+                            mine.rows_scored += len(checked.entity_ids)
+                            if target.baseline:
+                                counted = profile.profile_outputs(out, target.baseline)
+                                with lock:
+                                    mine.profile = profile.add(mine.profile, counted)
                         with lock:
-                            result.profile = profile.add(result.profile, counted)
-                result.stages["write_s"] += time.perf_counter() - t
-                if progress:
-                    progress(len(checked.entity_ids) + len(checked.rejects))
-        quarantine.commit()
-        writer.commit()
-    result.digests = [digests[u].hexdigest() for u in sorted(digests)]
+                            result.stages["write_s"] += time.perf_counter() - t
+                        if progress and i == 0:
+                            progress(len(checked.entity_ids) + len(checked.rejects))
+
+            return score
+
+        fan_out(validated(), [scorer(i) for i in range(len(ctx.targets))])
+        for connection in (*quarantines, *writers):
+            connection.commit()
+            faults.point("task_commit")
+    for i, per_unit in enumerate(digests):
+        result.targets[i].digests = [per_unit[u].hexdigest() for u in sorted(per_unit)]
     return result
 
 
 def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
-    """Recompute a slice's predictions and their digests, writing nothing (for `runs verify`)."""
-    model = cached_model(ctx.artifact_uri, ctx.sha256, ctx.format)
-    result = TaskResult(first_row=part.first_row)
+    """Recompute a slice's predictions by the first target and their digests, writing nothing
+    (for `runs verify`)."""
+    target = ctx.targets[0]
+    model = cached_model(target.artifact_uri, target.sha256, target.format)
+    result = TaskResult(first_row=part.first_row, targets=[TargetResult()])
     for batches in reader.units(part, ctx.columns):
         digest = Digest()
         for batch in batches:
-            checked = validate(batch, ctx.schema, entity_col=ctx.entity_col, first_row=part.first_row + result.rows_in)
+            checked = validate(batch, target.schema, entity_col=ctx.entity_col,
+                               first_row=part.first_row + result.rows_in)
             result.rows_in += batch.num_rows
-            out = _predict(model, checked, ctx.schema)
+            out = _predict(model, checked, target.schema)
             if out is not None:
                 digest.update(checked.entity_ids, out)
-        result.digests.append(digest.hexdigest())
+        result.targets[0].digests.append(digest.hexdigest())
     return result
+
+
+def _validate_all(batch: pa.RecordBatch, ctx: TaskContext, *, first_row: int) -> list[Validated]:
+    """The batch validated for each target; once for targets whose feature schemas agree."""
+    done: dict[str, Validated] = {}
+    checks = []
+    for target in ctx.targets:
+        key = json.dumps(target.schema["columns"], sort_keys=True)
+        if key not in done:
+            done[key] = validate(batch, target.schema, entity_col=ctx.entity_col, first_row=first_row)
+        checks.append(done[key])
+    return checks
 
 
 def _predict(model: Any, checked: Validated, schema: dict[str, Any]) -> Scores | None:

@@ -15,10 +15,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batch import faults
 from store.errors import InputError
 
 #: Longest entity id accepted; the lookup API refuses longer ones too.
 MAX_ENTITY_ID_LENGTH = 512
+#: Longest text kept of a rejected row's value (a 1 MB id is not kept whole in rejected_rows).
+MAX_RAW_TEXT = 1024
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,12 @@ def required_columns(schema: dict[str, Any], entity_col: str) -> list[str]:
 
 def check_columns(schema: dict[str, Any], entity_col: str, available: list[str]) -> None:
     """Fail before anything is written when a required column is absent, naming all of them."""
-    missing = [c for c in required_columns(schema, entity_col) if c not in available]
+    required = required_columns(schema, entity_col)
+    twice = [c for c in required if available.count(c) > 1]
+    if twice:
+        raise InputError(f"column(s) {', '.join(map(repr, twice))} of the partition appears more than once; "
+                         "give each column one name")
+    missing = [c for c in required if c not in available]
     if missing:
         hint = f"pass --entity-col if the ids are not in {entity_col!r}" if entity_col in missing \
             else "add them to the input"
@@ -50,6 +58,7 @@ def check_columns(schema: dict[str, Any], entity_col: str, available: list[str])
 
 def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int) -> Validated:
     """Split ``batch`` into rows the model can score and rows to reject, with a reason each."""
+    faults.point("validate")
     n = batch.num_rows
     reasons = np.full(n, None, dtype=object)
     bad = np.zeros(n, dtype=bool)
@@ -60,13 +69,13 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
             reasons[new] = reason
             bad[new] = True
 
-    ids = pc.cast(batch.column(entity_col), pa.string())
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks()
+    ids, not_utf8 = _text(batch.column(entity_col), entity_col, "entity ids must be text or whole numbers")
+    reject(not_utf8, "entity id is not valid UTF-8")
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0)
     reject(_mask(pc.or_kleene(pc.is_null(ids), blank)), "entity id is missing")
     reject(_mask(pc.greater(pc.utf8_length(ids), MAX_ENTITY_ID_LENGTH)),
            f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters")
+    reject(_mask(pc.match_substring(ids, "\x00")), "entity id contains a NUL character")
 
     features: dict[str, Any] = {}
     for column in schema["columns"]:
@@ -79,7 +88,8 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
                 reject(np.isnan(values), f"column {name!r} is missing")
             features[name] = values
         else:
-            text = pc.cast(batch.column(name), pa.string())
+            text, not_utf8 = _text(batch.column(name), name, "categories must be text or numbers")
+            reject(not_utf8, f"column {name!r} is not valid UTF-8")
             if not column.get("nulls_ok", False):
                 reject(_mask(pc.is_null(text)), f"column {name!r} is missing")
             categories = column.get("categories")
@@ -94,8 +104,7 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
         return Validated(features=_frame(features), entity_ids=ids, row_numbers=row_numbers, rejects=[])
     good = ~bad
     raw = batch.filter(pa.array(bad)).to_pylist()
-    rejects = [(row_number, None if record.get(entity_col) is None else str(record[entity_col]), reason,
-                _json(record))
+    rejects = [(row_number, _id_of(record.get(entity_col)), reason, _json(record))
                for row_number, reason, record in zip(row_numbers[bad].tolist(), reasons[bad].tolist(), raw,
                                                      strict=True)]
     return Validated(
@@ -121,8 +130,55 @@ def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _text(array: pa.Array | pa.ChunkedArray, name: str, hint: str) -> tuple[pa.Array, np.ndarray]:
+    """``array`` as UTF-8 strings (null where its bytes are not UTF-8) and a mask of those rows."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    invalid = np.zeros(len(array), dtype=bool)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        try:
+            return pc.cast(array, pa.string()), invalid
+        except pa.ArrowInvalid:  # some values are not UTF-8: those rows are rejected, the rest kept
+            decoded = [_utf8(v) for v in array.to_pylist()]
+            invalid = np.array([d is _NOT_UTF8 for d in decoded], dtype=bool)
+            return pa.array([None if d is _NOT_UTF8 else d for d in decoded], pa.string()), invalid
+    try:
+        return pc.cast(array, pa.string()), invalid
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise InputError(f"column {name!r} holds {array.type} values; {hint}") from None
+
+
+_NOT_UTF8 = object()
+
+
+def _utf8(value: bytes | None) -> object:
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NOT_UTF8
+
+
+def _id_of(value: Any) -> str | None:
+    """The entity id recorded with a rejected row: text, cut to a length an index takes."""
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text.replace("\x00", "\ufffd")[: MAX_RAW_TEXT]
+
+
 def _numeric(array: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
     """float64 values (NaN for missing) and a mask of values present but not numbers."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_null(array.type):
+        return np.full(len(array), np.nan), np.zeros(len(array), dtype=bool)
+    not_utf8 = np.zeros(len(array), dtype=bool)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        array, not_utf8 = _text(array, name, "")
     if pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type) \
             or pa.types.is_decimal(array.type):
         values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
@@ -133,7 +189,7 @@ def _numeric(array: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
         present = stripped.notna() & (stripped != "")
         values = pd.to_numeric(stripped.where(present), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         literal_nan = stripped.str.lower().isin(["nan"]).to_numpy()
-        return values, present.to_numpy() & np.isnan(values) & ~literal_nan
+        return values, (present.to_numpy() & np.isnan(values) & ~literal_nan) | not_utf8
     # Anything else (timestamps, lists, binary...) is not a number the model can take.
     raise InputError(f"column {name!r} holds {array.type} values, not numbers; convert it to a number type")
 
@@ -143,9 +199,12 @@ def _json(record: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and not math.isfinite(value):
             return str(value)
         if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        if isinstance(value, (str, int, float, bool)) or value is None:
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):  # jsonb takes no NUL; a huge value is kept in part
+            value = value.replace("\x00", "\ufffd")
+            return value if len(value) <= MAX_RAW_TEXT else value[:MAX_RAW_TEXT] + "...(cut)"
+        if isinstance(value, (int, float, bool)) or value is None:
             return value
-        return str(value)
+        return str(value)[:MAX_RAW_TEXT]
 
     return {k: clean(v) for k, v in record.items()}

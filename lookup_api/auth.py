@@ -1,7 +1,8 @@
 """API keys: ``Authorization: Bearer <key>`` on every /v1 request once keys are configured.
 
 Keys are configured when any was ever created (revoking them all keeps the API closed) or when
-``PREDSTORE_API_REQUIRE_KEY`` is true. The process keeps the hashes of the valid keys, reloaded
+``PREDSTORE_API_REQUIRE_KEY`` is true. A key may be scoped to some models: it is refused (403) on
+any other model, and lists show only its models. The process keeps the hashes of the valid keys, reloaded
 when the listener hears that keys changed, and at least every `RELOAD_SECONDS`.
 """
 
@@ -21,11 +22,14 @@ RELOAD_SECONDS = 30.0
 
 _DUMMY_HASH = apikeys.hash_key("psk_none_none")
 
+#: A key's hash and the models it may read (None: every model).
+Scoped = tuple[str, frozenset[str] | None]
+
 
 class KeyRing:
     """The keys this process accepts, loaded by ``load`` (which may raise `StoreUnavailable`)."""
 
-    def __init__(self, load: Callable[[], tuple[bool, dict[str, str]]], *, require: bool,
+    def __init__(self, load: Callable[[], tuple[bool, dict[str, Scoped]]], *, require: bool,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._load = load
         self._require = require
@@ -34,26 +38,30 @@ class KeyRing:
         self._loaded_at: float | None = None
         self._generation = 0  # bumped by invalidate(): a load that overlaps it is not trusted for long
         self._configured = require
-        self._hashes: dict[str, str] = {}
+        self._hashes: dict[str, Scoped] = {}
 
     def invalidate(self) -> None:
         self._generation += 1
         self._loaded_at = None
 
-    def check(self, authorization: str | None) -> None:
-        """Raise 401 when a key is needed and missing, 403 when it is not valid."""
+    def check(self, authorization: str | None, *, model: str | None = None) -> frozenset[str] | None:
+        """Raise 401 when a key is needed and missing, 403 when it is not valid or not for
+        ``model``; return the models the request may read (None: every model)."""
         self._refresh()
         if not self._configured:
-            return
+            return None
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("this API needs a key: send `Authorization: Bearer <key>`",
                                www_authenticate=WWWAuthenticate("Bearer", {"realm": "predstore"}))
         key = key.strip()
         key_id = apikeys.key_id_of(key)
-        expected = self._hashes.get(key_id or "", _DUMMY_HASH)
+        expected, models = self._hashes.get(key_id or "", (_DUMMY_HASH, None))
         if not apikeys.matches(key, expected) or key_id not in self._hashes:
             raise Forbidden("the API key is not valid (unknown or revoked)")
+        if model is not None and models is not None and model not in models:
+            raise Forbidden(f"this API key may not read model {model[:128]!r}")
+        return models
 
     def _refresh(self) -> None:
         now = self._clock()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 
 import click
 
 from store import apikeys as keys
-from store import migrate
+from store import audit, migrate
 from store.db import connect
 from store.settings import Settings
 
@@ -39,11 +40,14 @@ def apikeys() -> None:
 
 @apikeys.command("create")
 @click.argument("name")
+@click.option("--model", "models", multiple=True, help="A model the key may read (repeat it); default: every model.")
 @click.pass_obj
-def create(settings: Settings, name: str) -> None:
+def create(settings: Settings, name: str, models: tuple[str, ...]) -> None:
     """Create a key for NAME (who uses it) and print it: it is shown only this once."""
     with connect(migrate.prepare(settings)) as conn, conn.transaction():
-        key, secret = keys.create_key(conn, name)
+        key, secret = keys.create_key(conn, name, models=list(models) if models else None)
+        audit.record(conn, "apikey.create", target=key.key_id, actor=getpass.getuser(),
+                     details={"name": key.name, "models": key.models})
     click.echo(secret)
     click.echo(f"created API key {key.key_id} for {key.name!r}; store it now, it cannot be shown again", err=True)
 
@@ -57,12 +61,14 @@ def list_(settings: Settings, as_json: bool) -> None:
         listed = keys.list_keys(conn)
     if as_json:
         click.echo(json.dumps([{"key_id": k.key_id, "name": k.name, "created_at": k.created_at.isoformat(),
-                                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+                                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                                "models": k.models}
                                for k in listed], indent=2))
         return
     for k in listed:
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-        click.echo(f"{k.key_id}  {k.created_at:%Y-%m-%d %H:%M}  {state:<24} {k.name}")
+        scope = f"  (models: {', '.join(k.models)})" if k.models is not None else ""
+        click.echo(f"{k.key_id}  {k.created_at:%Y-%m-%d %H:%M}  {state:<24} {k.name}{scope}")
 
 
 @apikeys.command("revoke")
@@ -72,4 +78,5 @@ def revoke(settings: Settings, key_id: str) -> None:
     """Revoke the key KEY_ID; running services stop accepting it at once."""
     with connect(migrate.prepare(settings)) as conn, conn.transaction():
         key = keys.revoke_key(conn, key_id)
+        audit.record(conn, "apikey.revoke", target=key.key_id, actor=getpass.getuser(), details={"name": key.name})
     click.echo(f"revoked API key {key.key_id} ({key.name})")

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from lookup_api.auth import KeyRing
+from lookup_api.auth import KeyRing, Scoped
 from lookup_api.cache import MISSING, PredictionCache
 from lookup_api.errors import Stale
 from lookup_api.listener import Handlers, Listener
@@ -59,7 +59,7 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
     cache = PredictionCache(settings.api_cache_size)
     metrics = make_metrics()
 
-    def load_keys() -> tuple[bool, dict[str, str]]:
+    def load_keys() -> tuple[bool, dict[str, Scoped]]:
         return lookups.read(pool, apikeys.active_key_hashes, timeout=settings.api_pool_timeout)
 
     keys = KeyRing(load_keys, require=settings.api_require_key)

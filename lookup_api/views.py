@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from lookup_api import parse
 from lookup_api import service as svc
@@ -19,12 +19,14 @@ def service() -> svc.Service:
 
 @bp.before_request
 def require_key() -> None:
-    service().keys.check(request.headers.get("Authorization"))
+    model = (request.view_args or {}).get("name")
+    g.models = service().keys.check(request.headers.get("Authorization"), model=model)
 
 
 @bp.get("/models")
 def list_models() -> dict[str, Any]:
-    return {"models": svc.models(service())}
+    allowed = g.get("models")
+    return {"models": [m for m in svc.models(service()) if allowed is None or m["name"] in allowed]}
 
 
 @bp.get("/models/<name>")

@@ -6,6 +6,7 @@ nothing starts until it is right.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -293,7 +294,7 @@ def _number(spec: dict[str, Any], key: str, where: str, fail: Fail, *, default: 
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise fail(where + key, f"must be {'a whole number' if integer else 'a number'}")
-    if value < minimum or (maximum is not None and value > maximum):
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
         raise fail(where + key, f"{value} is out of range; use a value {bound}")
     return value

@@ -24,6 +24,8 @@ APIKEYS_CHANNEL = "predstore_apikeys"
 
 PREFIX = "psk"
 
+_COLUMNS = "key_id, name, created_at, revoked_at, models"
+
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -33,6 +35,8 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    #: The models the key may read; None: every model.
+    models: list[str] | None = None
 
 
 def hash_key(key: str) -> str:
@@ -53,16 +57,17 @@ def matches(key: str, key_hash: str) -> bool:
     return hmac.compare_digest(hash_key(key), key_hash)
 
 
-def create_key(conn: psycopg.Connection, name: str) -> tuple[ApiKey, str]:
-    """Record a new key named ``name``; returns it and the key itself, which is shown only once."""
+def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None = None) -> tuple[ApiKey, str]:
+    """Record a new key named ``name``, scoped to ``models`` (None: every model); returns it and
+    the key itself, which is shown only once."""
     if not name.strip():
         raise InputError("an API key needs a name saying who uses it")
     key_id = secrets.token_hex(4)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     row = conn.cursor(row_factory=class_row(ApiKey)).execute(
-        """INSERT INTO api_keys (key_id, name, key_hash) VALUES (%s, %s, %s)
-           RETURNING key_id, name, created_at, revoked_at""",
-        [key_id, name.strip(), hash_key(key)],
+        f"""INSERT INTO api_keys (key_id, name, key_hash, models) VALUES (%s, %s, %s, %s)
+           RETURNING {_COLUMNS}""",
+        [key_id, name.strip(), hash_key(key), sorted(set(models)) if models is not None else None],
     ).fetchone()
     assert row is not None
     conn.execute("SELECT pg_notify(%s, %s)", [APIKEYS_CHANNEL, key_id])
@@ -72,16 +77,14 @@ def create_key(conn: psycopg.Connection, name: str) -> tuple[ApiKey, str]:
 def list_keys(conn: psycopg.Connection) -> list[ApiKey]:
     """Every key, revoked ones included, oldest first."""
     cur = conn.cursor(row_factory=class_row(ApiKey))
-    return cur.execute(
-        "SELECT key_id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id"
-    ).fetchall()
+    return cur.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id").fetchall()
 
 
 def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey:
     """Revoke a key at once (a revoked key is kept, so the API stays closed when none is left)."""
     row = conn.cursor(row_factory=class_row(ApiKey)).execute(
-        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s
-           RETURNING key_id, name, created_at, revoked_at""",
+        f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = %s
+           RETURNING {_COLUMNS}""",
         [key_id],
     ).fetchone()
     if row is None:
@@ -90,7 +93,9 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey:
     return row
 
 
-def active_key_hashes(conn: psycopg.Connection) -> tuple[bool, dict[str, str]]:
-    """Whether any key was ever created, and the hash of each unrevoked key by key id."""
-    rows = conn.execute("SELECT key_id, key_hash, revoked_at IS NULL FROM api_keys").fetchall()
-    return bool(rows), {key_id: key_hash for key_id, key_hash, active in rows if active}
+def active_key_hashes(conn: psycopg.Connection) -> tuple[bool, dict[str, tuple[str, frozenset[str] | None]]]:
+    """Whether any key was ever created, and by key id the hash of each unrevoked key and the
+    models it may read (None: every model)."""
+    rows = conn.execute("SELECT key_id, key_hash, models, revoked_at IS NULL FROM api_keys").fetchall()
+    return bool(rows), {key_id: (key_hash, frozenset(models) if models is not None else None)
+                        for key_id, key_hash, models, active in rows if active}

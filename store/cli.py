@@ -10,10 +10,11 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import click
+import psycopg
 
 from store import db as dbmod
 from store import ledger, migrate
-from store.errors import PredstoreError
+from store.errors import ConfigError, PredstoreError
 from store.settings import Settings
 
 ENTRY_POINT_GROUP = "predstore.commands"
@@ -145,20 +146,50 @@ def db_check(settings: Settings) -> None:
 
 
 @db.command("grant")
-@click.option("--role", default="predstore_reader", show_default=True, help="Name of the read-only role.")
+@click.option("--role", "--reader-role", "role", default="predstore_reader", show_default=True,
+              help="Name of the read-only role the lookup API connects as.")
 @click.option("--password", envvar="PREDSTORE_READER_PASSWORD", default=None,
               help="Its password (or PREDSTORE_READER_PASSWORD); none for socket/trust setups.")
+@click.option("--analyst-role", help="Also create this read-only role for analysts (every table but api_keys).")
+@click.option("--analyst-password", envvar="PREDSTORE_ANALYST_PASSWORD", default=None,
+              help="Its password (or PREDSTORE_ANALYST_PASSWORD).")
+@click.option("--writer-role", help="Also create this role and make it the owner of the store, for jobs and "
+              "migrations.")
+@click.option("--writer-password", envvar="PREDSTORE_WRITER_PASSWORD", default=None,
+              help="Its password (or PREDSTORE_WRITER_PASSWORD).")
 @click.pass_obj
-def db_grant(settings: Settings, role: str, password: str | None) -> None:
-    """Create the read-only role the lookup API connects as (PREDSTORE_API_DATABASE_URL).
+def db_grant(settings: Settings, role: str, password: str | None, analyst_role: str | None,
+             analyst_password: str | None, writer_role: str | None, writer_password: str | None) -> None:
+    """Create the database roles: the read-only role the lookup API connects as
+    (PREDSTORE_API_DATABASE_URL), and with --analyst-role / --writer-role the analysts' and the
+    jobs' roles (see the README's "Hardening and security").
 
-    It may SELECT the published views, the registry and the API key hashes, and nothing else:
-    no unpublished or superseded run, no write. Run again after `db upgrade` to refresh its grants.
+    The reader may SELECT the published views, the registry and the API key hashes, and nothing
+    else: no unpublished or superseded run, no write. Run again after `db upgrade` to refresh the grants.
     """
-    from store import lookups
-
     url = migrate.prepare(settings)
-    with dbmod.connect(url) as conn, conn.transaction():
-        created = lookups.grant_reader(conn, role, password=password)
-    click.echo(f"{'created' if created else 'updated'} role {role}: SELECT on {', '.join(lookups.READER_GRANTS)}")
+    try:
+        done = _grant(url, role, password, analyst_role, analyst_password, writer_role, writer_password)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"could not create the roles ({first}); run `predstore db grant` as a role that may "
+                          "create roles and owns the store, or as a superuser") from exc
+    for name, created, rights in done:
+        click.echo(f"{'created' if created else 'updated'} role {name}: {rights}")
     click.echo(f"point the lookup API at it: PREDSTORE_API_DATABASE_URL=postgresql://{role}:PASSWORD@HOST:PORT/DATABASE")
+
+
+def _grant(url: str, role: str, password: str | None, analyst_role: str | None, analyst_password: str | None,
+           writer_role: str | None, writer_password: str | None) -> list[tuple[str, bool, str]]:
+    from store import roles
+
+    with dbmod.connect(url) as conn, conn.transaction():
+        done = [(role, roles.grant_reader(conn, role, password=password),
+                 f"SELECT on {', '.join(roles.READER_GRANTS)}")]
+        if analyst_role:
+            done.append((analyst_role, roles.grant_analyst(conn, analyst_role, password=analyst_password),
+                         f"SELECT on every table and view but {', '.join(roles.ANALYST_DENIED)}"))
+        if writer_role:
+            done.append((writer_role, roles.grant_writer(conn, writer_role, password=writer_password),
+                         "owner of the store's tables and views"))
+    return done

@@ -47,27 +47,29 @@ def start_run(
     host: str,
     pid: int,
     job_kind: str = "score",
+    role: str = "current",
 ) -> int:
     """Insert a `running` row and hold its liveness lock on ``conn`` (a session lock).
 
-    Raises `RunInProgress` if a live run holds the same (model, partition).
+    Raises `RunInProgress` if a live run holds the same (model, partition, role).
     """
     try:
         with conn.transaction():
             row = conn.execute(
                 """INSERT INTO runs (job_kind, model_name, model_version, model_sha256, partition_key, input_uri,
-                                     code_version, host, pid)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id""",
+                                     code_version, host, pid, role)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id""",
                 [job_kind, model_name, model_version, model_sha256, partition_key, input_uri, code_version,
-                 host, pid],
+                 host, pid, role],
             ).fetchone()
             assert row is not None
             # Taken before the row is visible, so no other process ever sees it running but unlocked.
             conn.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(int(row[0]))])
     except psycopg.errors.UniqueViolation:
         other = conn.execute(
-            "SELECT run_id FROM runs WHERE model_name = %s AND partition_key = %s AND status = 'running'",
-            [model_name, partition_key],
+            "SELECT run_id FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s "
+            "AND status = 'running'",
+            [model_name, partition_key, role],
         ).fetchone()
         raise RunInProgress(other[0] if other else -1, model_name, partition_key) from None
     return int(row[0])
@@ -127,12 +129,13 @@ def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
     )
 
 
-def find_published(conn: psycopg.Connection, model_name: str, partition_key: str) -> dict[str, Any] | None:
-    """The published run of (model, partition), if any."""
+def find_published(conn: psycopg.Connection, model_name: str, partition_key: str,
+                   role: str = "current") -> dict[str, Any] | None:
+    """The published run of (model, partition) in ``role``, if any."""
     cur = conn.cursor(row_factory=dict_row)
     return cur.execute(
-        "SELECT * FROM runs WHERE model_name = %s AND partition_key = %s AND status = 'published'",
-        [model_name, partition_key],
+        "SELECT * FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s AND status = 'published'",
+        [model_name, partition_key, role],
     ).fetchone()
 
 
@@ -152,15 +155,16 @@ def list_runs(conn: psycopg.Connection, *, model_name: str | None = None, limit:
     return cur.execute(f"SELECT * FROM run_summary {where} ORDER BY run_id DESC LIMIT %s", [*params, limit]).fetchall()
 
 
-def superseded_runs(conn: psycopg.Connection, model_name: str, partition_key: str, *, keep: int) -> list[int]:
-    """Superseded runs of (model, partition) beyond the newest ``keep`` runs that have data."""
+def superseded_runs(conn: psycopg.Connection, model_name: str, partition_key: str, *, keep: int,
+                    role: str = "current") -> list[int]:
+    """Superseded runs of (model, partition, role) beyond the newest ``keep`` runs that have data."""
     rows = conn.execute(
         """SELECT run_id FROM (
                SELECT run_id, status FROM runs
-               WHERE model_name = %s AND partition_key = %s AND status IN ('published', 'superseded')
+               WHERE model_name = %s AND partition_key = %s AND role = %s AND status IN ('published', 'superseded')
                ORDER BY run_id DESC OFFSET %s) AS old
            WHERE status = 'superseded'""",
-        [model_name, partition_key, keep],
+        [model_name, partition_key, role, keep],
     ).fetchall()
     return [int(r[0]) for r in rows]
 
@@ -202,14 +206,15 @@ def record_skipped(
     host: str,
     pid: int,
     published_run: int,
+    role: str = "current",
 ) -> int:
     """Record a run that found its work already published, and did nothing."""
     row = conn.execute(
         """INSERT INTO runs (model_name, model_version, model_sha256, partition_key, input_uri, input_fingerprint,
-                             status, finished_at, duration_s, code_version, host, pid, details)
-           VALUES (%s, %s, %s, %s, %s, %s, 'skipped', now(), 0, %s, %s, %s, %s) RETURNING run_id""",
+                             status, finished_at, duration_s, code_version, host, pid, details, role)
+           VALUES (%s, %s, %s, %s, %s, %s, 'skipped', now(), 0, %s, %s, %s, %s, %s) RETURNING run_id""",
         [model_name, model_version, model_sha256, partition_key, input_uri, input_fingerprint, code_version,
-         host, pid, Jsonb({"already_published_by": published_run})],
+         host, pid, Jsonb({"already_published_by": published_run}), role],
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -75,11 +75,14 @@ _MANY = f"""SELECT entity_id, age > %(max_age)s AS stale, json_build_object(
                         ORDER BY entity_id, published_at DESC, run_id DESC) AS newest) AS aged"""
 
 _BY_VERSION = "AND model_version = %s"
+_CURRENT_ROLE = "AND role = 'current'"
 
 QUERIES = {
-    ("one", False): _ONE.format(version=""),
+    # Without a version, only the served ('current') runs; with one, any published run of it,
+    # challenger runs included.
+    ("one", False): _ONE.format(version=_CURRENT_ROLE),
     ("one", True): _ONE.format(version=_BY_VERSION),
-    ("many", False): _MANY.format(version=""),
+    ("many", False): _MANY.format(version=_CURRENT_ROLE),
     ("many", True): _MANY.format(version="AND model_version = %(version)s"),
 }
 
@@ -161,8 +164,8 @@ def check_model(conn: psycopg.Connection, model: str, *, version: int | None = N
 
 
 def published_runs(conn: psycopg.Connection, model: str | None = None) -> list[PublishedRun]:
-    """The published run of every (model, partition), of ``model`` if given."""
-    where = "WHERE model_name = %s" if model is not None else ""
+    """The served (current) published run of every (model, partition), of ``model`` if given."""
+    where = "WHERE role = 'current'" + (" AND model_name = %s" if model is not None else "")
     cur = conn.cursor(row_factory=class_row(PublishedRun))
     return cur.execute(
         f"""SELECT model_name AS model, model_version, partition_key AS partition, run_id, rows,
@@ -188,29 +191,3 @@ def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str
         return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=1)]
     except psycopg.Error as exc:
         raise StoreUnavailable(f"lost the notification connection: {exc}") from exc
-
-
-#: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
-READER_GRANTS = ("published_predictions", "current_predictions", "published_runs", "models", "model_aliases",
-                 "api_keys", "alembic_version")
-
-
-def grant_reader(conn: psycopg.Connection, role: str, *, password: str | None = None) -> bool:
-    """Create (or reset) ``role`` as a login that can only SELECT `READER_GRANTS`; True if created.
-
-    Run by a role that may create roles. The views run with their owner's rights, so the reader
-    sees published runs without any right on ``runs``, ``predictions`` or the run tables."""
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
-    verb = "ALTER" if exists else "CREATE"
-    secret = sql.SQL(" PASSWORD {}").format(sql.Literal(password)) if password else sql.SQL("")
-    conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT{}").format(
-        sql.SQL(verb), sql.Identifier(role), secret))
-    name = conn.execute("SELECT current_database()").fetchone()
-    assert name is not None
-    conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name[0]), sql.Identifier(role)))
-    conn.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
-    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, READER_GRANTS)), sql.Identifier(role)))
-    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
-    return not exists

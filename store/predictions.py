@@ -105,8 +105,9 @@ def index_run_table(conn: psycopg.Connection, run_id: int) -> int:
     return moved
 
 
-def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition_key: str) -> int | None:
-    """Attach the run's table and make it the published run of (model, partition).
+def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition_key: str,
+            role: str = "current") -> int | None:
+    """Attach the run's table and make it the published run of (model, partition, role).
 
     Returns the run it supersedes. Visible to readers when the caller commits.
     """
@@ -114,13 +115,13 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
     # The CHECK lets ATTACH skip scanning the table to prove its rows belong to the partition.
     conn.execute(sql.SQL("ALTER TABLE {t} ADD CONSTRAINT {c} CHECK (run_id = {id})").format(
         t=table, c=sql.Identifier(f"ck_run_{run_id}"), id=sql.Literal(run_id)))
-    conn.execute("ANALYZE " + table.as_string(conn))
     conn.execute(sql.SQL("ALTER TABLE predictions ATTACH PARTITION {t} FOR VALUES IN ({id})").format(
         t=table, id=sql.Literal(run_id)))
     previous = conn.execute(
         """UPDATE runs SET status = 'superseded', superseded_at = now()
-           WHERE model_name = %s AND partition_key = %s AND status = 'published' RETURNING run_id""",
-        [model_name, partition_key],
+           WHERE model_name = %s AND partition_key = %s AND role = %s AND status = 'published'
+           RETURNING run_id""",
+        [model_name, partition_key, role],
     ).fetchone()
     conn.execute("UPDATE runs SET status = 'published', published_at = now() WHERE run_id = %s", [run_id])
     # Delivered at commit: lookup services drop what they cached for this model.

@@ -131,3 +131,10 @@ def find_by_sha256(conn: psycopg.Connection, name: str, sha256: str) -> ModelVer
         [name, sha256],
     ).fetchone()
     return _row(row) if row else None
+
+
+def remove_alias(conn: psycopg.Connection, name: str, alias: str) -> int | None:
+    """Remove ``alias`` of model ``name``; returns the version it pointed at, if any."""
+    row = conn.execute("DELETE FROM model_aliases WHERE model_name = %s AND alias = %s RETURNING version",
+                       [name, alias]).fetchone()
+    return int(row[0]) if row else None

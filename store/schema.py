@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -37,6 +38,7 @@ metadata = MetaData(
     }
 )
 
+RUN_ROLES = ("current", "challenger")
 RUN_STATUSES = ("running", "published", "superseded", "skipped", "failed", "abandoned", "dropped")
 
 models = Table(
@@ -97,13 +99,17 @@ runs = Table(
     Column("pid", Integer),
     Column("predictions_digest", Text),
     Column("details", JSONB),
+    # 'current': the served run of the partition; 'challenger': scored beside it, served only on request.
+    Column("role", Text, nullable=False, server_default="current"),
     ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
     CheckConstraint("status IN " + str(RUN_STATUSES), name="status"),
-    # One run at a time per (model, partition), and at most one published: publish flips both.
+    CheckConstraint("role IN " + str(RUN_ROLES), name="role"),
+    # One run at a time per (model, partition, role), and at most one published: publish flips both.
     Index(
         "uq_runs_running",
         "model_name",
         "partition_key",
+        "role",
         unique=True,
         postgresql_where=text("status = 'running'"),
     ),
@@ -111,6 +117,7 @@ runs = Table(
         "uq_runs_published",
         "model_name",
         "partition_key",
+        "role",
         unique=True,
         postgresql_where=text("status = 'published'"),
     ),
@@ -228,4 +235,120 @@ run_profiles = Table(
     Column("max", Float(53)),
     Column("unseen", BigInteger, nullable=False, server_default="0"),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+)
+
+# Monitor results (see monitor/): one drift check per run (or window of runs), its per-feature,
+# per-metric results, realized and estimated performance, and the alerts raised.
+DRIFT_STATUSES = ("ok", "warning", "alert", "n/a")
+ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance")
+
+drift_checks = Table(
+    "drift_checks",
+    metadata,
+    Column("check_id", BigInteger, Identity(), primary_key=True),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("scope", Text, nullable=False),
+    # The run checked (scope 'run'), or NULL for a window: its runs are in run_ids.
+    Column("run_id", BigInteger),
+    Column("run_ids", ARRAY(BigInteger), nullable=False),
+    # The role of the runs checked: a challenger's checks are recorded but raise no alert.
+    Column("run_role", Text, nullable=False, server_default="current"),
+    Column("window_start", DateTime(timezone=True)),
+    Column("window_end", DateTime(timezone=True)),
+    Column("rows", BigInteger, nullable=False),
+    Column("features", Integer, nullable=False),
+    Column("drifted", Integer, nullable=False),
+    Column("drift_share", Float(53)),
+    Column("dataset_drift", Boolean, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+    CheckConstraint("scope IN ('run', 'window')", name="scope"),
+    Index("uq_drift_checks_run_id", "run_id", unique=True, postgresql_where=text("scope = 'run'")),
+    Index("ix_drift_checks_model_name_computed_at", "model_name", "computed_at"),
+)
+
+drift_results = Table(
+    "drift_results",
+    metadata,
+    Column("check_id", BigInteger, primary_key=True),
+    Column("column_name", Text, primary_key=True),
+    Column("metric", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("value", Float(53)),
+    Column("warning", Float(53)),
+    Column("alert", Float(53)),
+    Column("status", Text, nullable=False),
+    ForeignKeyConstraint(["check_id"], ["drift_checks.check_id"], ondelete="CASCADE"),
+    CheckConstraint("status IN " + str(DRIFT_STATUSES), name="status"),
+)
+
+performance_results = Table(
+    "performance_results",
+    metadata,
+    Column("result_id", BigInteger, Identity(), primary_key=True),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("run_id", BigInteger),
+    # The role of the runs whose predictions were judged ('current': the served ones).
+    Column("run_role", Text, nullable=False, server_default="current"),
+    Column("window_start", DateTime(timezone=True)),
+    Column("window_end", DateTime(timezone=True)),
+    Column("metric", Text, nullable=False),
+    Column("value", Float(53)),
+    Column("training_value", Float(53)),
+    # True for a confidence-based estimate made before labels arrive (classifiers only).
+    Column("estimated", Boolean, nullable=False, server_default="false"),
+    Column("status", Text, nullable=False),
+    Column("labels", BigInteger, nullable=False),
+    Column("predictions", BigInteger),
+    Column("coverage", Float(53)),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
+    ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
+    CheckConstraint("scope IN ('run', 'window')", name="scope"),
+    CheckConstraint("status IN " + str(DRIFT_STATUSES), name="status"),
+    Index("ix_performance_results_model_name_scope_window_start", "model_name", "scope", "window_start"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", BigInteger, Identity(), primary_key=True),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Integer),
+    Column("kind", Text, nullable=False),
+    # What the alert is about ('run:12', 'window:2011-03-07'): an alert is raised once per scope.
+    Column("scope_key", Text, nullable=False),
+    Column("run_id", BigInteger),
+    Column("message", Text, nullable=False),
+    Column("details", JSONB),
+    Column("raised_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("delivery_error", Text),
+    CheckConstraint("kind IN " + str(ALERT_KINDS), name="kind"),
+    Index("uq_alerts_model_name_kind_scope_key", "model_name", "kind", "scope_key", unique=True),
+)
+
+# Hardening (migration 0007): the models an API key may read (NULL: every model), and the audit
+# trail of registrations, promotions, API key changes and erasures (`predstore forget`).
+api_keys.append_column(Column("models", ARRAY(Text)))
+
+AUDIT_ACTIONS = ("model.register", "model.promote", "apikey.create", "apikey.revoke", "entity.forget")
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("audit_id", BigInteger, Identity(), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The operating-system user who ran the command, else the database role.
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    # What was acted on: 'churn v3', an API key id, or for an erasure the sha256 of the entity id.
+    Column("target", Text),
+    Column("details", JSONB),
+    Index("ix_audit_action_at", "action", "at"),
 )

@@ -33,6 +33,10 @@ class Settings:
     api_pool_size: int = 4
     #: Predictions cached per process (0 turns the cache off).
     api_cache_size: int = 100_000
+    #: A node_exporter textfile-collector folder: jobs write their latest figures there as .prom files.
+    metrics_dir: Path | None = None
+    #: A Prometheus Pushgateway URL: jobs push their figures there.
+    pushgateway_url: str | None = None
 
     @property
     def artifacts_dir(self) -> Path:
@@ -65,6 +69,8 @@ class Settings:
             api_pool_size=_int(get("PREDSTORE_API_POOL_SIZE"), "PREDSTORE_API_POOL_SIZE", default=4, minimum=1),
             api_cache_size=_int(get("PREDSTORE_API_CACHE_SIZE"), "PREDSTORE_API_CACHE_SIZE", default=100_000,
                                 minimum=0),
+            metrics_dir=Path(raw_dir) if (raw_dir := get("PREDSTORE_METRICS_DIR")) else None,
+            pushgateway_url=get("PREDSTORE_PUSHGATEWAY_URL"),
         )
 
     def max_age(self, model: str) -> int | None:

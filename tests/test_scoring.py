@@ -275,8 +275,8 @@ def test_skops_artifacts_and_promotion(settings: Settings, tmp_path: Path, cli_e
     skops_path = tmp_path / "model.skops"
     sio.dump(read_model(second), skops_path)
     runner = CliRunner()
-    assert runner.invoke(main, ["models", "register", str(first), "--name", "m", "--train-data", str(train)],
-                         env=cli_env).exit_code == 0
+    first_args = ["models", "register", str(first), "--name", "m", "--train-data", str(train), "--trust-joblib"]
+    assert runner.invoke(main, first_args, env=cli_env).exit_code == 0
     registered = runner.invoke(main, ["models", "register", str(skops_path), "--name", "m"], env=cli_env)
     assert registered.exit_code == 0 and "registered m version 2" in registered.output
     assert "(current)" not in registered.output  # only the first version becomes current by itself

@@ -1,0 +1,58 @@
+"""Fault points: a test seam that kills the process at a named point of a scoring run.
+
+``PREDSTORE_FAULT_POINT=copy`` makes the first ``point("copy")`` the process reaches send it
+SIGKILL, as an operator's ``kill -9`` or the OOM killer would; ``copy@3`` kills at the third time
+it is reached. Unset (always, outside tests) a point costs one comparison. The variable is read
+once per process, the first time any point is reached; tests run real ``predstore`` processes
+with it set and check what the store looks like afterwards (tests/test_faults.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from functools import lru_cache
+
+ENV = "PREDSTORE_FAULT_POINT"
+
+#: Every point, in the order a run reaches them, and where it is.
+POINTS = {
+    "fingerprint": "batch/reader.py: hashing the input, in its own thread",
+    "read": "batch/reader.py: a batch was read",
+    "validate": "batch/validate.py: a batch is validated",
+    "run_started": "batch/runner.py: the run is in the ledger, its table not yet created",
+    "table_created": "batch/runner.py: the run's (unattached) table exists, no task has started",
+    "copy": "batch/tasks.py: a batch of predictions was written into the COPY",
+    # A task commits its rejected rows' connection(s), then its predictions': task_commit@1 dies
+    # with the rejects committed and the predictions not.
+    "task_commit": "batch/tasks.py: a task committed one of its connections",
+    "tasks_done": "batch/runner.py: every task is done, the publish transaction not yet begun",
+    "indexed": "batch/runner.py: inside the publish transaction, the index is built",
+    "published": "batch/runner.py: inside the publish transaction, every run published, before commit",
+    "committed": "batch/runner.py: the publish transaction committed, retention not yet applied",
+}
+
+_hits: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def armed() -> tuple[str, int] | None:
+    """The (point, hit number) this process dies at, from `ENV`; None when unset."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return None
+    name, _, nth = raw.partition("@")
+    return name, int(nth) if nth.isdigit() and int(nth) > 0 else 1
+
+
+def point(name: str) -> None:
+    """Kill this process with SIGKILL if it is armed at ``name`` and this is the hit it waits for."""
+    target = armed()
+    if target is None or target[0] != name:
+        return
+    with _lock:
+        _hits[name] = _hits.get(name, 0) + 1
+        if _hits[name] == target[1]:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,193 @@
+"""`predstore monitor` and `predstore labels`: thin commands over the monitor's runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.config import MonitorConfig
+from monitor.files import profile_file
+from monitor.labels import ingest_labels
+from monitor.report import fmt
+from monitor.runner import MonitorResult, run_monitor, write_report
+from store.settings import Settings
+
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+#: Metrics shown in the drift table, per column kind.
+SHOWN = {"numeric": ("psi", "jensen_shannon", "wasserstein", "ks", "null_rate_change"),
+         "categorical": ("psi", "jensen_shannon", "cramers_v", "unseen_share", "null_rate_change")}
+HEADERS = ("psi", "js", "wass|V", "ks|unseen", "null +/-")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--model", "model_name", help="Registered model name.")
+@click.option("--run", "run_id", type=int, help="Check this run again (default: every run not checked yet).")
+@click.option("--since", type=click.DateTime(DATE_FORMATS),
+              help="Also check the window of runs published since this date (UTC unless it has an offset).")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the HTML report (one self-contained file) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, since: datetime | None,
+            report_path: Path | None, as_json: bool) -> None:
+    """Check a model's runs for data and prediction drift against its training baseline, and its
+    realized performance on the labels ingested so far; record the results and raise alerts.
+
+    Exit status: 0 no alert, 1 an alert fired (or stands) for what was checked, 2 usage or
+    configuration error. Alerts also go to PREDSTORE_ALERT_WEBHOOK when it is set.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model_name:
+        raise click.UsageError("--model is required")
+    if run_id is not None and since is not None:
+        raise click.UsageError("give --run or --since, not both")
+    settings: Settings = ctx.obj
+    config = MonitorConfig.from_env()
+    result = run_monitor(settings, model_name, run_id=run_id, since=_utc(since), config=config)
+    if report_path:
+        write_report(settings, model_name, report_path)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        _print(result, report_path)
+    if result.alerts or result.standing:
+        ctx.exit(1)
+
+
+@monitor.command("profile")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option("--version", type=int, help="Model version (default: the current one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def monitor_profile(settings: Settings, path: Path, model_name: str, version: int | None, as_json: bool) -> None:
+    """Profile a data file (Parquet file or directory, or CSV) against a model's baseline, as a
+    scoring run would, and show its drift. Records nothing. Exit status 1 when a feature drifted."""
+    outcome = profile_file(settings, path, model_name, version=version, config=MonitorConfig.from_env())
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict(), default=str))
+    else:
+        click.echo(f"{path}: {outcome.rows_in:,} rows ({outcome.rows_rejected:,} the model would reject) against "
+                   f"{outcome.model} v{outcome.model_version}: {_share(outcome.to_dict())}")
+        _table([r.to_dict() for r in outcome.check.results])
+    if outcome.check.drifted:
+        click.get_current_context().exit(1)
+
+
+@click.group()
+def labels() -> None:
+    """Ingest the true outcomes (labels) that arrive after scoring."""
+
+
+@labels.command("ingest")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", "model_name", required=True, help="Registered model name.")
+@click.option("--entity-col", required=True, help="Column holding the entity id.")
+@click.option("--label-col", required=True, help="Column holding the label (a class, or a number).")
+@click.option("--time-col", help="Column holding each label's event time (UTC unless it has an offset).")
+@click.option("--event-time", type=click.DateTime(DATE_FORMATS),
+              help="Without --time-col: when the labels happened (default: the file's modification time).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_obj
+def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: str, label_col: str,
+                  time_col: str | None, event_time: datetime | None, as_json: bool) -> None:
+    """Upsert labels from a Parquet or CSV file. Idempotent: ingesting the same file again changes
+    nothing; a changed label replaces the old one. Labels for entities never scored are kept,
+    counted and reported."""
+    counts = ingest_labels(settings, path, model_name=model_name, entity_col=entity_col, label_col=label_col,
+                           time_col=time_col, event_time=_utc(event_time))
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    click.echo(f"{path.name} -> {model_name}: {counts['rows']:,} rows read, {counts['inserted']:,} new, "
+               f"{counts['updated']:,} corrected, {counts['unchanged']:,} unchanged, {counts['repeated']:,} repeated "
+               f"in the file, {counts['skipped']:,} skipped (missing id, label or time)")
+    if counts["unscored"]:
+        click.echo(f"{counts['unscored']:,} label(s) are for entities no retained run of {model_name} scored; "
+                   "they are kept and will match if such a run is published")
+
+
+def _print(result: MonitorResult, report_path: Path | None) -> None:
+    if not result.checks and not result.performance:
+        click.echo(f"{result.model}: nothing new to check (every profiled run is checked; no new labels)")
+    for check in result.checks:
+        where = f"run {check['run_id']} ({check['partition_key']})" if check["scope"] == "run" \
+            else f"window of {len(check['run_ids'])} runs"
+        click.echo(f"\n{where}, v{check['model_version']}: {check['rows']:,} rows, {_share(check)}")
+        _table(check["results"])
+    _performance_table([r for r in result.performance if r["scope"] == "window"], result.labels)
+    estimates: dict[int, list[dict[str, Any]]] = {}
+    for r in result.performance:
+        if r["estimated"]:
+            estimates.setdefault(r["run_id"], []).append(r)
+    if estimates:
+        click.echo("\nexpected performance before labels (an estimate from the probabilities):")
+        for run_id, rows in list(estimates.items())[-12:]:
+            values = ", ".join(f"{r['metric']} {fmt(r['value'])}" for r in rows)
+            statuses = sorted({r["status"] for r in rows} - {"ok", "n/a"}) or ["ok"]
+            click.echo(f"  run {run_id}: {values}  {'/'.join(statuses)}")
+    for alert in result.alerts:
+        click.echo(f"\nALERT {alert.kind} [{alert.scope}]: {alert.message}")
+    for alert in result.standing[:5]:
+        click.echo(f"\nalert {alert.kind} [{alert.scope}] (raised before, #{alert.alert_id}): {alert.message}")
+    if len(result.standing) > 5:
+        click.echo(f"\n... and {len(result.standing) - 5} more alerts raised before (see the alerts table)")
+    if report_path:
+        click.echo(f"\nreport: {report_path}")
+
+
+def _performance_table(windows: list[dict[str, Any]], labels: dict[str, int], *, last: int = 12) -> None:
+    """One line per window and model version: its metrics side by side, and the worst status."""
+    if not windows:
+        return
+    metrics = list(dict.fromkeys(r["metric"] for r in windows))
+    registered = {r["metric"]: r["training_value"] for r in windows if r["training_value"] is not None}
+    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for r in windows:
+        groups.setdefault((r["window_start"], r["model_version"], r["run_role"]), {})[r["metric"]] = r
+    click.echo(f"\nrealized performance ({labels.get('matched', 0):,} of {labels.get('labels', 0):,} labels matched"
+               + (f"; at registration: {', '.join(f'{m} {fmt(v)}' for m, v in registered.items())}" if registered
+                  else "") + "):")
+    click.echo(f"  {'window':<11} {'ver':<4} {'runs':<10} {'labels':>7} {'cover':>6}"
+               + "".join(f" {m:>9}" for m in metrics) + "  status")
+    keys = sorted(groups)
+    if len(keys) > last:
+        click.echo(f"  ... {len(keys) - last} earlier windows (see --json or --report)")
+    rank = {"n/a": 0, "ok": 1, "warning": 2, "alert": 3}
+    for start, version, role in keys[-last:]:
+        cells = groups[(start, version, role)]
+        first = next(iter(cells.values()))
+        worst = max((c["status"] for c in cells.values()), key=rank.__getitem__)
+        click.echo(f"  {start:%Y-%m-%d}  v{version:<3} {role:<10} {first['labels']:>7} {(first['coverage'] or 0):>6.0%}"
+                   + "".join(f" {fmt(cells[m]['value']) if m in cells else '':>9}" for m in metrics) + f"  {worst}")
+
+
+def _share(check: dict[str, Any]) -> str:
+    drifted = check["drifted"]
+    text = f"{len(drifted)} of {check['features']} features drifted"
+    if drifted:
+        text += f" ({', '.join(drifted)})"
+    return text + (" - dataset drift" if check.get("dataset_drift") else "")
+
+
+def _table(results: Sequence[dict[str, Any]]) -> None:
+    by_column: dict[str, dict[str, Any]] = {}
+    for r in results:
+        by_column.setdefault(r["column_name"], {"kind": r["kind"]})[r["metric"]] = r
+    click.echo(f"  {'column':<24} {'verdict':<8}" + "".join(f" {h:>9}" for h in HEADERS))
+    for name, metrics in by_column.items():
+        verdict = metrics.get("drift", {}).get("status", "n/a")
+        cells = "".join(f" {fmt(metrics[m]['value']) if m in metrics else '':>9}" for m in SHOWN[metrics["kind"]])
+        click.echo(f"  {name[:24]:<24} {verdict:<8}{cells}")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -1,0 +1,113 @@
+"""The monitor's settings: thresholds, tolerance, windows and the alert webhook.
+
+Built once at each entry point from the environment: ``PREDSTORE_ALERT_WEBHOOK`` (a URL alerts
+are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key optional)::
+
+    alpha = 0.01                 # significance level: the false-alarm rate per feature
+    drift_share = 0.5            # share of drifted features that makes the dataset drifted
+    performance_tolerance = 0.2  # relative degradation from registration that raises an alert
+    min_labels = 30              # fewer labels than this: performance is shown, never judged
+    window = "week"              # performance windows by label event time: day, week or month
+    webhook_timeout = 5.0
+    webhook_retries = 3
+
+    [thresholds]                 # (warning, alert) for every feature
+    psi = [0.1, 0.25]
+
+    [features.temp]              # for one feature
+    wasserstein = [0.2, 0.4]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from monitor.stats import DEFAULT_THRESHOLDS, DriftConfig
+from store.errors import ConfigError
+
+WINDOWS = ("day", "week", "month")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Everything a monitor run needs besides the store's settings."""
+
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    performance_tolerance: float = 0.2
+    min_labels: int = 30
+    window: str = "week"
+    webhook_url: str | None = None
+    webhook_timeout: float = 5.0
+    webhook_retries: int = 3
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorConfig:
+        """Read ``PREDSTORE_ALERT_WEBHOOK`` and the TOML file named by ``PREDSTORE_MONITOR_CONFIG``."""
+        env = os.environ if environ is None else environ
+        path = env.get("PREDSTORE_MONITOR_CONFIG", "").strip()
+        config = from_toml(Path(path)) if path else cls()
+        webhook = env.get("PREDSTORE_ALERT_WEBHOOK", "").strip() or None
+        if webhook and not webhook.startswith(("http://", "https://")):
+            raise ConfigError(f"PREDSTORE_ALERT_WEBHOOK={webhook!r} is not an http(s) URL")
+        return replace(config, webhook_url=webhook or config.webhook_url)
+
+
+def from_toml(path: Path) -> MonitorConfig:
+    """A `MonitorConfig` from a TOML file (see the module docstring)."""
+    where = f"PREDSTORE_MONITOR_CONFIG {path}"
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
+    known = {"alpha", "drift_share", "performance_tolerance", "min_labels", "window", "webhook_timeout",
+             "webhook_retries", "webhook_url", "thresholds", "features"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    window = data.get("window", "week")
+    if window not in WINDOWS:
+        raise ConfigError(f"{where}: window = {window!r}; use one of {', '.join(WINDOWS)}")
+    drift = DriftConfig(
+        thresholds={**DEFAULT_THRESHOLDS, **_limits(data.get("thresholds", {}), f"{where} [thresholds]")},
+        features={name: _limits(table, f"{where} [features.{name}]")
+                  for name, table in data.get("features", {}).items()},
+        alpha=_number(data, "alpha", 0.01, where, 0, 1),
+        drift_share=_number(data, "drift_share", 0.5, where, 0, 1),
+    )
+    return MonitorConfig(
+        drift=drift,
+        performance_tolerance=_number(data, "performance_tolerance", 0.2, where, 0, 100),
+        min_labels=int(_number(data, "min_labels", 30, where, 0, 1e12)),
+        window=window,
+        webhook_url=data.get("webhook_url"),
+        webhook_timeout=_number(data, "webhook_timeout", 5.0, where, 0, 300),
+        webhook_retries=int(_number(data, "webhook_retries", 3, where, -1, 20)),
+    )
+
+
+def _limits(table: Any, where: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of metric = [warning, alert]")
+    out = {}
+    for metric, pair in table.items():
+        if metric not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"{where}: unknown metric {metric!r}; use {', '.join(DEFAULT_THRESHOLDS)}")
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, (int, float)) for v in pair)
+                and 0 <= pair[0] <= pair[1]):
+            raise ConfigError(f"{where}: {metric} = {pair!r}; write [warning, alert] with 0 <= warning <= alert")
+        out[metric] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+def _number(data: Mapping[str, Any], key: str, default: float, where: str, low: float, high: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+        raise ConfigError(f"{where}: {key} = {value!r}; expected a number in ({low}, {high}]")
+    return float(value)

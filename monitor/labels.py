@@ -1,0 +1,111 @@
+"""Ingesting labels: a file of (entity, label[, event time]) rows upserted into ``labels``.
+
+Ingesting is idempotent (the same file twice changes nothing; a changed value is a correction),
+partial (labels for some entities only), and late (any time after scoring, or before it). Labels
+for entities that no retained run scored are stored, counted and reported: they are matched if
+such a run is published later.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from batch import reader
+from monitor.errors import store_errors
+from store import monitoring, registry
+from store.db import connect
+from store.errors import InputError
+from store.migrate import prepare
+from store.settings import Settings
+
+
+def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col: str, label_col: str,
+                  time_col: str | None = None, event_time: datetime | None = None) -> dict[str, Any]:
+    """Upsert the labels in ``path`` for ``model_name``; returns what happened, counted.
+
+    Without ``time_col`` every label happens at ``event_time``, by default the file's
+    modification time (so that ingesting the same file twice is still a no-op).
+    """
+    partition = reader.open_partition(path)
+    available = reader.columns_of(partition)
+    wanted = [c for c in (entity_col, label_col, time_col) if c]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise InputError(f"{path}: no column(s) {', '.join(map(repr, missing))} "
+                         f"(it has {', '.join(map(repr, available[:20]))})")
+    default_time = event_time or datetime.fromtimestamp(partition.files[0].stat().st_mtime, tz=UTC)
+    skipped = line = 0
+    with store_errors(f"ingesting labels from {path.name}"), \
+            connect(prepare(settings), application_name="predstore-labels") as conn, conn.transaction():
+        registry.get_model(conn, model_name)  # NotFound unless registered
+        with monitoring.label_stage(conn) as copy:
+            for batch in reader.batches(partition, wanted):
+                rows, bad = label_rows(batch, entity_col=entity_col, label_col=label_col, time_col=time_col,
+                                       default_time=default_time, first_line=line + 1)
+                skipped += bad
+                line += batch.num_rows
+                for row in rows:
+                    copy.write_row(row)
+        counts = monitoring.merge_labels(conn, model_name)
+    return {"model": model_name, "path": str(path), **counts, "skipped": skipped}
+
+
+def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_col: str | None,
+               default_time: datetime, first_line: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The (entity_id, event_time, label, label_value, line) rows of a batch, and how many rows
+    were skipped for a missing entity, label or time.
+
+    A label is stored as text (a whole number as ``"1"``, not ``"1.0"``, so that it compares with
+    a classifier's classes) and, when it is a number, as ``label_value`` too (regression).
+    """
+    frame = _text_columns(batch).to_pandas()
+    ids = frame[entity_col].astype("string").str.strip()
+    raw = frame[label_col]
+    if pd.api.types.is_bool_dtype(raw):
+        values = pd.Series(np.nan, index=raw.index)
+        text = raw.map(lambda v: None if pd.isna(v) else str(bool(v)))
+    else:
+        values = pd.to_numeric(raw, errors="coerce")
+        text = pd.Series([_text(r, v) for r, v in zip(raw.tolist(), values.tolist(), strict=True)], index=raw.index)
+    if time_col:
+        raw_times = frame[time_col]
+        # Text times must be ISO 8601; anything else is a skipped row, not a guess.
+        times = pd.to_datetime(raw_times, utc=True, errors="coerce",
+                               format=None if pd.api.types.is_datetime64_any_dtype(raw_times) else "ISO8601")
+    else:
+        times = pd.Series(pd.Timestamp(default_time), index=frame.index)
+    ok = (ids.notna() & (ids != "") & text.notna() & times.notna()).to_numpy(dtype=bool)
+    lines = np.arange(first_line, first_line + len(frame))[ok].tolist()
+    rows = [(entity, when.to_pydatetime(), label, None if value != value else value, number)
+            for entity, when, label, value, number in zip(ids[ok].tolist(), times[ok].tolist(), text[ok].tolist(),
+                                                         values[ok].astype(float).tolist(), lines, strict=True)]
+    return rows, int((~ok).sum())
+
+
+def _text_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with raw bytes (how CSV columns are read) decoded as UTF-8 text."""
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            try:
+                column = column.cast(pa.string())
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"a label file column is not UTF-8 text ({exc})") from exc
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _text(raw: Any, value: float) -> str | None:
+    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+        return None
+    if isinstance(raw, str):
+        return raw.strip() or None
+    if value == value and float(value).is_integer():
+        return str(int(value))
+    return str(raw)

@@ -1,0 +1,251 @@
+"""The monitor job: the I/O shell around `monitor.stats` (drift) and `monitor.evaluate` (performance).
+
+`run_monitor` checks what is missing for a model and records it in one transaction: drift of each
+profiled run not checked yet (or of the runs asked for, and of their window), realized
+performance when labels or runs changed since it was last computed, and expected performance of
+classifier runs not estimated yet. It then raises alerts (once per kind and scope), logs them and
+sends them to the webhook. The scheduler calls it as ``run_monitor(settings, model_name)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from monitor import evaluate, report, stats
+from monitor.alerts import Alert, deliver
+from monitor.config import MonitorConfig
+from monitor.errors import store_errors
+from store import ledger, monitoring, profiles, registry
+from store.db import connect
+from store.errors import ConfigError, NotFound
+from store.migrate import prepare
+from store.settings import Settings
+
+log = logging.getLogger("predstore.monitor")
+
+
+@dataclass
+class MonitorResult:
+    """What one monitor run computed and raised. ``alerts`` are the ones raised now (sent to the
+    webhook and the scheduler's on_alert); ``standing`` were raised before for what was examined."""
+
+    model: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    performance: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    standing: list[Alert] = field(default_factory=list)
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.alerts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "fired": self.fired, "checks": self.checks, "performance": self.performance,
+                "labels": self.labels, "alerts": [a.to_dict() for a in self.alerts],
+                "standing": [a.to_dict() for a in self.standing]}
+
+
+def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = None, since: datetime | None = None,
+                config: MonitorConfig | None = None) -> MonitorResult:
+    """Compute what is missing for ``model_name``, record it, raise and send alerts."""
+    config = config or MonitorConfig.from_env()
+    url = prepare(settings)
+    result = MonitorResult(model=model_name)
+    with store_errors(f"monitoring {model_name}"), connect(url, application_name="predstore-monitor") as conn:
+        with conn.transaction():
+            monitoring.lock_model(conn, model_name)
+            versions = {m.version: m for m in registry.list_models(conn, model_name)}
+            if not versions:
+                registry.get_model(conn, model_name)  # raises NotFound, saying what exists
+            if run_id is not None and ledger.get_run(conn, run_id)["model_name"] != model_name:
+                raise ConfigError(f"run {run_id} is not a run of model {model_name!r}")
+            candidates = _check_drift(conn, model_name, versions, run_id, since, config, result)
+            for outcome in (evaluate.realized(conn, model_name, versions, config, force=since is not None),
+                            evaluate.estimated(conn, model_name, versions, config)):
+                result.performance += outcome.rows
+                result.labels = outcome.labels or result.labels
+                candidates += outcome.alerts
+            _raise(conn, model_name, candidates, result)
+        for alert in result.alerts:
+            log.warning("ALERT %s %s (%s): %s", alert.kind, model_name, alert.scope, alert.message)
+            if config.webhook_url:
+                error = deliver(config.webhook_url, alert, timeout=config.webhook_timeout,
+                                retries=config.webhook_retries)
+                if error:
+                    log.error("alert %s could not be sent to the webhook: %s", alert.alert_id, error)
+                with conn.transaction():
+                    monitoring.mark_delivered(conn, alert.alert_id or 0, error=error)
+    return result
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+
+def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
+                 run_id: int | None, since: datetime | None, config: MonitorConfig,
+                 result: MonitorResult) -> list[Alert]:
+    baselines: dict[int, list[dict[str, Any]]] = {}
+
+    def baseline(version: int) -> list[dict[str, Any]]:
+        if version not in baselines:
+            baselines[version] = profiles.get_baseline(conn, model_name, version)
+        return baselines[version]
+
+    runs = monitoring.profiled_runs(conn, model_name, run_id=run_id, since=since, unchecked=run_id is None)
+    if run_id is not None and not runs:
+        raise NotFound(f"run {run_id} has no profile to check: it was not published, or its model version "
+                       "has no baseline (register it with --train-data)")
+    alerts = []
+    for run in runs:
+        base = baseline(run["model_version"])
+        if not base:
+            continue  # registered without --train-data: nothing to compare with
+        monitoring.delete_run_check(conn, run["run_id"])
+        profile = profiles.get_run_profiles(conn, [run["run_id"]])
+        alerts += _record_check(conn, model_name, run["model_version"], base, profile, config, result,
+                                scope="run", run=run, run_ids=[run["run_id"]])
+    if since is not None:  # the served runs only: a challenger's rows are the same inputs again
+        window = [r for r in monitoring.profiled_runs(conn, model_name, since=since) if r["run_role"] == "current"]
+        for version, group in groupby(sorted(window, key=lambda r: r["model_version"]),
+                                      key=lambda r: r["model_version"]):
+            members = list(group)
+            base = baseline(version)
+            if not base:
+                continue
+            ids = [r["run_id"] for r in members]
+            alerts += _record_check(conn, model_name, version, base, profiles.get_run_profiles(conn, ids), config,
+                                    result, scope="window", run=None, run_ids=ids, start=since,
+                                    end=max(r["published_at"] for r in members))
+    return alerts
+
+
+def _record_check(conn: psycopg.Connection, model_name: str, version: int, base: list[dict[str, Any]],
+                  profile: dict[str, dict[str, Any]], config: MonitorConfig, result: MonitorResult, *, scope: str,
+                  run: dict[str, Any] | None, run_ids: list[int], start: datetime | None = None,
+                  end: datetime | None = None) -> list[Alert]:
+    checked = stats.check(base, profile, config.drift)
+    dataset_drift = checked.dataset_drift(config.drift)
+    role = run["run_role"] if run else "current"
+    check_id = monitoring.insert_check(
+        conn, model_name=model_name, model_version=version, scope=scope, run_id=run["run_id"] if run else None,
+        run_ids=run_ids, run_role=role, window_start=start, window_end=end, rows=checked.rows,
+        features=checked.features,
+        drifted=len(checked.drifted), drift_share=checked.drift_share, dataset_drift=dataset_drift)
+    monitoring.insert_drift_results(conn, check_id, (r.to_dict() for r in checked.results))
+    key = f"run:{run['run_id']}" if run else f"window:{start:%Y-%m-%dT%H:%M}..{end:%Y-%m-%dT%H:%M}:v{version}"
+    where = f"run {run['run_id']} ({run['partition_key']})" if run else f"runs published since {start:%Y-%m-%d}"
+    summary = {"check_id": check_id, "scope": scope, "scope_key": key, "model_version": version, "run_role": role,
+               "run_id": run["run_id"] if run else None, "partition_key": run["partition_key"] if run else None,
+               "run_ids": run_ids, "rows": checked.rows, "features": checked.features, "drifted": checked.drifted,
+               "drift_share": checked.drift_share, "dataset_drift": dataset_drift,
+               "outputs_drifted": checked.outputs_drifted, "results": [r.to_dict() for r in checked.results]}
+    result.checks.append(summary)
+    alerts: list[Alert] = []
+    if role != "current":
+        return alerts  # a challenger is judged on its own checks, and alerts nobody
+    run_id = run["run_id"] if run else None
+    details = {"check_id": check_id, "run_ids": run_ids, "drift_share": checked.drift_share,
+               "dataset_drift": dataset_drift}
+    if checked.drifted:
+        share = f"{len(checked.drifted)} of {checked.features} features"
+        alerts.append(Alert(model_name, version, "data_drift", key,
+                            f"data drift in {where}: {share} drifted ({', '.join(checked.drifted)})"
+                            + (" - the dataset drifted" if dataset_drift else ""), run_id,
+                            {**details, "features": checked.drifted}))
+    if checked.outputs_drifted:
+        alerts.append(Alert(model_name, version, "prediction_drift", key,
+                            f"prediction drift in {where}: {', '.join(checked.outputs_drifted)} drifted", run_id,
+                            {**details, "outputs": checked.outputs_drifted}))
+    return alerts
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: MonitorResult) -> None:
+    """Record each alert once per (kind, scope): new ones go to ``alerts``, earlier ones to ``standing``."""
+    standing_keys = []
+    for alert in candidates:
+        alert_id = monitoring.insert_alert(conn, model_name=model_name, model_version=alert.model_version,
+                                           kind=alert.kind, scope_key=alert.scope, run_id=alert.run_id,
+                                           message=alert.message, details=alert.details)
+        if alert_id is None:
+            standing_keys.append((alert.kind, alert.scope))
+        else:
+            result.alerts.append(Alert(**{**asdict(alert), "alert_id": alert_id}))
+    if standing_keys:
+        for row in monitoring.find_alerts(conn, model_name, [scope for _, scope in standing_keys]):
+            if (row["kind"], row["scope_key"]) in standing_keys:
+                result.standing.append(Alert(model_name, row["model_version"], row["kind"], row["scope_key"],
+                                             row["message"], row["run_id"], row["details"] or {}, row["alert_id"],
+                                             new=False))
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def write_report(settings: Settings, model_name: str, path: Path, *, max_histograms: int = 12) -> Path:
+    """Write the model's HTML report (one self-contained file) to ``path``."""
+    page = report.render(report_data(settings, model_name, max_histograms=max_histograms))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {path} ({exc.strerror or exc})") from exc
+    return path
+
+
+def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12) -> report.ReportData:
+    """What the report shows, read from the store."""
+    with connect(prepare(settings), autocommit=True) as conn:
+        versions = registry.list_models(conn, model_name)
+        if not versions:
+            registry.get_model(conn, model_name)  # raises NotFound, saying what exists
+        latest = monitoring.latest_check(conn, model_name)
+        rows: list[dict[str, Any]] = []
+        histograms: list[report.Histogram] = []
+        if latest is not None:
+            rows = monitoring.check_drift(conn, latest["check_id"])
+            base = profiles.get_baseline(conn, model_name, latest["model_version"])
+            profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
+            histograms = _histograms(base, profile, rows, max_histograms)
+        return report.ReportData(
+            model=model_name, task=versions[0].task, generated_at=datetime.now().astimezone(), latest=latest,
+            latest_rows=rows, histograms=histograms, history=monitoring.drift_history(conn, model_name),
+            performance=monitoring.performance_history(conn, model_name),
+            alerts=monitoring.recent_alerts(conn, model_name))
+
+
+def _histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
+                limit: int) -> list[report.Histogram]:
+    """Baseline-against-batch bins of the drifted columns (else of the outputs and the three
+    features that moved most)."""
+    by_name = {r["column_name"]: r for r in rows}
+    drifted = [r["column_name"] for r in rows if r["drifted"]]
+    if not drifted:
+        moved = sorted((r for r in rows if r["role"] == "feature"),
+                       key=lambda r: -(r.get(report.TREND_METRIC[r["kind"]]) or 0))
+        drifted = [r["column_name"] for r in rows if r["role"] == "output"] + [r["column_name"] for r in moved[:3]]
+    out: list[report.Histogram] = []
+    for column in base:
+        name = column["column_name"]
+        if name not in drifted or name not in profile or len(out) >= limit:
+            continue
+        seen = profile[name]
+        row = by_name.get(name, {})
+        metric = report.TREND_METRIC[column["kind"]]
+        headline = f"{metric} {report.fmt(row.get(metric))}, psi {report.fmt(row.get('psi'))}"
+        out.append(report.Histogram(column=name, labels=report.bin_labels(column),
+                                    baseline=report.shares(column["counts"], column["null_count"]),
+                                    batch=report.shares(seen["counts"], seen["null_count"]),
+                                    status=row.get("status") or "n/a", headline=headline))
+    return out

@@ -1,0 +1,317 @@
+"""The monitor's queries: drift checks and results, labels, performance, alerts, report data.
+
+One function per query; each takes a connection and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+#: Runs whose predictions are still stored (a dropped run keeps its profile, not its rows).
+RETAINED = ("published", "superseded")
+#: Runs whose profile can be checked for drift.
+PROFILED = ("published", "superseded", "dropped")
+
+RESULT_COLUMNS = ("column_name", "role", "kind", "metric", "value", "warning", "alert", "status")
+PERFORMANCE_COLUMNS = ("model_name", "model_version", "scope", "run_id", "run_role", "window_start", "window_end",
+                       "metric", "value", "training_value", "estimated", "status", "labels", "predictions",
+                       "coverage")
+
+
+def lock_model(conn: psycopg.Connection, model_name: str) -> None:
+    """Serialise monitor runs of one model until the transaction ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('predstore.monitor:' || %s))", [model_name])
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+
+def profiled_runs(conn: psycopg.Connection, model_name: str, *, run_id: int | None = None,
+                  since: datetime | None = None, unchecked: bool = False) -> list[dict[str, Any]]:
+    """Runs of ``model_name`` that have a profile, oldest first: one run, those published since
+    a time, or all; with ``unchecked``, only those without a drift check yet."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT r.run_id, r.model_version, r.partition_key, r.published_at, r.status, r.role AS run_role,
+                  r.rows_scored - r.rows_duplicate AS predictions
+           FROM runs r
+           WHERE r.model_name = %(model)s AND r.status = ANY(%(statuses)s)
+             AND EXISTS (SELECT 1 FROM run_profiles p WHERE p.run_id = r.run_id)
+             AND (%(run_id)s::bigint IS NULL OR r.run_id = %(run_id)s)
+             AND (%(since)s::timestamptz IS NULL OR r.published_at >= %(since)s)
+             AND NOT (%(unchecked)s AND EXISTS (SELECT 1 FROM drift_checks c WHERE c.run_id = r.run_id))
+           ORDER BY r.published_at, r.run_id""",
+        {"model": model_name, "statuses": list(PROFILED), "run_id": run_id, "since": since, "unchecked": unchecked},
+    ).fetchall()
+
+
+def delete_run_check(conn: psycopg.Connection, run_id: int) -> None:
+    """Forget a run's drift check (its results go with it), to check it again."""
+    conn.execute("DELETE FROM drift_checks WHERE run_id = %s AND scope = 'run'", [run_id])
+
+
+def insert_check(conn: psycopg.Connection, *, model_name: str, model_version: int, scope: str,
+                 run_id: int | None, run_ids: list[int], run_role: str, window_start: datetime | None,
+                 window_end: datetime | None, rows: int, features: int, drifted: int,
+                 drift_share: float | None, dataset_drift: bool) -> int:
+    """Record one drift check; returns its id."""
+    row = conn.execute(
+        """INSERT INTO drift_checks (model_name, model_version, scope, run_id, run_ids, run_role, window_start,
+                                     window_end, rows, features, drifted, drift_share, dataset_drift)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING check_id""",
+        [model_name, model_version, scope, run_id, run_ids, run_role, window_start, window_end, rows, features,
+         drifted, drift_share, dataset_drift],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def insert_drift_results(conn: psycopg.Connection, check_id: int, results: Iterable[dict[str, Any]]) -> None:
+    """Record a check's metrics, one row per column and metric."""
+    conn.cursor().executemany(
+        f"""INSERT INTO drift_results (check_id, {', '.join(RESULT_COLUMNS)})
+            VALUES (%s, {', '.join(['%s'] * len(RESULT_COLUMNS))})""",
+        [[check_id, *(r[k] for k in RESULT_COLUMNS)] for r in results],
+    )
+
+
+def drift_history(conn: psycopg.Connection, model_name: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """The ``drift_over_time`` rows of the newest ``limit`` checks of a model, oldest first."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT * FROM drift_over_time
+           WHERE check_id IN (SELECT check_id FROM drift_checks WHERE model_name = %s
+                              ORDER BY check_id DESC LIMIT %s)
+           ORDER BY coalesce(published_at, window_end), check_id, role = 'output', column_name""",
+        [model_name, limit],
+    ).fetchall()
+
+
+def check_drift(conn: psycopg.Connection, check_id: int) -> list[dict[str, Any]]:
+    """One check's ``drift_over_time`` rows: features first, then outputs."""
+    return conn.cursor(row_factory=dict_row).execute(
+        "SELECT * FROM drift_over_time WHERE check_id = %s ORDER BY role = 'output', column_name", [check_id]
+    ).fetchall()
+
+
+def latest_check(conn: psycopg.Connection, model_name: str) -> dict[str, Any] | None:
+    """The check of the model's most recently published served run (else its newest check)."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT c.*, r.partition_key, r.published_at FROM drift_checks c LEFT JOIN runs r ON r.run_id = c.run_id
+           WHERE c.model_name = %s
+           ORDER BY c.run_role = 'current' DESC, r.published_at DESC NULLS LAST, c.check_id DESC LIMIT 1""",
+        [model_name],
+    ).fetchone()
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+@contextmanager
+def label_stage(conn: psycopg.Connection) -> Iterator[psycopg.Copy]:
+    """A temporary table for one ingest, filled by COPY (entity_id, event_time, label, label_value, line)."""
+    conn.execute(
+        """CREATE TEMP TABLE label_stage (entity_id text NOT NULL, event_time timestamptz NOT NULL,
+                                          label text NOT NULL, label_value float8, line bigint NOT NULL)
+           ON COMMIT DROP"""
+    )
+    with conn.cursor().copy("COPY label_stage (entity_id, event_time, label, label_value, line) FROM STDIN") as copy:
+        yield copy
+
+
+def merge_labels(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
+    """Upsert the staged labels (the last line wins for a repeated entity and time).
+
+    A label already stored with the same value is left alone, so ingesting twice changes nothing;
+    a different value is a correction and replaces it. Counts what happened, and how many staged
+    labels are for entities no retained run of the model scored.
+    """
+    row = conn.execute(
+        """WITH staged AS (
+               SELECT DISTINCT ON (entity_id, event_time) * FROM label_stage
+               ORDER BY entity_id, event_time, line DESC),
+           changed AS (
+               INSERT INTO labels AS l (model_name, entity_id, event_time, label, label_value)
+               SELECT %(model)s, entity_id, event_time, label, label_value FROM staged
+               ON CONFLICT (model_name, entity_id, event_time) DO UPDATE
+                   SET label = excluded.label, label_value = excluded.label_value, arrival_time = now()
+                   WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
+               RETURNING (xmax = 0) AS inserted),
+           scored AS (
+               SELECT DISTINCT p.entity_id FROM predictions p JOIN runs r ON r.run_id = p.run_id
+               WHERE r.model_name = %(model)s AND r.status = ANY(%(retained)s)
+                 AND p.entity_id IN (SELECT entity_id COLLATE "C" FROM staged))
+           SELECT (SELECT count(*) FROM label_stage),
+                  (SELECT count(*) FROM staged),
+                  (SELECT count(*) FILTER (WHERE inserted) FROM changed),
+                  (SELECT count(*) FILTER (WHERE NOT inserted) FROM changed),
+                  (SELECT count(*) FROM staged s
+                   WHERE NOT EXISTS (SELECT 1 FROM scored c WHERE c.entity_id = s.entity_id COLLATE "C"))""",
+        {"model": model_name, "retained": list(RETAINED)},
+    ).fetchone()
+    assert row is not None
+    read, distinct, inserted, updated, unscored = (int(v) for v in row)
+    return {"rows": read, "repeated": read - distinct, "inserted": inserted, "updated": updated,
+            "unchanged": distinct - inserted - updated, "unscored": unscored}
+
+
+def matched_labels(conn: psycopg.Connection, model_name: str, *, window: str) -> list[dict[str, Any]]:
+    """Every label of the model with the prediction it is judged against, point in time, once per
+    run role (the served 'current' runs, and 'challenger' runs scored beside them).
+
+    A label at event time t is matched to the prediction for its entity from the run published
+    most recently at or before t among retained runs (the one in force at t: published_at <= t <
+    superseded_at, unless it was replaced by a run without that entity). When no run containing
+    the entity was published by t (backfills, simulated time), the earliest retained run
+    containing it is used instead, and ``matched_as`` says 'earliest'. Labels whose entity no
+    retained run scored are not returned. ``window_start`` truncates t (UTC) to ``window``.
+    """
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
+                  l.entity_id, l.event_time, l.label AS actual, l.label_value AS actual_value, r.role AS run_role,
+                  date_trunc(%(window)s, l.event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS window_start,
+                  r.run_id, r.model_version, p.prediction, p.label AS predicted, p.scores,
+                  CASE WHEN r.published_at > l.event_time THEN 'earliest'
+                       WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
+                       ELSE 'latest_before' END AS matched_as
+           FROM labels l
+           JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
+           JOIN runs r ON r.run_id = p.run_id
+           WHERE l.model_name = %(model)s AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
+           ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
+                    CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC,
+                    r.published_at, r.run_id""",
+        {"model": model_name, "retained": list(RETAINED), "window": window},
+    ).fetchall()
+
+
+def label_counts(conn: psycopg.Connection, model_name: str, *, window: str) -> dict[datetime, int]:
+    """How many labels each time window holds (matched or not)."""
+    rows = conn.execute(
+        """SELECT date_trunc(%s, event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)
+           FROM labels WHERE model_name = %s GROUP BY 1""",
+        [window, model_name],
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def last_change(conn: psycopg.Connection, model_name: str) -> datetime | None:
+    """When the model last got a label or a published run: what realized performance depends on."""
+    row = conn.execute(
+        """SELECT greatest((SELECT max(arrival_time) FROM labels WHERE model_name = %s),
+                           (SELECT max(greatest(published_at, superseded_at)) FROM runs WHERE model_name = %s))""",
+        [model_name, model_name],
+    ).fetchone()
+    return row[0] if row else None
+
+
+# --- performance ---------------------------------------------------------------------------
+
+
+def last_performance(conn: psycopg.Connection, model_name: str) -> datetime | None:
+    """When realized performance was last computed for the model."""
+    row = conn.execute(
+        "SELECT max(computed_at) FROM performance_results WHERE model_name = %s AND NOT estimated", [model_name]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def replace_performance(conn: psycopg.Connection, model_name: str, rows: Iterable[dict[str, Any]]) -> None:
+    """Replace the model's realized performance rows with ``rows`` (recomputed from every label)."""
+    conn.execute("DELETE FROM performance_results WHERE model_name = %s AND NOT estimated", [model_name])
+    insert_performance(conn, rows)
+
+
+def insert_performance(conn: psycopg.Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Record performance rows (realized or estimated)."""
+    conn.cursor().executemany(
+        f"""INSERT INTO performance_results ({', '.join(PERFORMANCE_COLUMNS)})
+            VALUES ({', '.join(['%s'] * len(PERFORMANCE_COLUMNS))})""",
+        [[r[k] for k in PERFORMANCE_COLUMNS] for r in rows],
+    )
+
+
+def runs_without_estimate(conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
+    """Retained runs of a classifier that have no expected-performance estimate yet."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT r.run_id, r.model_version, r.role AS run_role, r.rows_scored - r.rows_duplicate AS predictions
+           FROM runs r JOIN models m ON m.name = r.model_name AND m.version = r.model_version
+           WHERE r.model_name = %s AND r.status = ANY(%s) AND m.task = 'classification'
+             AND NOT EXISTS (SELECT 1 FROM performance_results e WHERE e.run_id = r.run_id AND e.estimated)
+           ORDER BY r.run_id""",
+        [model_name, list(RETAINED)],
+    ).fetchall()
+
+
+def run_predictions(conn: psycopg.Connection, run_id: int, *,
+                    size: int = 100_000) -> Iterator[list[tuple[float | None, str | None, Any]]]:
+    """A run's (prediction, label, scores) rows, ``size`` at a time (a server-side cursor: run
+    inside a transaction)."""
+    with conn.cursor(name=f"predstore_run_{run_id}") as cursor:
+        cursor.execute("SELECT prediction, label, scores FROM predictions WHERE run_id = %s", [run_id])
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+
+def run_sizes(conn: psycopg.Connection, model_name: str) -> dict[int, int]:
+    """Predictions per retained run of the model."""
+    rows = conn.execute(
+        "SELECT run_id, rows_scored - rows_duplicate FROM runs WHERE model_name = %s AND status = ANY(%s)",
+        [model_name, list(RETAINED)],
+    ).fetchall()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def performance_history(conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
+    """The model's ``performance_over_time`` rows, oldest first."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT p.*, r.partition_key, r.published_at FROM performance_over_time p
+           LEFT JOIN runs r ON r.run_id = p.run_id
+           WHERE p.model_name = %s
+           ORDER BY p.scope, coalesce(p.window_start, r.published_at), p.run_id, p.metric""",
+        [model_name],
+    ).fetchall()
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+def insert_alert(conn: psycopg.Connection, *, model_name: str, model_version: int | None, kind: str,
+                 scope_key: str, run_id: int | None, message: str, details: dict[str, Any]) -> int | None:
+    """Raise an alert; None if one of this kind was already raised for this scope."""
+    row = conn.execute(
+        """INSERT INTO alerts (model_name, model_version, kind, scope_key, run_id, message, details)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (model_name, kind, scope_key) DO NOTHING RETURNING alert_id""",
+        [model_name, model_version, kind, scope_key, run_id, message, Jsonb(details)],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def find_alerts(conn: psycopg.Connection, model_name: str, scope_keys: list[str]) -> list[dict[str, Any]]:
+    """Alerts already raised for these scopes."""
+    return conn.cursor(row_factory=dict_row).execute(
+        "SELECT * FROM alerts WHERE model_name = %s AND scope_key = ANY(%s) ORDER BY alert_id",
+        [model_name, scope_keys],
+    ).fetchall()
+
+
+def mark_delivered(conn: psycopg.Connection, alert_id: int, *, error: str | None) -> None:
+    """Record the outcome of sending an alert to the webhook."""
+    conn.execute(
+        "UPDATE alerts SET delivered_at = CASE WHEN %s::text IS NULL THEN now() END, delivery_error = %s "
+        "WHERE alert_id = %s",
+        [error, error, alert_id],
+    )
+
+
+def recent_alerts(conn: psycopg.Connection, model_name: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The model's newest alerts."""
+    return conn.cursor(row_factory=dict_row).execute(
+        "SELECT * FROM alerts WHERE model_name = %s ORDER BY alert_id DESC LIMIT %s", [model_name, limit]
+    ).fetchall()

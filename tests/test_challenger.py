@@ -1,0 +1,148 @@
+"""Champion and challenger: one pass scores both, they publish together, the labels decide."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+import skops.io as sio
+from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
+
+from batch.models import register_model
+from batch.runner import ScoreRequest, score_partition
+from monitor.compare import compare_models, paired_bootstrap, verdict
+from monitor.labels import ingest_labels
+from store import RunFailed, Settings, lookups
+from store.cli import main
+from tests import factories
+
+FEATURES = ["f0", "f1", "f2"]
+
+
+def data(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n, 3)), columns=FEATURES)
+    frame["y"] = (frame.f0 + 0.5 * frame.f1 + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    frame.insert(0, "entity_id", [f"e{i}" for i in range(n)])
+    return frame
+
+
+def register(settings: Settings, tmp: Path, name: str, rows: int, *, fmt: str = "joblib") -> int:
+    train = data(rows, seed=rows)
+    model = LogisticRegression().fit(train[FEATURES], train["y"])
+    artifact = tmp / f"{name}.{fmt}"
+    if fmt == "skops":
+        sio.dump(model, artifact)
+    else:
+        joblib.dump(model, artifact)
+    train_path = tmp / f"{name}-train.parquet"
+    train.drop(columns=["entity_id"]).to_parquet(train_path, index=False)
+    return register_model(settings, artifact, name="churn", train_data=train_path, target="y").version
+
+
+def labeled_partition(settings: Settings, tmp: Path, n: int = 4000) -> Path:
+    frame = data(n, seed=99)
+    factories.write_parquet(tmp / "labels.parquet", frame[["entity_id", "y"]])  # they arrive later
+    return factories.write_parquet(tmp / "week.parquet", frame.drop(columns=["y"]))
+
+
+def promote(settings_env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(main, ["models", "promote", "churn", *args], env=settings_env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_better_challenger_is_found_better_and_promoted(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
+                                                          conn: psycopg.Connection) -> None:
+    register(settings, tmp_path, "small", rows=12)  # the current version: trained on little data
+    better = register(settings, tmp_path, "large", rows=5000)
+    promote(cli_env, str(better), "--as", "challenger")
+    path = labeled_partition(settings, tmp_path)
+    result = score_partition(settings, ScoreRequest(path=path, model_name="churn"))
+    assert result.status == "published" and result.challenger is not None
+    assert result.challenger.status == "published" and result.challenger.model_version == better
+    runs = conn.execute("SELECT role, model_version, status FROM runs ORDER BY run_id").fetchall()
+    assert runs == [("current", 1, "published"), ("challenger", 2, "published")]
+    # served by default: the current version; asked by version: the challenger
+    served = lookups.current_prediction(conn, "churn", "e7")
+    shadow = lookups.current_prediction(conn, "churn", "e7", version=better)
+    assert served is not None and shadow is not None
+    assert (served.model_version, shadow.model_version) == (1, better)
+    assert conn.execute("SELECT count(*) FROM current_predictions").fetchone() == (4000,)
+
+    before = compare_models(settings, "churn")
+    assert before["labeled_rows"] == 0 and before["verdict"].startswith("not yet distinguishable")
+    assert 0 <= before["disagreement"]["flipped_labels_share"] < 1
+    ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="entity_id", label_col="y")
+    after = compare_models(settings, "churn")
+    assert after["labeled_rows"] == 4000 and after["verdict"] == "challenger better"
+    assert after["interval"][1] < 0 and after["challenger_metric"] < after["current_metric"]
+    output = promote(cli_env, "--challenger", "--if-better")
+    assert f"churn: current version 1 -> {better} (was the challenger): challenger better" in output
+    aliases = conn.execute("SELECT alias, version FROM model_aliases ORDER BY alias").fetchall()
+    assert aliases == [("current", better)]
+
+
+def test_an_identical_challenger_is_not_distinguishable(settings: Settings, tmp_path: Path,
+                                                        cli_env: dict[str, str]) -> None:
+    register(settings, tmp_path, "a", rows=300)
+    twin = register(settings, tmp_path, "a", rows=300, fmt="skops")  # the same model, saved another way
+    promote(cli_env, str(twin), "--as", "challenger")
+    path = labeled_partition(settings, tmp_path, n=2000)
+    score_partition(settings, ScoreRequest(path=path, model_name="churn"))
+    ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="entity_id", label_col="y")
+    comparison = compare_models(settings, "churn")
+    assert comparison["verdict"] == "not yet distinguishable"
+    assert comparison["disagreement"]["flipped_labels_share"] == 0
+    output = promote(cli_env, "--challenger", "--if-better")
+    assert "not promoted: not yet distinguishable" in output
+
+
+def test_a_failing_challenger_publishes_neither(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
+                                                conn: psycopg.Connection) -> None:
+    register(settings, tmp_path, "a", rows=300)
+    path = labeled_partition(settings, tmp_path, n=500)
+    first = score_partition(settings, ScoreRequest(path=path, model_name="churn"))
+    artifact, train = factories.pipeline_classifier(tmp_path / "strict")  # needs a `color` the partition lacks
+    strict = register_model(settings, artifact, name="churn", train_data=train, target="y").version
+    promote(cli_env, str(strict), "--as", "challenger")
+    with pytest.raises(RunFailed, match="lacks required column"):
+        score_partition(settings, ScoreRequest(path=path, model_name="churn", force=True))
+    statuses = conn.execute("SELECT role, status FROM runs ORDER BY run_id").fetchall()
+    assert statuses == [("current", "published"), ("current", "failed"), ("challenger", "failed")]
+    published = conn.execute("SELECT DISTINCT run_id FROM published_predictions").fetchall()
+    assert published == [(first.run_id,)]
+    assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'predstore_partitions'").fetchone() \
+        == (1,)
+    retired = CliRunner().invoke(main, ["models", "retire", "churn", "--challenger"], env=cli_env)
+    assert f"challenger v{strict} retired" in retired.output
+    again = score_partition(settings, ScoreRequest(path=path, model_name="churn", force=True))
+    assert again.status == "published" and again.challenger is None
+
+
+def test_bootstrap_interval_and_verdict() -> None:
+    rng = np.random.default_rng(3)
+    better = rng.normal(-0.1, 1.0, size=50_000)  # block bootstrap path
+    mean, low, high = paired_bootstrap(better, confidence=0.95)
+    assert high < 0 and low < mean < high and verdict(low, high) == "challenger better"
+    same = rng.normal(0.0, 1.0, size=5_000)
+    mean, low, high = paired_bootstrap(same, confidence=0.95)
+    assert low < 0 < high and verdict(low, high) == "not yet distinguishable"
+    assert np.isclose(mean, same.mean())
+    assert verdict(0.01, 0.2) == "challenger worse"
+
+
+def test_promote_flags_are_checked(settings: Settings, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    register(settings, tmp_path, "a", rows=100)
+    runner = CliRunner()
+    both = runner.invoke(main, ["models", "promote", "churn", "1", "--challenger"], env=cli_env)
+    assert both.exit_code == 2 and "give a VERSION, or --challenger (not both)" in both.output
+    same = runner.invoke(main, ["models", "promote", "churn", "1", "--as", "challenger"], env=cli_env)
+    assert same.exit_code == 2 and "already the current version" in same.output
+    none = runner.invoke(main, ["models", "compare", "churn"], env=cli_env)
+    assert none.exit_code == 2 and "has no challenger" in none.output

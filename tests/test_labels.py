@@ -1,0 +1,148 @@
+"""Labels: idempotent, partial and late ingestion; point-in-time matching to the run and model
+version in force at each label's event time; realized performance recomputed as labels arrive."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import psycopg
+import pytest
+
+from batch.models import register_model
+from batch.runner import ScoreRequest, score_partition
+from monitor.config import MonitorConfig
+from monitor.labels import ingest_labels
+from monitor.runner import run_monitor
+from store import Settings, monitoring
+from tests import factories
+
+QUIET = MonitorConfig(min_labels=20)
+T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def regressor(settings: Settings, tmp_path: Path) -> tuple[pd.DataFrame, int]:
+    """A regressor with a baseline and one published run over 400 entities."""
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    data = factories.frame(400, seed=2)
+    run = score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p.parquet", data),
+                                                 model_name="amount"))
+    assert run.run_id is not None
+    return data, run.run_id
+
+
+def _labels(tmp_path: Path, frame: pd.DataFrame, name: str, *, when: datetime = T0, bias: float = 0.0) -> Path:
+    out = pd.DataFrame({"id": frame["entity_id"], "truth": frame["amount"] + bias, "at": when})
+    path = tmp_path / name
+    out.to_parquet(path, index=False)
+    return path
+
+
+def test_ingest_is_idempotent_partial_and_counts_unscored(settings: Settings, regressor: tuple[pd.DataFrame, int],
+                                                          tmp_path: Path, conn: psycopg.Connection) -> None:
+    data, _ = regressor
+    extra = factories.frame(30, seed=5, start=90_000)  # entities never scored
+    path = _labels(tmp_path, pd.concat([data.iloc[:100], extra]), "l.parquet")
+    first = ingest_labels(settings, path, model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    assert (first["inserted"], first["unscored"], first["updated"], first["unchanged"]) == (130, 30, 0, 0)
+    arrivals = conn.execute("SELECT sum(extract(epoch FROM arrival_time)) FROM labels").fetchone()
+    again = ingest_labels(settings, path, model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 130)
+    assert conn.execute("SELECT sum(extract(epoch FROM arrival_time)) FROM labels").fetchone() == arrivals
+    corrected = _labels(tmp_path, data.iloc[:10], "fix.parquet", bias=1.0)
+    fixed = ingest_labels(settings, corrected, model_name="amount", entity_col="id", label_col="truth",
+                          time_col="at")
+    assert (fixed["inserted"], fixed["updated"]) == (0, 10)
+    assert conn.execute("SELECT count(*) FROM labels").fetchone() == (130,)
+
+
+def test_labels_are_matched_to_the_run_in_force_at_their_event_time(
+        settings: Settings, tmp_path: Path, conn: psycopg.Connection) -> None:
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    data = factories.frame(60, seed=2)
+    path = factories.write_parquet(tmp_path / "p.parquet", data)
+    first = score_partition(settings, ScoreRequest(path=path, model_name="amount"))
+    register_model(settings, _refit(artifact, train, tmp_path / "v2.joblib"), name="amount", train_data=train,
+                   target="amount", current=True)
+    second = score_partition(settings, ScoreRequest(path=path, model_name="amount"))  # v2 supersedes v1's run
+    times = dict(conn.execute("SELECT run_id, published_at FROM runs WHERE run_id = ANY(%s)",
+                              [[first.run_id, second.run_id]]).fetchall())
+    between = times[first.run_id] + (times[second.run_id] - times[first.run_id]) / 2
+    cases = {"e0": times[first.run_id] - timedelta(days=3),  # before any run: the earliest retained one
+             "e1": between,                                  # v1's run was in force
+             "e2": times[second.run_id] + timedelta(seconds=1)}
+    frame = pd.DataFrame({"id": list(cases), "truth": [1.0, 2.0, 3.0], "at": list(cases.values())})
+    frame.to_parquet(tmp_path / "l.parquet", index=False)
+    ingest_labels(settings, tmp_path / "l.parquet", model_name="amount", entity_col="id", label_col="truth",
+                  time_col="at")
+    matched = {m["entity_id"]: m for m in monitoring.matched_labels(conn, "amount", window="week")}
+    assert (matched["e0"]["run_id"], matched["e0"]["matched_as"]) == (first.run_id, "earliest")
+    assert (matched["e1"]["run_id"], matched["e1"]["model_version"], matched["e1"]["matched_as"]) == \
+        (first.run_id, 1, "in_force")
+    assert (matched["e2"]["run_id"], matched["e2"]["model_version"], matched["e2"]["matched_as"]) == \
+        (second.run_id, 2, "in_force")
+
+
+def _refit(artifact: Path, train: Path, out: Path) -> Path:
+    """Another version of the model: the same estimator fitted with fewer iterations."""
+    model = joblib.load(artifact).set_params(max_iter=5)
+    frame = pd.read_parquet(train)
+    joblib.dump(model.fit(frame[factories.FEATURES], frame["amount"]), out)
+    return out
+
+
+def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regressor: tuple[pd.DataFrame, int],
+                                                    tmp_path: Path, conn: psycopg.Connection) -> None:
+    data, run_id = regressor
+    ingest_labels(settings, _labels(tmp_path, data.iloc[:100], "a.parquet"), model_name="amount",
+                  entity_col="id", label_col="truth", time_col="at")
+    first = run_monitor(settings, "amount", config=QUIET)
+    per_run = {r["metric"]: r for r in first.performance if r["scope"] == "run"}
+    assert per_run["mae"]["labels"] == 100 and per_run["mae"]["coverage"] == pytest.approx(0.25)
+    assert per_run["mae"]["training_value"] is not None and set(per_run) == {"mae", "rmse", "r2", "mape"}
+    assert not any(a.kind == "concept_drift" for a in first.alerts)
+    assert run_monitor(settings, "amount", config=QUIET).performance == []  # nothing new
+
+    # A week later the world changed: the model is now badly wrong.
+    ingest_labels(settings, _labels(tmp_path, data.iloc[100:300], "b.parquet", when=T0 + timedelta(days=7), bias=8.0),
+                  model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    second = run_monitor(settings, "amount", config=QUIET)
+    per_run = {r["metric"]: r for r in second.performance if r["scope"] == "run"}
+    assert per_run["mae"]["labels"] == 300 and per_run["mae"]["coverage"] == pytest.approx(0.75)
+    windows = {(r["window_start"], r["metric"]): r for r in second.performance if r["scope"] == "window"}
+    assert len({start for start, _ in windows}) == 2
+    late = max(start for start, _ in windows)
+    assert windows[(late, "mae")]["status"] == "alert" and windows[(late, "mae")]["labels"] == 200
+    assert [a.kind for a in second.alerts] == ["concept_drift"]
+    stored = conn.execute("SELECT count(*) FROM performance_over_time WHERE scope = 'window' AND metric = 'mae'")
+    assert stored.fetchone() == (2,)
+
+
+def test_labels_command_reads_csv_and_reports(settings: Settings, regressor: tuple[pd.DataFrame, int],
+                                              tmp_path: Path, cli_env: dict[str, str],
+                                              conn: psycopg.Connection) -> None:
+    data, _ = regressor
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"id": data["entity_id"].iloc[:50], "truth": data["amount"].iloc[:50]}).to_csv(csv, index=False)
+    command = ["predstore", "labels", "ingest", str(csv), "--model", "amount", "--entity-col", "id",
+               "--label-col", "truth", "--event-time", "2026-01-05"]
+    done = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "50 new" in done.stdout and "no retained run" not in done.stdout  # every id matched a prediction
+    first = data.iloc[0]
+    stored = conn.execute("SELECT label, label_value, event_time FROM labels WHERE entity_id = %s",
+                          [first["entity_id"]]).fetchone()
+    assert stored is not None and stored[0] == str(first["amount"]) and stored[1] == pytest.approx(first["amount"])
+    assert stored[2] == datetime(2026, 1, 5, tzinfo=UTC)
+    again = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=60)
+    assert "0 new" in again.stdout and "50 unchanged" in again.stdout
+    wrong = subprocess.run([*command[:6], "--entity-col", "nope", "--label-col", "truth"], env=cli_env,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and "no column(s) 'nope'" in wrong.stderr
+    assert wrong.stderr.strip().count("\n") == 0
