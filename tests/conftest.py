@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,16 +71,25 @@ def template_url(server_url: str) -> str:
     return url
 
 
-@pytest.fixture
-def database_url(server_url: str, template_url: str) -> Iterator[str]:
-    """A fresh database at head, dropped after the test."""
-    name = f"predstore_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def cloned_database(server_url: str, template_url: str, *, prefix: str = "predstore_test") -> Iterator[str]:
+    """A new database cloned from the migrated template, dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     template = urlsplit(template_url).path.lstrip("/")
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    try:
+        yield with_database(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh database at head, dropped after the test."""
+    with cloned_database(server_url, template_url) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,22 +18,16 @@ from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
 from store import Settings
 from store.cli import main
-from store.db import with_database
 from tests import factories
 from tests.badinput import CASES, ROWS, Case, base
+from tests.conftest import cloned_database
 
 
 @pytest.fixture(scope="module")
 def corpus_url(server_url: str, template_url: str) -> Iterator[str]:
     """One database for the whole corpus: every case scores partitions of its own."""
-    name = f"predstore_badinput_{uuid.uuid4().hex[:8]}"
-    template = urlsplit(template_url).path.lstrip("/")
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
+    with cloned_database(server_url, template_url, prefix="predstore_badinput") as url:
+        yield url
 
 @pytest.fixture(scope="module")
 def corpus(corpus_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, str], Path]:
