@@ -224,15 +224,17 @@ def drive(load: Load) -> dict[str, float]:
 
 # --- servers --------------------------------------------------------------------------------------
 
-def gunicorn(app: str, *, url: str, port: int, workers: int, threads: int, scratch: Path,
-             worker_class: str = "gthread") -> subprocess.Popen[bytes]:
+def gunicorn(app: str, *, url: str, port: int, scratch: Path, workers: int | None = None,
+             threads: int | None = None, worker_class: str | None = None) -> subprocess.Popen[bytes]:
+    """Serve ``app`` with the repository's gunicorn.conf.py, overriding what is given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTORE_")}
     env.update(PREDSTORE_DATABASE_URL=url, PREDSTORE_HOME=str(scratch / "home"),
                PROMETHEUS_MULTIPROC_DIR=str(scratch / f"metrics-{port}"), PYTHONPATH=str(REPO / "benchmarks"))
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", app, "-c", str(REPO / "lookup_api" / "gunicorn.conf.py"),
-         "--bind", f"{HOST}:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--worker-class", worker_class],
+         "--bind", f"{HOST}:{port}",
+         *[arg for flag, value in (("--workers", workers), ("--threads", threads), ("--worker-class", worker_class))
+           if value is not None for arg in (flag, str(value))]],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
@@ -262,9 +264,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (sync: no keep-alive)")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's, one per core)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default: gunicorn.conf.py's)")
+    parser.add_argument("--worker-class", help="gunicorn worker class (default: gthread; sync: no keep-alive)")
     parser.add_argument("--batch", type=int, default=1000)
     args = parser.parse_args()
 
@@ -279,8 +281,11 @@ def main() -> None:
         started = time.perf_counter()
         seed(url, rows=args.rows, partitions=args.partitions)
         took = time.perf_counter() - started
+        overrides = "".join(f" --{k.replace('_', '-')} {v}" for k, v in
+                            (("workers", args.workers), ("threads", args.threads), ("worker_class", args.worker_class))
+                            if v is not None)
         print(f"published {args.rows:,} predictions in {args.partitions} runs in {took:.1f} s; "
-              f"{os.cpu_count()} cores; gunicorn {args.workers} {args.worker_class} workers x {args.threads} threads; "
+              f"{os.cpu_count()} cores; gunicorn.conf.py{overrides}; "
               f"{args.connections} connections, {args.seconds:g} s per measure", flush=True)
         load = Load(port=0, connections=args.connections, seconds=args.seconds, warmup=args.warmup, rows=args.rows,
                     batch=0)

@@ -1,6 +1,7 @@
 """Soak of the lookup API (issue 7): not a test, a script.
 
     python benchmarks/soak_lookup.py [--rate 300] [--seconds 60] [--quiet 20] [--rows 200000]
+                                     [--publishes 1] [--every 0]
 
 It starts a throwaway embedded PostgreSQL, registers a small model, scores and publishes one
 partition of ``--rows`` entities, and serves it with gunicorn (the production settings of
@@ -9,14 +10,17 @@ of that model at a fixed rate (open loop: each request has a scheduled time and 
 counted from it, so a stall is not hidden by requests that were never sent):
 
 1. ``--quiet`` seconds with nothing else running: the quiet p99;
-2. ``--seconds`` seconds while `predstore score --force` re-scores and publishes the partition
-   again and again, back to back or every ``--every`` seconds (each publish supersedes the last,
-   drops the lookup caches by NOTIFY, and retention detaches and drops old runs' tables).
+2. ``--seconds`` seconds while `predstore score --force` re-scores and publishes the partition:
+   once by default (the issue's scenario, "while a new run publishes"), or ``--publishes N``
+   times (0: until the soak ends), back to back or a run starting every ``--every`` seconds
+   (each publish supersedes the last, drops the lookup caches by NOTIFY, and retention detaches
+   and drops old runs' tables).
 
 It prints, for each phase, requests, errors (anything but a 200), p50/p99/max latency, and the
 gunicorn processes' memory (RSS) sampled every second, and checks the issue's targets: zero
 errors, soak p99 <= 1.5 x quiet p99, memory flat (the last sample within 10% of the first after
-the warm-up).
+the warm-up). It also prints the p99 of the requests due in the half second after each publish
+commit: what publishing itself costs lookups, apart from the scoring job's CPU before it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from bench_lookup import HOST, free_port  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "soak"
 THREADS = 32
+#: Seconds after each publish commit whose requests show what publishing itself costs lookups
+#: (the NOTIFY and cache drop, re-planning after ATTACH, retention's DETACH and DROP).
+AROUND_PUBLISH = 0.5
 
 
 def prepare(scratch: Path, url: str, rows: int) -> Path:
@@ -72,7 +79,7 @@ def prepare(scratch: Path, url: str, rows: int) -> Path:
 
 
 def _worker(port: int, rate: float, seconds: float, rows: int, start: float, index: int,
-            out: list[tuple[float, int]]) -> None:
+            out: list[tuple[float, int, float]]) -> None:
     """Send requests index, index + THREADS, ... at their scheduled times on one keep-alive connection."""
     rng = random.Random(index)
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -93,14 +100,14 @@ def _worker(port: int, rate: float, seconds: float, rows: int, start: float, ind
             status = -1
             conn.close()
             conn = http.client.HTTPConnection(HOST, port, timeout=10)
-        out.append((time.perf_counter() - due, status))
+        out.append((time.perf_counter() - due, status, time.time() - (time.perf_counter() - due)))
         k += THREADS
     conn.close()
 
 
 def _generate(port: int, rate: float, seconds: float, rows: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     start = time.perf_counter() + 0.5
-    outs: list[list[tuple[float, int]]] = [[] for _ in range(THREADS)]
+    outs: list[list[tuple[float, int, float]]] = [[] for _ in range(THREADS)]
     threads = [threading.Thread(target=_worker, args=(port, rate, seconds, rows, start, i, outs[i]))
                for i in range(THREADS)]
     for thread in threads:
@@ -111,9 +118,9 @@ def _generate(port: int, rate: float, seconds: float, rows: int, results: multip
 
 
 def phase(port: int, *, rate: float, seconds: float, rows: int, server: psutil.Process,
-          then: Callable[[], None] | None = None) -> dict[str, float]:
-    """Drive the API for ``seconds``, calling ``then`` once the load runs; latency percentiles,
-    errors and memory samples."""
+          then: Callable[[], None] | None = None) -> tuple[dict[str, float], list[tuple[float, float]]]:
+    """Drive the API for ``seconds``, calling ``then`` once the load runs: latency percentiles,
+    errors and memory samples, and each request's (due time as epoch seconds, latency)."""
     results: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     process = multiprocessing.Process(target=_generate, args=(port, rate, seconds, rows, results))
     # Forked before any publish starts: a fork while a publish runs would hold its output pipes open.
@@ -127,15 +134,28 @@ def phase(port: int, *, rate: float, seconds: float, rows: int, server: psutil.P
         time.sleep(1.0)
     answers = results.get(timeout=seconds + 120)
     process.join(timeout=30)
-    latencies = sorted(latency for latency, _ in answers)
-    n = len(latencies)
+    latencies = [latency for latency, _, _ in answers]
+    return ({"requests": len(latencies), "rate": len(latencies) / seconds,
+             "errors": sum(1 for _, s, _ in answers if s != 200), "p50_ms": percentile(latencies, 0.5),
+             "p99_ms": percentile(latencies, 0.99), "max_ms": max(latencies) * 1000,
+             "rss_first_mb": memory[min(2, len(memory) - 1)], "rss_last_mb": memory[-1], "rss_max_mb": max(memory)},
+            [(due, latency) for latency, _, due in answers])
 
-    def pct(q: float) -> float:
-        return latencies[min(n - 1, int(q * n))] * 1000
 
-    return {"requests": n, "rate": n / seconds, "errors": sum(1 for _, s in answers if s != 200),
-            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": latencies[-1] * 1000,
-            "rss_first_mb": memory[min(2, len(memory) - 1)], "rss_last_mb": memory[-1], "rss_max_mb": max(memory)}
+def percentile(latencies: list[float], q: float) -> float:
+    """The ``q`` quantile of ``latencies`` (seconds), in milliseconds."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def published_at(url: str) -> list[float]:
+    """When each run of MODEL was published (epoch seconds of its publish transaction)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT extract(epoch FROM published_at)::float8 FROM runs "
+                            "WHERE model_name = %s AND published_at IS NOT NULL", [MODEL]).fetchall()
+    return [row[0] for row in rows]
 
 
 def _rss(server: psutil.Process) -> int:
@@ -146,11 +166,11 @@ def _rss(server: psutil.Process) -> int:
 
 
 def publish_loop(path: Path, env: dict[str, str], stop: threading.Event, published: list[float],
-                 every: float) -> None:
+                 every: float, count: int) -> None:
     """Score and publish the partition again, a run starting every ``every`` seconds (0: back to
-    back), until told to stop."""
+    back), ``count`` times (0: any number) or until told to stop."""
     next_start = time.perf_counter()
-    while not stop.wait(max(0.0, next_start - time.perf_counter())):
+    while (not count or len(published) < count) and not stop.wait(max(0.0, next_start - time.perf_counter())):
         started = time.perf_counter()
         next_start = started + every
         done = subprocess.run([sys.executable, "-m", "store", "score", str(path), "--model", MODEL, "--force",
@@ -169,6 +189,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the soak, while runs publish")
     parser.add_argument("--quiet", type=float, default=20.0, help="length of the quiet phase measured first")
     parser.add_argument("--rows", type=int, default=200_000, help="entities in the partition re-published")
+    parser.add_argument("--publishes", type=int, default=1, help="runs published during the soak (0: until it ends)")
     parser.add_argument("--every", type=float, default=0.0,
                         help="seconds between the starts of two publishes (0: back to back)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
@@ -206,12 +227,13 @@ def main() -> None:
         print(f"{os.cpu_count()} cores; gunicorn {args.workers} gthread workers; {args.rows:,} entities; "
               f"{args.rate:g} requests/s fixed rate", flush=True)
         phase(port, rate=args.rate, seconds=5, rows=args.rows, server=gunicorn)  # warm the caches and pools
-        quiet = phase(port, rate=args.rate, seconds=args.quiet, rows=args.rows, server=gunicorn)
+        quiet, _ = phase(port, rate=args.rate, seconds=args.quiet, rows=args.rows, server=gunicorn)
         stop, published = threading.Event(), []
-        publisher = threading.Thread(target=publish_loop, args=(path, env, stop, published, args.every))
+        publisher = threading.Thread(target=publish_loop, args=(path, env, stop, published, args.every,
+                                                                    args.publishes))
         try:
-            soak = phase(port, rate=args.rate, seconds=args.seconds, rows=args.rows, server=gunicorn,
-                         then=publisher.start)
+            soak, timeline = phase(port, rate=args.rate, seconds=args.seconds, rows=args.rows, server=gunicorn,
+                                   then=publisher.start)
         finally:
             stop.set()
             if publisher.ident is not None:
@@ -222,6 +244,12 @@ def main() -> None:
                   f"RSS {f['rss_first_mb']:.0f} -> {f['rss_last_mb']:.0f} MB (max {f['rss_max_mb']:.0f})")
         print(f"publishes during the soak: {len(published)} (each {min(published, default=0):.1f}-"
               f"{max(published, default=0):.1f} s)")
+        commits = published_at(url)
+        around = [latency for due, latency in timeline
+                  if any(0 <= due - commit < AROUND_PUBLISH for commit in commits)]
+        print(f"requests due within {AROUND_PUBLISH} s after a publish commit: {len(around)}, "
+              f"p99 {percentile(around, 0.99):.2f} ms (ratio to the quiet p99 "
+              f"{percentile(around, 0.99) / quiet['p99_ms']:.2f})")
         ratio = soak["p99_ms"] / quiet["p99_ms"]
         flat = soak["rss_last_mb"] <= 1.10 * quiet["rss_first_mb"]
         print(f"targets: zero errors {'ok' if soak['errors'] == 0 else 'MISSED'}; p99 ratio {ratio:.2f} "

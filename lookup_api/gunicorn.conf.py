@@ -15,11 +15,16 @@ from typing import Any
 
 bind = os.environ.get("PREDSTORE_API_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("PREDSTORE_API_WORKERS", os.cpu_count() or 2))
-# Threads keep connections alive and overlap a request's database wait with another's Python.
+# Threads keep connections alive and overlap a request's database wait with another's Python. Two
+# per worker is enough for that; more only queue for the worker's GIL and lengthen the tail
+# (measured by benchmarks/bench_lookup.py: p99 8.8-10.9 ms with 2, 11-16 ms with 4).
 worker_class = "gthread"
-threads = int(os.environ.get("PREDSTORE_API_THREADS", "4"))
+threads = int(os.environ.get("PREDSTORE_API_THREADS", "2"))
 keepalive = 30
 preload_app = False
+# Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections over the
+# workers; on one shared socket the last worker to wait takes nearly all keep-alive connections.
+reuse_port = True
 timeout = 30
 graceful_timeout = 10
 accesslog = None
@@ -41,4 +46,5 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
 

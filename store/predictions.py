@@ -117,13 +117,15 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
         t=table, c=sql.Identifier(f"ck_run_{run_id}"), id=sql.Literal(run_id)))
     conn.execute(sql.SQL("ALTER TABLE predictions ATTACH PARTITION {t} FOR VALUES IN ({id})").format(
         t=table, id=sql.Literal(run_id)))
+    # The clock now, not the transaction's start (now()): the index build came first in it.
+    at = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
     previous = conn.execute(
-        """UPDATE runs SET status = 'superseded', superseded_at = now()
+        """UPDATE runs SET status = 'superseded', superseded_at = %s
            WHERE model_name = %s AND partition_key = %s AND role = %s AND status = 'published'
            RETURNING run_id""",
-        [model_name, partition_key, role],
+        [at, model_name, partition_key, role],
     ).fetchone()
-    conn.execute("UPDATE runs SET status = 'published', published_at = now() WHERE run_id = %s", [run_id])
+    conn.execute("UPDATE runs SET status = 'published', published_at = %s WHERE run_id = %s", [at, run_id])
     # Delivered at commit: lookup services drop what they cached for this model.
     conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
     return int(previous[0]) if previous else None
