@@ -16,7 +16,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,7 @@ def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: di
     ctx = _context(url, entity_col, control, partition, request.max_reject_fraction,
                    [(run_ids[role], due[role]) for role in roles])
     slices = reader.plan(partition, pieces=request.executor.pieces)
+    ctx = replace(ctx, sole_task=len(slices) == 1)
     total = sum(s.rows or 0 for s in slices) if all(s.rows is not None for s in slices) else None
     with control.transaction():
         for run_id in run_ids.values():

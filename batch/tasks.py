@@ -61,6 +61,8 @@ class TaskContext:
     entity_col: str
     columns: list[str]
     targets: tuple[Target, ...]
+    #: The run has this one task: it may empty each run table and COPY into it frozen.
+    sole_task: bool = False
 
 
 @dataclass
@@ -141,7 +143,8 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
 
             def score(items: Iterator[tuple[int, list[Validated]]]) -> None:
                 mine = result.targets[i]
-                with predictions.copy_predictions(writers[i], target.run_id, target.out_columns) as write:
+                with predictions.copy_predictions(writers[i], target.run_id, target.out_columns,
+                                                  sole_writer=ctx.sole_task) as write:
                     for unit, checked, out in background(predicted(items), name=f"predict-{i}"):
                         t = time.perf_counter()
                         digest = digests[i].setdefault(unit, Digest())

@@ -47,17 +47,23 @@ def arrow_schema(columns: Sequence[str]) -> pa.Schema:
 
 
 @contextmanager
-def copy_predictions(conn: psycopg.Connection, run_id: int,
-                     columns: Sequence[str]) -> Iterator[Callable[[pa.RecordBatch], None]]:
+def copy_predictions(conn: psycopg.Connection, run_id: int, columns: Sequence[str], *,
+                     sole_writer: bool = False) -> Iterator[Callable[[pa.RecordBatch], None]]:
     """A binary COPY into the run's table, fed Arrow record batches of `arrow_schema(columns)`.
 
     pgpq encodes each batch into PostgreSQL's binary format in native code, so no Python object
-    is made per row.
+    is made per row. The ``sole_writer`` of a run's table (its only task) first empties it in the
+    same transaction, which lets COPY write the rows already frozen (the index build and the first
+    readers then need not set hint bits on every page) and, under ``wal_level = minimal``, skip
+    the WAL; ``conn`` must not be in autocommit.
     """
     schema = arrow_schema(columns)
     encoder = ArrowToPostgresBinaryEncoder(schema)
-    query = sql.SQL("COPY {t} ({cols}) FROM STDIN (FORMAT BINARY)").format(
-        t=run_table(run_id), cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
+    if sole_writer:
+        conn.execute(sql.SQL("TRUNCATE {t}").format(t=run_table(run_id)))
+    query = sql.SQL("COPY {t} ({cols}) FROM STDIN (FORMAT BINARY{freeze})").format(
+        t=run_table(run_id), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        freeze=sql.SQL(", FREEZE" if sole_writer else ""))
     with conn.cursor().copy(query) as copy:
         copy.write(encoder.write_header())
         yield lambda batch: copy.write(encoder.write_batch(batch))
