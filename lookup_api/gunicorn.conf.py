@@ -24,7 +24,8 @@ keepalive = 30
 preload_app = False
 # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads connections over the
 # workers; on one shared socket the last worker to wait takes nearly all keep-alive connections.
-reuse_port = True
+# PREDSTORE_API_REUSE_PORT=0 turns it off (then a second server on the port fails to start).
+reuse_port = os.environ.get("PREDSTORE_API_REUSE_PORT", "1") != "0"
 timeout = 30
 graceful_timeout = 10
 accesslog = None

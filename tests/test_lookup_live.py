@@ -13,10 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
+import psutil
 import psycopg
 import pytest
 from flask import Flask
@@ -86,11 +88,32 @@ def test_gunicorn_serves_lookups(cli_env: dict[str, str], seeded: int, tmp_path:
             text = response.read().decode()
         # The sum over both workers: every /healthz counted, whichever worker answered it.
         assert 'predstore_api_requests_total{method="GET",route="/healthz",status="200"} 8.0' in text
+        assert_connections_spread(server.pid, port)
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     assert "Traceback" not in output
+
+
+def assert_connections_spread(server_pid: int, port: int, clients: int = 16) -> None:
+    """Keep-alive clients land on every worker (each has its own SO_REUSEPORT socket); on one
+    shared socket the last worker to wait takes them all. All 16 on one of 2 workers by chance:
+    a 1 in 32,768 event."""
+    connections = [HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(clients)]
+    try:
+        for connection in connections:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and not response.will_close
+        per_worker = {worker.pid: sum(1 for c in worker.net_connections("tcp")
+                                      if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+                      for worker in psutil.Process(server_pid).children()}
+    finally:
+        for connection in connections:
+            connection.close()
+    assert len(per_worker) == 2 and all(per_worker.values()), per_worker
 
 
 def test_predstore_serve_runs_the_development_server(cli_env: dict[str, str], seeded: int) -> None:
