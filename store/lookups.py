@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import args_row, class_row
+from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from store.db import describe_target
@@ -117,19 +117,22 @@ def read(pool: ConnectionPool, query: Callable[[psycopg.Connection], T], *, time
     every broken idle connection and the query runs once more: lookups only read, so this is safe.
     No free connection within ``timeout`` seconds is `StoreUnavailable` too, never a long wait.
     """
-    target = describe_target(pool.conninfo) if isinstance(pool.conninfo, str) else pool.name
     for attempt in (1, 2):
         try:
             with pool.connection(timeout=timeout) as conn:
                 return query(conn)
         except PoolTimeout as exc:
-            raise StoreUnavailable(f"no connection to PostgreSQL at {target} within {timeout:g} s") from exc
+            raise StoreUnavailable(f"no connection to PostgreSQL at {_target(pool)} within {timeout:g} s") from exc
         except psycopg.OperationalError as exc:
             if attempt == 2:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise StoreUnavailable(f"lost the connection to PostgreSQL at {target}: {first}") from exc
+                raise StoreUnavailable(f"lost the connection to PostgreSQL at {_target(pool)}: {first}") from exc
             pool.check()
     raise AssertionError("unreachable")
+
+
+def _target(pool: ConnectionPool) -> str:
+    return describe_target(pool.conninfo) if isinstance(pool.conninfo, str) else pool.name
 
 
 def current_prediction(
@@ -137,8 +140,8 @@ def current_prediction(
 ) -> Prediction | None:
     """The current published prediction of ``entity_id`` by ``model`` (restricted to ``version``)."""
     params: list[Any] = [model, entity_id] + ([version] if version is not None else [])
-    cur = conn.cursor(row_factory=args_row(Prediction))
-    return cur.execute(QUERIES["one", version is not None], params).fetchone()
+    row = conn.execute(QUERIES["one", version is not None], params).fetchone()  # a tuple: the cheapest row
+    return Prediction(*row) if row is not None else None
 
 
 def current_predictions_json(
