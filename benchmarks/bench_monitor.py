@@ -10,7 +10,7 @@ predstore: the baseline is frozen once from the reference (registration, in a pr
 timed apart); then a fresh process holding only the baseline and the batch times the drift: count
 the batch into the baseline's bins with `batch.profile` (in 131,072-row slices, as the scoring job
 does) and compute every metric with `monitor.stats`. Evidently 0.7: ``Report([DataDriftPreset()])``
-on the same reference and batch, in its own process. Each peak RSS (ru_maxrss) is its process's
+on the same reference and batch, in its own process. Each peak RSS (VmHWM) is its process's
 own; every process generates the same data from the same seeds. Evidently may need an interpreter
 of its own (``--evidently-python``): 0.7 does not import under pandas 3.
 
@@ -63,7 +63,12 @@ def make_frame(rows: int, *, seed: int, shift: bool) -> pd.DataFrame:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    """This process's own peak (VmHWM): ru_maxrss would keep the parent's, Linux carries it over exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def freeze_baseline(rows: int, path: Path) -> dict[str, Any]:
