@@ -17,7 +17,7 @@ bind = os.environ.get("PREDSTORE_API_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("PREDSTORE_API_WORKERS", os.cpu_count() or 2))
 # Threads keep connections alive and overlap a request's database wait with another's Python. Two
 # per worker is enough for that; more only queue for the worker's GIL and lengthen the tail
-# (measured by benchmarks/bench_lookup.py: p99 8.8-10.9 ms with 2, 11-16 ms with 4).
+# (measured by benchmarks/bench_lookup.py: p99 8.4-12.5 ms with 2, 11-16 ms with 4).
 worker_class = "gthread"
 threads = int(os.environ.get("PREDSTORE_API_THREADS", "2"))
 keepalive = 30
@@ -52,7 +52,7 @@ def child_exit(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """Move everything the worker loaded (the app, its libraries) out of the garbage collector's
     sight: a full collection then scans only what requests made, and its pauses, which showed as
-    75-105 ms latency spikes under load, fall to 20-40 ms."""
+    75-105 ms latency spikes under load, fall to 20-60 ms."""
     import gc
 
     gc.collect()
