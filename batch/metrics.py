@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import time
 from collections.abc import Mapping
 
@@ -42,3 +43,17 @@ def export(settings: Settings, job: str, labels: Mapping[str, str], values: Mapp
                             grouping_key={"model": labels.get("model", "all")}, timeout=5)
     except OSError as exc:  # urllib's errors are OSErrors too: the job's own outcome stands
         log.error("could not export the %s metrics (%s)", job, exc)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux from VmHWM, which starts afresh at exec:
+    ru_maxrss keeps the high-water mark of the process that forked it (a big parent made every
+    `predstore score` it started look as big)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

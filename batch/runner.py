@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import socket
 import time
 from collections.abc import Callable
@@ -325,21 +324,8 @@ def _fingerprint_if_readable(partition: reader.Partition) -> str | None:
 def _measure(result: RunResult, started: float) -> None:
     result.duration_s = round(time.perf_counter() - started, 3)
     result.rows_per_s = round(result.rows_in / result.duration_s, 1) if result.duration_s else 0.0
-    result.peak_rss_bytes = peak_rss_bytes()
+    result.peak_rss_bytes = metrics.peak_rss_bytes()
 
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory. On Linux from VmHWM, which starts afresh at exec:
-    ru_maxrss keeps the high-water mark of the process that forked it (a big parent made every
-    `predstore score` it started look as big)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _counts(result: RunResult) -> dict[str, Any]:

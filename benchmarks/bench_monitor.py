@@ -63,7 +63,8 @@ def make_frame(rows: int, *, seed: int, shift: bool) -> pd.DataFrame:
 
 
 def peak_rss_mb() -> float:
-    """This process's own peak (VmHWM): ru_maxrss would keep the parent's, Linux carries it over exec."""
+    """This process's own peak (VmHWM): ru_maxrss would keep the parent's, Linux carries it over exec.
+    Not batch.metrics.peak_rss_bytes: the Evidently child runs in an interpreter without predstore."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024

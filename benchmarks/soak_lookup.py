@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--cache-size", type=int, help="PREDSTORE_API_CACHE_SIZE of the API (0: no cache)")
     args = parser.parse_args()
+    if args.publishes < 0 or args.every < 0:
+        parser.error("--publishes and --every take 0 or more")
 
     from store.db import start_embedded, stop_embedded
     from store.migrate import upgrade

@@ -153,6 +153,6 @@ def test_background_stops_its_producer_when_the_consumer_stops() -> None:
 def test_peak_rss_is_the_processs_own_not_its_parents() -> None:
     """ru_maxrss survives exec: a child of a big process would report the parent's size."""
     ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident here, in the parent
-    child = subprocess.run([sys.executable, "-c", "from batch.runner import peak_rss_bytes; print(peak_rss_bytes())"],
+    child = subprocess.run([sys.executable, "-c", "from batch.metrics import peak_rss_bytes; print(peak_rss_bytes())"],
                            capture_output=True, text=True, check=True)
     assert int(child.stdout) < 450 * 2**20 < ballast.nbytes
