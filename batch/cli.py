@@ -16,13 +16,15 @@ import click
 from batch.executors import EXECUTORS, ExecutorSpec
 from batch.models import register_model
 from batch.runner import Progress, RunResult, ScoreRequest, score_partition, verify_run
-from store import audit, ledger, registry
+from store import audit, ledger, profiles, registry
 from store.db import connect
 from store.errors import RunFailed
 from store.migrate import prepare
 from store.settings import Settings
 
 log = logging.getLogger("predstore.score")
+#: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
+NOT_PROMOTED = 3
 
 
 @click.group()
@@ -37,7 +39,10 @@ def models() -> None:
               "categories and, with --target, training metrics.")
 @click.option("--target", help="Target column of --train-data (and --validation-data).")
 @click.option("--validation-data", type=click.Path(path_type=Path),
-              help="Held-out labeled data (Parquet or CSV) to measure the model on; default: --train-data.")
+              help="Held-out labeled data (Parquet or CSV) to measure the model on and to profile its output "
+              "baseline on; default: --train-data.")
+@click.option("--baseline-cv", type=int, metavar="K", help="Without --validation-data: profile the output baseline "
+              "on out-of-fold predictions of K clones of the model fitted on --train-data.")
 @click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
 @click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
 @click.option("--trust-joblib", is_flag=True, help="Load a .joblib/.pkl artifact, which runs any code it holds: only "
@@ -46,15 +51,22 @@ def models() -> None:
               help="A type in a .skops file that skops does not trust by default, reviewed and trusted (repeat it).")
 @click.pass_obj
 def models_register(settings: Settings, artifact: Path, name: str, train_data: Path | None, target: str | None,
-                    validation_data: Path | None, entity_col: str | None, current: bool, trust_joblib: bool,
-                    trusted_types: tuple[str, ...]) -> None:
+                    validation_data: Path | None, baseline_cv: int | None, entity_col: str | None, current: bool,
+                    trust_joblib: bool, trusted_types: tuple[str, ...]) -> None:
     """Register a fitted scikit-learn estimator or Pipeline (a .skops file, or with --trust-joblib a .joblib)."""
     model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
-                           validation_data=validation_data, entity_col=entity_col, current=current,
+                           validation_data=validation_data, baseline_cv=baseline_cv, entity_col=entity_col,
+                           current=current,
                            trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
     state = " (current)" if "current" in model.aliases else ""
     click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
                f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}")
+    if train_data:
+        click.echo("output baseline: " + ("validation data" if validation_data else
+                                          f"out-of-fold predictions ({baseline_cv} folds)" if baseline_cv else
+                                          "IN-SAMPLE (the training rows, where the model is more confident than on "
+                                          "new data): output drift is only a warning; pass --validation-data or "
+                                          "--baseline-cv K"))
 
 
 @models.command("list")
@@ -80,7 +92,9 @@ def models_show(settings: Settings, name: str, version: int | None) -> None:
         rows = [registry.get_model(conn, name, version=version)] if version else registry.list_models(conn, name)
         if not rows:
             registry.get_model(conn, name)  # raises NotFound with the right message
-    click.echo(json.dumps([_jsonable(vars(m)) for m in rows], indent=2, default=str))
+        sources = profiles.output_baseline_sources(conn, name)
+    click.echo(json.dumps([{**_jsonable(vars(m)), "output_baseline": sources.get(m.version)} for m in rows],
+                          indent=2, default=str))
 
 
 @models.command("promote")
@@ -89,12 +103,24 @@ def models_show(settings: Settings, name: str, version: int | None) -> None:
 @click.option("--as", "alias", type=click.Choice(["current", "challenger"]), default="current", show_default=True,
               help="challenger: score beside the current version, served only by ?version=.")
 @click.option("--challenger", "from_challenger", is_flag=True, help="Promote the challenger to current.")
-@click.option("--if-better", is_flag=True, help="With --challenger: only if `models compare` finds it better.")
+@click.option("--if-better", is_flag=True, help="With --challenger: only if `models compare` finds it better "
+              "(anytime-valid: safe to ask after every ingest).")
+@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
+              help="With --if-better: labeled entities needed before any verdict.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --if-better: also promote a challenger whose loss is known to be at most this much "
+              "above the current one's (non-inferiority, in the metric's units).")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+              help="With --if-better: confidence of the anytime interval.")
 @click.pass_obj
 def models_promote(settings: Settings, name: str, version: int | None, alias: str, from_challenger: bool,
-                   if_better: bool) -> None:
+                   if_better: bool, min_labels: int, margin: float, confidence: float) -> None:
     """Make VERSION the current version of NAME (the previous one stays, for rollback), or its
-    challenger (--as challenger); or promote the challenger (--challenger [--if-better])."""
+    challenger (--as challenger); or promote the challenger (--challenger [--if-better]).
+
+    Exit status: 0 promoted, 3 with --if-better when the evidence is not enough (nothing
+    changed), 2 usage or configuration error.
+    """
     if from_challenger == (version is not None):
         raise click.UsageError("give a VERSION, or --challenger (not both)")
     if if_better and not from_challenger:
@@ -104,18 +130,19 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
         if if_better:
             from monitor.compare import compare_models
 
-            evidence = compare_models(settings, name)
-            if evidence["verdict"] != "challenger better":
-                click.echo(f"{name}: challenger v{evidence['challenger_version']} not promoted: "
-                           f"{evidence['verdict']} ({_interval(evidence)})")
-                return
+            evidence = compare_models(settings, name, confidence=confidence, min_labels=min_labels, margin=margin)
+            if not evidence.verdict.promotes:
+                click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
+                           f"{evidence.verdict} ({evidence.evidence()})")
+                click.get_current_context().exit(NOT_PROMOTED)
         with _conn(settings) as conn, conn.transaction():
             version = registry.get_model(conn, name, alias="challenger").version
             before = registry.set_alias(conn, name, "current", version)
             registry.remove_alias(conn, name, "challenger")
             audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
-                         details={"alias": "current", "before": before, "from": "challenger"})
-        why = f": {evidence['verdict']} ({_interval(evidence)})" if evidence else ""
+                         details={"alias": "current", "before": before, "from": "challenger",
+                                  **({"evidence": evidence.to_dict()} if evidence else {})})
+        why = f": {evidence.verdict} ({evidence.evidence()})" if evidence else ""
         click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
         return
     assert version is not None
@@ -144,31 +171,34 @@ def models_retire(settings: Settings, name: str, challenger: bool) -> None:
 @click.argument("name")
 @click.option("--since", type=click.DateTime(), help="Only runs published since this date.")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Labeled entities needed before any verdict.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Non-inferiority margin, in the metric's units (see `promote --margin`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write it as a self-contained HTML page.")
 @click.pass_obj
-def models_compare(settings: Settings, name: str, since: Any, confidence: float, as_json: bool,
-                   report: Path | None) -> None:
+def models_compare(settings: Settings, name: str, since: Any, confidence: float, min_labels: int, margin: float,
+                   as_json: bool, report: Path | None) -> None:
     """Compare NAME's current version with its challenger on the rows both scored: realized
-    metrics on the labels that arrived (with a bootstrap interval), disagreement, output drift."""
+    metrics on the labels that arrived, each entity counted once (an interval for one look, and
+    an anytime interval that the verdict uses), disagreement, output drift."""
     from monitor.compare import compare_models, render
 
-    comparison = compare_models(settings, name, since=since, confidence=confidence)
+    comparison = compare_models(settings, name, since=since, confidence=confidence, min_labels=min_labels,
+                                margin=margin)
     if report:
         report.write_text(render(comparison), encoding="utf-8")
     if as_json:
-        click.echo(json.dumps(comparison, indent=2, default=str))
+        click.echo(json.dumps(comparison.to_dict(), indent=2, default=str))
         return
-    for key, value in comparison.items():
-        click.echo(f"{key:<24} {value}")
-
-
-def _interval(evidence: dict[str, Any]) -> str:
-    if not evidence.get("interval"):
-        return f"{evidence['labeled_rows']} labeled rows"
-    low, high = evidence["interval"]
-    return (f"{evidence['metric']} difference {evidence['difference']:+.4g}, {evidence['confidence']:.0%} interval "
-            f"[{low:+.4g}, {high:+.4g}] on {evidence['labeled_rows']} labeled rows")
+    click.echo(f"{name}: v{comparison.current_version} (current) against v{comparison.challenger_version} "
+               f"(challenger) on {comparison.paired_runs} paired runs, {comparison.rows:,} rows, "
+               f"{comparison.entities:,} entities")
+    for key, value in comparison.to_dict().items():
+        if key not in ("history", "model", "current_version", "challenger_version"):
+            click.echo(f"{key:<24} {value}")
+    click.echo(f"{comparison.verdict}: {comparison.evidence()}")
 
 
 @click.command()

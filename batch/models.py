@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn import metrics
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_predict
 
 from batch import profile
 from batch.artifacts import artifact_format, read_model, store_artifact
 from batch.features import infer_schema, model_input, task_of
-from batch.score import Scores, predict
+from batch.score import Scores, classifier_scores, predict
 from store import audit, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
@@ -28,6 +30,7 @@ def register_model(
     train_data: Path | None = None,
     target: str | None = None,
     validation_data: Path | None = None,
+    baseline_cv: int | None = None,
     entity_col: str | None = None,
     current: bool = False,
     trust_joblib: bool = True,
@@ -38,6 +41,11 @@ def register_model(
 
     Metrics (the reference the monitor compares realized performance with) are measured on
     ``validation_data`` when given, else on the training data, which flatters the model.
+
+    The baseline of the model's outputs is profiled on rows it did not learn from: the
+    ``validation_data``, else with ``baseline_cv`` K the out-of-fold predictions of K clones fitted
+    on the training data; otherwise on the training rows (in-sample, where a flexible model is
+    more confident than on any new data: the monitor then only warns of output drift).
 
     An artifact already registered under ``name`` (the same sha256) is not registered twice: its
     version is returned.
@@ -50,6 +58,9 @@ def register_model(
         raise ConfigError("--target needs --train-data")
     if validation_data and not target:
         raise ConfigError("--validation-data needs --target (and --train-data)")
+    if baseline_cv is not None and (not target or validation_data or baseline_cv < 2):
+        raise ConfigError("--baseline-cv K needs --train-data and --target, K >= 2, and no --validation-data "
+                          "(which is the output baseline when given)")
     check_trusted(artifact, trust_joblib=trust_joblib, trusted_types=trusted_types)
     model = read_model(artifact)
     if not hasattr(model, "predict"):
@@ -68,12 +79,17 @@ def register_model(
     task = task_of(model)
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_] if task == "classification" \
         else None
-    evaluated = read_frame(validation_data) if validation_data else train
+    validation = read_frame(validation_data) if validation_data else None
+    evaluated = validation if validation is not None else train
     scores = training_metrics(model, evaluated, target, schema=schema, task=task) \
         if evaluated is not None and target else None
     if scores is not None:
         scores["evaluated_on"] = "validation data" if validation_data else "training data (in-sample)"
-    base = profile.baseline(features, schema, _predict(model, features, schema)) if features is not None else None
+    base = None
+    if train is not None and features is not None:
+        outputs, source = output_scores(model, train, schema, task=task, validation=validation, target=target,
+                                        cv=baseline_cv)
+        base = profile.baseline(features, schema, outputs, source=source)
     url = prepare(settings)
     uri, sha256, fmt = store_artifact(artifact, settings.artifacts_dir)
     with connect(url) as conn, conn.transaction():
@@ -111,6 +127,25 @@ def check_trusted(artifact: Path, *, trust_joblib: bool, trusted_types: tuple[st
         if unknown:
             raise ConfigError(f"{artifact.name} holds types skops does not trust by default: {', '.join(unknown)}; "
                               "review them, then pass --trust-type for each")
+
+
+def output_scores(model: Any, train: pd.DataFrame, schema: dict[str, Any], *, task: str,
+                  validation: pd.DataFrame | None, target: str | None, cv: int | None) -> tuple[Scores, str]:
+    """The model's outputs to profile as its output baseline, and where they come from."""
+    if validation is not None and target:
+        return _predict(model, validation.drop(columns=[target]), schema), "validation"
+    if cv is None or not target:
+        return _predict(model, train.drop(columns=[target]) if target else train, schema), "in_sample"
+    known = train.dropna(subset=[target])
+    x, y = model_input(schema, known), known[target]
+    try:
+        if task == "regression":
+            predicted = cross_val_predict(clone(model), x, y, cv=cv)
+            return Scores(prediction=np.asarray(predicted, dtype=np.float64)), "cross_validation"
+        proba = cross_val_predict(clone(model), x, y, cv=cv, method="predict_proba")
+    except ValueError as exc:  # too few rows or too few of a class for K folds, and the like
+        raise ConfigError(f"--baseline-cv {cv}: the out-of-fold predictions failed ({exc})") from exc
+    return classifier_scores(np.asarray(proba, dtype=np.float64), model.classes_), "cross_validation"
 
 
 def _predict(model: Any, features: pd.DataFrame, schema: dict[str, Any]) -> Scores:

@@ -7,8 +7,9 @@ later without reading data again.
 
 Numeric bins, for edges e[0] <= ... <= e[m-1] (m >= 2): bin 0 is underflow (x < e[0]); bins
 1..m-1 are [e[i-1], e[i]), the last one closed at e[m-1]; bin m is overflow (x > e[m-1]). Missing
-values are counted apart, in ``null_count``. Categorical bins: one per baseline category, then
-``other``; ``unseen`` counts values the model never saw in training at all.
+values are counted apart, in ``null_count``. Numeric bins also keep the sum of their values
+(``sums``), so that each bin's mean is known and adds up across runs. Categorical bins: one per
+baseline category, then ``other``; ``unseen`` counts values the model never saw in training at all.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ PREDICTION = "__prediction__"
 LABEL = "__label__"
 
 
-def baseline(features: pd.DataFrame, schema: dict[str, Any], scores: Scores) -> list[dict[str, Any]]:
-    """The frozen profile of the training data and of the model's outputs on it."""
+#: Where an output baseline comes from: rows the model did not learn from, or its training rows.
+SOURCES = ("validation", "cross_validation", "in_sample")
+
+
+def baseline(features: pd.DataFrame, schema: dict[str, Any], scores: Scores, *,
+             source: str = "in_sample") -> list[dict[str, Any]]:
+    """The frozen profile of the training data's features and of the model's outputs ``scores``
+    (on held-out rows, out-of-fold, or in-sample, as ``source`` says; features are 'training')."""
     columns = []
     for column in schema["columns"]:
         values = features[column["name"]]
@@ -36,13 +43,13 @@ def baseline(features: pd.DataFrame, schema: dict[str, Any], scores: Scores) -> 
             columns.append(_numeric_baseline(column["name"], "feature", values.to_numpy(np.float64, na_value=np.nan)))
         else:
             columns.append(_categorical_baseline(column["name"], "feature", values))
-    columns.append(_numeric_baseline(PREDICTION, "output", scores.prediction))
+    outputs = [_numeric_baseline(PREDICTION, "output", scores.prediction)]
     if scores.labels is not None and scores.classes is not None:
         label = _categorical_baseline(LABEL, "output", pd.Series(scores.labels))
         label["categories"] = [str(c) for c in scores.classes]  # every class, in the model's order
         label["counts"] = count_categorical(scores.labels, label["categories"])["counts"]
-        columns.append(label)
-    return columns
+        outputs.append(label)
+    return [*columns, *({**c, "source": source} for c in outputs)]
 
 
 def profile_features(features: pd.DataFrame, base: list[dict[str, Any]],
@@ -85,6 +92,8 @@ def add(total: dict[str, dict[str, Any]], part: dict[str, dict[str, Any]]) -> di
             "n": t["n"] + p["n"],
             "sum": t["sum"] + p["sum"],
             "sum_sq": t["sum_sq"] + p["sum_sq"],
+            "sums": None if t.get("sums") is None or p.get("sums") is None
+            else [a + b for a, b in zip(t["sums"], p["sums"], strict=True)],
             "min": _extreme(min, t["min"], p["min"]),
             "max": _extreme(max, t["max"], p["max"]),
             "unseen": t["unseen"] + p["unseen"],
@@ -97,14 +106,16 @@ def count_numeric(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
     missing = np.isnan(values)
     present = values[~missing]
     if not edges:  # the baseline had no values: everything present is out of range
-        counts = [int(len(present))]
+        counts, sums = [int(len(present))], [float(present.sum())]
     else:
         cut = np.asarray(edges, dtype=np.float64)
         index = np.searchsorted(cut, present, side="right")
         index[present == cut[-1]] = len(cut) - 1
         counts = np.bincount(index, minlength=len(cut) + 1).tolist()
+        sums = np.bincount(index, weights=present, minlength=len(cut) + 1).tolist()
     return {
         "counts": counts,
+        "sums": sums,
         "null_count": int(missing.sum()),
         "n": int(len(present)),
         "sum": float(present.sum()),
@@ -127,7 +138,7 @@ def count_categorical(values: Any, categories: list[str], known: list[str] | Non
     counts = np.bincount(np.where(slot < 0, len(categories), slot), weights=per_unique,
                          minlength=len(categories) + 1).astype(np.int64)
     unseen = int(per_unique[~labels.isin(known)].sum()) if known is not None else 0
-    return {"counts": counts.tolist(), "null_count": int((codes < 0).sum()), "n": int(per_unique.sum()),
+    return {"counts": counts.tolist(), "sums": None, "null_count": int((codes < 0).sum()), "n": int(per_unique.sum()),
             "sum": 0.0, "sum_sq": 0.0, "min": None, "max": None, "unseen": unseen}
 
 
@@ -142,7 +153,7 @@ def _numeric_baseline(name: str, role: str, values: np.ndarray) -> dict[str, Any
     mean = float(present.mean()) if len(present) else None
     std = float(present.std(ddof=1)) if len(present) > 1 else 0.0 if len(present) else None
     return {"column_name": name, "role": role, "kind": "numeric", "edges": edges, "categories": None,
-            **counted, "mean": mean, "std": std}
+            **counted, "mean": mean, "std": std, "source": "training"}
 
 
 def _categorical_baseline(name: str, role: str, values: pd.Series) -> dict[str, Any]:
@@ -151,7 +162,7 @@ def _categorical_baseline(name: str, role: str, values: pd.Series) -> dict[str, 
     categories = sorted(top.index.tolist())
     counted = count_categorical(values, categories)
     return {"column_name": name, "role": role, "kind": "categorical", "edges": None, "categories": categories,
-            **counted, "mean": None, "std": None}
+            **counted, "mean": None, "std": None, "source": "training"}
 
 
 def _extreme(pick: Any, a: float | None, b: float | None) -> float | None:

@@ -40,8 +40,12 @@ def predict(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = 
     features = model_input(schema, frame)
     if task_of(model) == "regression":
         return Scores(prediction=np.asarray(model.predict(features), dtype=np.float64))
-    proba = np.asarray(model.predict_proba(features), dtype=np.float64)
-    classes = np.asarray([str(c) for c in model.classes_], dtype=object)
+    return classifier_scores(np.asarray(model.predict_proba(features), dtype=np.float64), model.classes_)
+
+
+def classifier_scores(proba: np.ndarray, model_classes: Any) -> Scores:
+    """A classifier's `Scores` from its probabilities (columns in ``model_classes`` order)."""
+    classes = np.asarray([str(c) for c in model_classes], dtype=object)
     best = proba.argmax(axis=1)
     if len(classes) == 2:
         return Scores(prediction=np.ascontiguousarray(proba[:, 1]), classes=classes, best=best)

@@ -1,19 +1,32 @@
 """Champion against challenger: the same rows, scored by both, compared on the labels that arrived.
 
-Pure statistics (row losses, a paired bootstrap, a verdict) and one function that reads the
-paired runs from the store and compares them.
+Entities, not rows, are the unit of evidence: an entity re-scored every day carries one outcome,
+so its paired rows are collapsed into one loss difference (their mean) before any interval is
+taken. Two intervals of the mean difference over entities are reported: a fixed-sample one
+(Student t), valid for one look, and an anytime-valid confidence sequence (Waudby-Smith et al.,
+"Time-uniform central limit theory and asymptotic confidence sequences", 2021), valid however
+often it is looked at. The verdict, and so `promote --if-better`, uses the confidence sequence,
+which is what lets the scheduler ask after every ingest without promoting on noise.
+
+Pure statistics over arrays, and `compare_models`, which reads the paired runs and compares them.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import stats as sps
 
-from monitor.performance import probabilities
+from monitor.performance import canonical_all, probabilities
+from monitor.report import fmt, lines
 from monitor.stats import psi
 from store import challengers, profiles, registry
 from store.db import connect
@@ -21,64 +34,244 @@ from store.errors import NotFound
 from store.migrate import prepare
 from store.settings import Settings
 
-#: Rows above which the bootstrap resamples random blocks of rows instead of single rows.
-BLOCK_BOOTSTRAP_ROWS = 20_000
-BLOCKS = 2_000
 LOG_LOSS_FLOOR = 1e-15
+#: Labeled entities needed before any verdict.
+MIN_LABELS = 100
+#: The confidence sequence is tightest near this many labeled entities (or ``min_labels``, if more).
+TIGHTEST_AT = 1000
+PAIR_COLUMNS = ("entity_id", "cur_pred", "cur_label", "cur_scores", "ch_pred", "ch_label", "ch_scores")
+
+
+class Verdict(StrEnum):
+    """What the labels say about the challenger (from its loss minus the current version's)."""
+
+    BETTER = "challenger better"
+    NOT_WORSE = "challenger not worse"  # within --margin, not known to be better
+    WORSE = "challenger worse"
+    UNDECIDED = "not yet distinguishable"
+    TOO_FEW_LABELS = "not enough labels"
+    NO_LABELS = "not yet distinguishable (no labels)"
+
+    @property
+    def promotes(self) -> bool:
+        """Whether `promote --if-better` promotes on this verdict."""
+        return self in (Verdict.BETTER, Verdict.NOT_WORSE)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The mean loss difference (challenger - current) over ``entities`` and its bounds."""
+
+    difference: float
+    low: float
+    high: float
+    entities: int
+
+
+@dataclass(frozen=True)
+class WindowPoint:
+    """The comparison on the paired runs published up to the end of one day."""
+
+    day: str
+    labeled_entities: int
+    difference: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Champion against challenger on their paired runs."""
+
+    model: str
+    current_version: int
+    challenger_version: int
+    task: str
+    paired_runs: int
+    rows: int
+    entities: int
+    labeled_rows: int
+    labeled_entities: int
+    confidence: float
+    min_labels: int
+    margin: float
+    verdict: Verdict
+    disagreement: dict[str, float] | None = None
+    output_psi_vs_baseline: dict[str, float | None] = field(default_factory=dict)
+    current_metric: float | None = None
+    challenger_metric: float | None = None
+    interval: Interval | None = None
+    anytime_interval: Interval | None = None
+    history: tuple[WindowPoint, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        return "mean absolute error" if self.task == "regression" else "log loss"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON of `predstore models compare --json`."""
+        return {
+            "model": self.model, "current_version": self.current_version, "challenger_version": self.challenger_version,
+            "paired_runs": self.paired_runs, "rows": self.rows, "entities": self.entities,
+            "labeled_rows": self.labeled_rows, "labeled_entities": self.labeled_entities, "metric": self.metric,
+            "confidence": self.confidence, "min_labels": self.min_labels, "margin": self.margin,
+            "disagreement": self.disagreement, "output_psi_vs_baseline": self.output_psi_vs_baseline,
+            "current_metric": self.current_metric, "challenger_metric": self.challenger_metric,
+            "difference": self.interval.difference if self.interval else None,
+            "interval": [self.interval.low, self.interval.high] if self.interval else None,
+            "anytime_interval": ([self.anytime_interval.low, self.anytime_interval.high]
+                                 if self.anytime_interval else None),
+            "verdict": self.verdict.value, "promotes": self.verdict.promotes,
+            "history": [asdict(p) for p in self.history],
+        }
+
+    def evidence(self) -> str:
+        """One line: the difference, its anytime interval, and on how many entities."""
+        if self.anytime_interval is None:
+            return f"{self.labeled_entities} labeled entities (at least {self.min_labels} needed)"
+        a = self.anytime_interval
+        return (f"{self.metric} difference {a.difference:+.4g}, {self.confidence:.0%} anytime interval "
+                f"[{a.low:+.4g}, {a.high:+.4g}] on {a.entities} labeled entities")
+
+
+# --- pure statistics ---------------------------------------------------------------------------
 
 
 def row_losses(task: str, predictions: Sequence[float | None], scores: Sequence[Any],
                actual_text: Sequence[str | None], actual_value: Sequence[float | None],
                classes: Sequence[str]) -> np.ndarray:
-    """Each row's loss: absolute error (regression) or log loss of the true class (classification)."""
+    """Each row's loss: absolute error (regression) or log loss of the true class (classification,
+    NaN where the label is none of ``classes``). Classes and labels are compared in their
+    `canonical` form."""
     if task == "regression":
         return np.abs(np.asarray(predictions, dtype=np.float64) - np.asarray(actual_value, dtype=np.float64))
     proba = probabilities(predictions, scores, classes)
-    column = {c: i for i, c in enumerate(classes)}
-    index = np.array([column.get(str(a), -1) for a in actual_text])
-    p_true = np.where(index >= 0, proba[np.arange(len(index)), np.maximum(index, 0)], 0.0)
-    return -np.log(np.clip(p_true, LOG_LOSS_FLOOR, 1.0))
+    column = {c: i for i, c in enumerate(canonical_all(classes))}
+    index = np.array([column.get(a, -1) if a is not None else -1 for a in canonical_all(actual_text)], dtype=np.int64)
+    p_true = proba[np.arange(len(index)), np.maximum(index, 0)] if len(index) else np.zeros(0)
+    return np.where(index >= 0, -np.log(np.clip(p_true, LOG_LOSS_FLOOR, 1.0)), np.nan)
 
 
-def paired_bootstrap(diff: np.ndarray, *, confidence: float, iterations: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``diff`` and its bootstrap confidence interval (percentile method).
+def entity_means(entity: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The mean of ``values`` per entity code (0..k-1), in code order."""
+    count = np.bincount(entity)
+    return np.bincount(entity, weights=values)[count > 0] / count[count > 0]
 
-    Large samples are cut into random blocks whose sums are resampled, which keeps the cost
-    independent of the number of rows.
+
+def t_interval(x: np.ndarray, confidence: float) -> Interval | None:
+    """Mean of ``x`` with its Student t interval: valid for one look at a fixed sample."""
+    n = len(x)
+    if n < 2:
+        return None
+    mean, half = float(x.mean()), float(sps.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def confidence_sequence(x: np.ndarray, confidence: float, *, tightest_at: int = TIGHTEST_AT) -> Interval | None:
+    """Mean of ``x`` with a two-sided asymptotic confidence sequence: the chance that the true mean
+    ever leaves the interval, over every prefix of an i.i.d. sequence, is at most 1 - confidence.
+
+    A normal mixture boundary (Robbins) with the sample standard deviation; its mixing variance is
+    set so the interval is tightest near ``tightest_at`` observations.
     """
-    n = len(diff)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    if n <= BLOCK_BOOTSTRAP_ROWS:
-        means = np.concatenate([diff[rng.integers(0, n, size=(100, n))].mean(axis=1)
-                                for _ in range(iterations // 100)])
-    else:
-        block = rng.integers(0, BLOCKS, size=n)
-        sums = np.bincount(block, weights=diff, minlength=BLOCKS)
-        sizes = np.bincount(block, minlength=BLOCKS)
-        picks = rng.integers(0, BLOCKS, size=(iterations, BLOCKS))
-        means = sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(diff.mean()), float(low), float(high)
+    n = len(x)
+    if n < 2:
+        return None
+    alpha = 1 - confidence
+    rho2 = (-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tightest_at
+    spread = n * rho2 + 1
+    half = float(x.std(ddof=1)) * math.sqrt(2 * spread / (n * n * rho2) * math.log(math.sqrt(spread) / alpha))
+    mean = float(x.mean())
+    return Interval(mean, mean - half, mean + half, n)
 
 
-def verdict(low: float, high: float) -> str:
-    """From the interval of (challenger loss - current loss)."""
-    if np.isnan(low) or np.isnan(high):
-        return "not yet distinguishable (no labels)"
-    if high < 0:
-        return "challenger better"
-    if low > 0:
-        return "challenger worse"
-    return "not yet distinguishable"
+def decide(interval: Interval | None, *, labeled: int, min_labels: int, margin: float = 0.0) -> Verdict:
+    """The verdict from the interval of (challenger loss - current loss) over labeled entities.
+
+    With a ``margin`` > 0 (in the metric's units), a challenger whose loss is known to be at most
+    ``margin`` above the current one's is *not worse* (non-inferiority), and promotable.
+    """
+    if labeled == 0:
+        return Verdict.NO_LABELS
+    if labeled < min_labels or interval is None:
+        return Verdict.TOO_FEW_LABELS
+    if interval.high < 0:
+        return Verdict.BETTER
+    if margin > 0 and interval.high < margin:
+        return Verdict.NOT_WORSE
+    if interval.low > 0:
+        return Verdict.WORSE
+    return Verdict.UNDECIDED
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The statistics of a comparison, from the paired rows."""
+
+    labeled_rows: int
+    labeled_entities: int
+    current_metric: float | None
+    challenger_metric: float | None
+    interval: Interval | None
+    anytime_interval: Interval | None
+    history: tuple[WindowPoint, ...]
+
+
+def weigh(task: str, classes: Sequence[str], paired: pd.DataFrame, *, confidence: float,
+          min_labels: int) -> Evidence:
+    """Collapse the paired rows to one loss difference per labeled entity and take its intervals.
+
+    ``paired`` has the `PAIR_COLUMNS`, ``actual``, ``actual_value`` and ``day`` (the day the
+    pair was published, for the history). Pure.
+    """
+    current = row_losses(task, paired["cur_pred"].tolist(), paired["cur_scores"].tolist(),
+                         paired["actual"].tolist(), paired["actual_value"].tolist(), classes)
+    challenger = row_losses(task, paired["ch_pred"].tolist(), paired["ch_scores"].tolist(),
+                            paired["actual"].tolist(), paired["actual_value"].tolist(), classes)
+    labeled = np.isfinite(current) & np.isfinite(challenger)
+    if not labeled.any():
+        return Evidence(0, 0, None, None, None, None, ())
+    entity = pd.factorize(paired["entity_id"].to_numpy()[labeled])[0]
+    diff = challenger[labeled] - current[labeled]
+    days = paired["day"].to_numpy()[labeled]
+    tightest = max(min_labels, TIGHTEST_AT)
+    history = []
+    for day in sorted(set(days.tolist())):
+        upto = days <= day
+        per_entity = entity_means(entity[upto], diff[upto])
+        seq = confidence_sequence(per_entity, confidence, tightest_at=tightest)
+        history.append(WindowPoint(day, len(per_entity), float(per_entity.mean()),
+                                   seq.low if seq else None, seq.high if seq else None))
+    per_entity = entity_means(entity, diff)
+    return Evidence(
+        labeled_rows=int(labeled.sum()), labeled_entities=len(per_entity),
+        current_metric=float(entity_means(entity, current[labeled]).mean()),
+        challenger_metric=float(entity_means(entity, challenger[labeled]).mean()),
+        interval=t_interval(per_entity, confidence),
+        anytime_interval=confidence_sequence(per_entity, confidence, tightest_at=tightest),
+        history=tuple(history))
+
+
+def disagreement(task: str, paired: pd.DataFrame) -> dict[str, float] | None:
+    """How far the two versions' predictions differ, over every paired row."""
+    if not len(paired):
+        return None
+    a, b = paired["cur_pred"].to_numpy(dtype=np.float64), paired["ch_pred"].to_numpy(dtype=np.float64)
+    out = {"mean_abs_prediction_difference": float(np.nanmean(np.abs(a - b)))}
+    if task == "classification":
+        out["flipped_labels_share"] = float(np.mean(paired["cur_label"].to_numpy() != paired["ch_label"].to_numpy()))
+    return out
+
+
+# --- from the store ----------------------------------------------------------------------------
 
 
 def compare_models(settings: Settings, model_name: str, *, since: datetime | None = None,
-                   confidence: float = 0.95) -> dict[str, Any]:
-    """Compare the current version of ``model_name`` with its challenger on their paired runs."""
+                   confidence: float = 0.95, min_labels: int = MIN_LABELS, margin: float = 0.0) -> Comparison:
+    """Compare the current version of ``model_name`` with its challenger on their paired runs.
+
+    Each entity is judged by its latest label.
+    """
     with connect(prepare(settings), autocommit=True, application_name="predstore-compare") as conn:
         current = registry.get_model(conn, model_name)
         try:
@@ -88,49 +281,28 @@ def compare_models(settings: Settings, model_name: str, *, since: datetime | Non
                            f"`predstore models promote {model_name} VERSION --as challenger`") from None
         pairs = [p for p in challengers.paired_runs(conn, model_name, since=since)
                  if p["current_version"] == current.version and p["challenger_version"] == challenger.version]
-        rows = [row for p in pairs for row in challengers.side_by_side(conn, model_name, p["current_run"],
-                                                                        p["challenger_run"])]
+        frames = [pd.DataFrame(challengers.side_by_side(conn, p["current_run"], p["challenger_run"]),
+                               columns=list(PAIR_COLUMNS)).assign(day=f"{p['published_at']:%Y-%m-%d}")
+                  for p in pairs]
+        labels = pd.DataFrame(challengers.latest_labels(conn, model_name) if pairs else [],
+                              columns=["entity_id", "actual", "actual_value"])
         drift = {"current": _output_psi(conn, model_name, current.version, [p["current_run"] for p in pairs]),
                  "challenger": _output_psi(conn, model_name, challenger.version,
                                            [p["challenger_run"] for p in pairs])}
-    return _compare(current, challenger, pairs, rows, drift, confidence)
-
-
-def _compare(current: registry.ModelVersion, challenger: registry.ModelVersion, pairs: list[dict[str, Any]],
-             rows: list[tuple[Any, ...]], drift: dict[str, float | None], confidence: float) -> dict[str, Any]:
-    task = current.task
-    classes = [str(c) for c in (current.classes or [])]
-    columns = list(zip(*rows, strict=True)) if rows else [()] * 9
-    _, cur_pred, cur_label, cur_scores, ch_pred, ch_label, ch_scores, actual_text, actual_value = columns
-    labeled = np.array([v is not None if task == "regression" else t is not None
-                        for t, v in zip(actual_text, actual_value, strict=True)], dtype=bool)
-    result: dict[str, Any] = {
-        "model": current.name, "current_version": current.version, "challenger_version": challenger.version,
-        "paired_runs": len(pairs), "rows": len(rows), "labeled_rows": int(labeled.sum()),
-        "metric": "mean absolute error" if task == "regression" else "log loss", "confidence": confidence,
-    }
-    if rows:
-        a, b = np.asarray(cur_pred, dtype=np.float64), np.asarray(ch_pred, dtype=np.float64)
-        result["disagreement"] = {"mean_abs_prediction_difference": float(np.mean(np.abs(a - b)))}
-        if task == "classification":
-            result["disagreement"]["flipped_labels_share"] = float(np.mean(np.asarray(cur_label) !=
-                                                                           np.asarray(ch_label)))
-    result["output_psi_vs_baseline"] = drift
-    mean = low = high = float("nan")
-    if labeled.any():
-        pick = np.flatnonzero(labeled).tolist()
-
-        def losses(pred: Sequence[Any], scores: Sequence[Any]) -> np.ndarray:
-            return row_losses(task, [pred[i] for i in pick], [scores[i] for i in pick],
-                              [actual_text[i] for i in pick], [actual_value[i] for i in pick], classes)
-
-        current_loss, challenger_loss = losses(cur_pred, cur_scores), losses(ch_pred, ch_scores)
-        mean, low, high = paired_bootstrap(challenger_loss - current_loss, confidence=confidence)
-        result["current_metric"] = float(current_loss.mean())
-        result["challenger_metric"] = float(challenger_loss.mean())
-    result.update(difference=None if np.isnan(mean) else mean,
-                  interval=None if np.isnan(low) else [low, high], verdict=verdict(low, high))
-    return result
+    paired = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*PAIR_COLUMNS, "day"])
+    paired = paired.merge(labels, on="entity_id", how="left", sort=False)
+    task, classes = current.task, [str(c) for c in (current.classes or [])]
+    evidence = weigh(task, classes, paired, confidence=confidence, min_labels=min_labels)
+    return Comparison(
+        model=current.name, current_version=current.version, challenger_version=challenger.version, task=task,
+        paired_runs=len(pairs), rows=len(paired), entities=int(paired["entity_id"].nunique()),
+        labeled_rows=evidence.labeled_rows, labeled_entities=evidence.labeled_entities, confidence=confidence,
+        min_labels=min_labels, margin=margin,
+        verdict=decide(evidence.anytime_interval, labeled=evidence.labeled_entities, min_labels=min_labels,
+                       margin=margin),
+        disagreement=disagreement(task, paired), output_psi_vs_baseline=drift,
+        current_metric=evidence.current_metric, challenger_metric=evidence.challenger_metric,
+        interval=evidence.interval, anytime_interval=evidence.anytime_interval, history=evidence.history)
 
 
 def _output_psi(conn: Any, model_name: str, version: int, run_ids: list[int]) -> float | None:
@@ -143,13 +315,45 @@ def _output_psi(conn: Any, model_name: str, version: int, run_ids: list[int]) ->
     return psi(base["__prediction__"]["counts"], summed["__prediction__"]["counts"])
 
 
-def render(comparison: dict[str, Any]) -> str:
-    """The comparison as one self-contained HTML page."""
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in comparison.items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>predstore: {html.escape(comparison['model'])}"
-            " champion vs challenger</title><style>body{font-family:sans-serif;margin:2em}th{text-align:left;"
-            "padding-right:1em}td,th{border-bottom:1px solid #ddd;padding:4px}</style></head><body>"
-            f"<h1>{html.escape(comparison['model'])}: v{comparison['current_version']} (current) against "
-            f"v{comparison['challenger_version']} (challenger)</h1><p><b>{html.escape(comparison['verdict'])}</b></p>"
-            f"<table>{rows}</table></body></html>")
+# --- the page ------------------------------------------------------------------------------------
+
+
+def render(comparison: Comparison) -> str:
+    """The comparison as one self-contained HTML page: the verdict, the figures, and the anytime
+    interval over time (after each day's paired runs) as a chart."""
+    c = comparison
+    e = _escape
+    figures = [("paired runs", c.paired_runs), ("paired rows", c.rows), ("entities", c.entities),
+               ("labeled entities", f"{c.labeled_entities} (at least {c.min_labels} for a verdict)"),
+               (f"{c.metric}, current v{c.current_version}", fmt(c.current_metric)),
+               (f"{c.metric}, challenger v{c.challenger_version}", fmt(c.challenger_metric))]
+    if c.interval:
+        figures.append((f"difference, {c.confidence:.0%} interval (one look)",
+                        f"{fmt(c.interval.difference)} [{fmt(c.interval.low)}, {fmt(c.interval.high)}]"))
+    if c.anytime_interval:
+        figures.append((f"{c.confidence:.0%} anytime interval (any number of looks)",
+                        f"[{fmt(c.anytime_interval.low)}, {fmt(c.anytime_interval.high)}]"))
+    if c.margin:
+        figures.append(("non-inferiority margin", fmt(c.margin)))
+    for key, value in (c.disagreement or {}).items():
+        figures.append((key.replace("_", " "), fmt(value)))
+    for key, psi_value in c.output_psi_vs_baseline.items():
+        figures.append((f"output PSI against its baseline, {key}", fmt(psi_value)))
+    table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in figures)
+    chart = ""
+    if c.history:
+        chart = lines([p.day for p in c.history],
+                      {"anytime low": [p.low for p in c.history], "difference": [p.difference for p in c.history],
+                       "anytime high": [p.high for p in c.history]},
+                      title=f"{c.metric} difference (challenger - current) and its anytime interval, by day",
+                      reference=c.margin or 0.0)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>predstore: {e(c.model)} champion vs "
+            "challenger</title><style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
+            "td,th{border-bottom:1px solid #ddd;padding:4px}</style></head><body>"
+            f"<h1>{e(c.model)}: v{c.current_version} (current) against v{c.challenger_version} (challenger)</h1>"
+            f"<p><b>{e(c.verdict.value)}</b>: {e(c.evidence())}. Below zero the challenger's loss is lower.</p>"
+            f"<table>{table}</table>{chart}</body></html>")
+
+
+def _escape(value: Any) -> str:
+    return html.escape(str(value))

@@ -3,7 +3,11 @@
 Built once at each entry point from the environment: ``PREDSTORE_ALERT_WEBHOOK`` (a URL alerts
 are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key optional)::
 
-    alpha = 0.01                 # significance level: the false-alarm rate per feature
+    alpha = 0.01                 # level of a check: the chance it flags anything when nothing drifted
+    warning_alpha = 0.1          # the looser level of a warning
+    correction = "holm"          # across a check's features and outputs: holm, or bh (false discovery rate)
+    simulations = 200            # multinomial draws per column for the distances' noise floors
+    in_sample_output_alerts = false  # alert (not only warn) on outputs whose baseline is in-sample
     drift_share = 0.5            # share of drifted features that makes the dataset drifted
     performance_tolerance = 0.2  # relative degradation from registration that raises an alert
     min_labels = 30              # fewer labels than this: performance is shown, never judged
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from monitor.stats import DEFAULT_THRESHOLDS, DriftConfig
+from monitor.stats import CORRECTIONS, DEFAULT_THRESHOLDS, DriftConfig
 from store.errors import ConfigError
 
 WINDOWS = ("day", "week", "month")
@@ -66,19 +70,30 @@ def from_toml(path: Path) -> MonitorConfig:
         raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
-    known = {"alpha", "drift_share", "performance_tolerance", "min_labels", "window", "webhook_timeout",
-             "webhook_retries", "webhook_url", "thresholds", "features"}
+    known = {"alpha", "warning_alpha", "correction", "simulations", "in_sample_output_alerts", "drift_share",
+             "performance_tolerance", "min_labels", "window", "webhook_timeout", "webhook_retries", "webhook_url",
+             "thresholds", "features"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     window = data.get("window", "week")
     if window not in WINDOWS:
         raise ConfigError(f"{where}: window = {window!r}; use one of {', '.join(WINDOWS)}")
+    correction = data.get("correction", "holm")
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"{where}: correction = {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    in_sample = data.get("in_sample_output_alerts", False)
+    if not isinstance(in_sample, bool):
+        raise ConfigError(f"{where}: in_sample_output_alerts = {in_sample!r}; write true or false")
     drift = DriftConfig(
         thresholds={**DEFAULT_THRESHOLDS, **_limits(data.get("thresholds", {}), f"{where} [thresholds]")},
         features={name: _limits(table, f"{where} [features.{name}]")
                   for name, table in data.get("features", {}).items()},
         alpha=_number(data, "alpha", 0.01, where, 0, 1),
+        warning_alpha=_number(data, "warning_alpha", 0.1, where, 0, 1),
+        correction=correction,
+        simulations=int(_number(data, "simulations", 200, where, 9, 100_000)),
+        in_sample_output_alerts=in_sample,
         drift_share=_number(data, "drift_share", 0.5, where, 0, 1),
     )
     return MonitorConfig(

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from batch import reader
 from monitor.errors import store_errors
+from monitor.performance import canonical_all
 from store import monitoring, registry
 from store.db import connect
 from store.errors import InputError
@@ -30,7 +31,8 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
     """Upsert the labels in ``path`` for ``model_name``; returns what happened, counted.
 
     Without ``time_col`` every label happens at ``event_time``, by default the file's
-    modification time (so that ingesting the same file twice is still a no-op).
+    modification time; then a label equal to its entity's latest stored label is that label
+    again (so that ingesting the same file twice, or a copy of it, is still a no-op).
     """
     partition = reader.open_partition(path)
     available = reader.columns_of(partition)
@@ -52,7 +54,7 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
                 line += batch.num_rows
                 for row in rows:
                     copy.write_row(row)
-        counts = monitoring.merge_labels(conn, model_name)
+        counts = monitoring.merge_labels(conn, model_name, repeat_is_same=not time_col and event_time is None)
     return {"model": model_name, "path": str(path), **counts, "skipped": skipped}
 
 
@@ -61,18 +63,17 @@ def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_c
     """The (entity_id, event_time, label, label_value, line) rows of a batch, and how many rows
     were skipped for a missing entity, label or time.
 
-    A label is stored as text (a whole number as ``"1"``, not ``"1.0"``, so that it compares with
-    a classifier's classes) and, when it is a number, as ``label_value`` too (regression).
+    A label is stored as its `canonical` text (so that it compares with a classifier's classes)
+    and, when it is a number, as ``label_value`` too (regression).
     """
     frame = _text_columns(batch).to_pandas()
     ids = frame[entity_col].astype("string").str.strip()
     raw = frame[label_col]
     if pd.api.types.is_bool_dtype(raw):
         values = pd.Series(np.nan, index=raw.index)
-        text = raw.map(lambda v: None if pd.isna(v) else str(bool(v)))
     else:
         values = pd.to_numeric(raw, errors="coerce")
-        text = pd.Series([_text(r, v) for r, v in zip(raw.tolist(), values.tolist(), strict=True)], index=raw.index)
+    text = pd.Series(canonical_all(raw.tolist()), index=raw.index, dtype=object)
     if time_col:
         raw_times = frame[time_col]
         # Text times must be ISO 8601; anything else is a skipped row, not a guess.
@@ -99,13 +100,3 @@ def _text_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
                 raise InputError(f"a label file column is not UTF-8 text ({exc})") from exc
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
-
-
-def _text(raw: Any, value: float) -> str | None:
-    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
-        return None
-    if isinstance(raw, str):
-        return raw.strip() or None
-    if value == value and float(value).is_integer():
-        return str(int(value))
-    return str(raw)

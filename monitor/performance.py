@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics
 
 #: Metrics where a larger value is better; for every other one smaller is better.
@@ -36,12 +37,13 @@ def classification(actual: Sequence[str], predicted: Sequence[str], proba: np.nd
                    classes: Sequence[str]) -> dict[str, float | None]:
     """Accuracy, macro precision, recall and F1, ROC AUC, log loss and Brier score.
 
-    ``proba`` holds each row's probabilities in ``classes`` order. Labels that are not one of the
-    model's classes count as wrong for accuracy, precision, recall and F1, and are left out of the
-    probability metrics.
+    ``proba`` holds each row's probabilities in ``classes`` order. Labels, predictions and classes
+    are compared in their `canonical` form. Labels that are not one of the model's classes count
+    as wrong for accuracy, precision, recall and F1, and are left out of the probability metrics.
     """
-    y, yhat = np.asarray(actual, dtype=object), np.asarray(predicted, dtype=object)
-    labels = list(classes)
+    y = np.asarray(canonical_all(actual), dtype=object)
+    yhat = np.asarray(canonical_all(predicted), dtype=object)
+    labels = np.asarray(canonical_all(classes), dtype=object).tolist()
     if not len(y):
         return dict.fromkeys(("accuracy", "precision", "recall", "f1_macro", "roc_auc", "log_loss", "brier"))
     result: dict[str, float | None] = {
@@ -131,3 +133,48 @@ def probabilities(predictions: Sequence[float | None], scores: Sequence[Any], cl
 def training_values(training_metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """The numeric metrics recorded at registration."""
     return {k: float(v) for k, v in (training_metrics or {}).items() if isinstance(v, (int, float)) and k != "rows"}
+
+
+def canonical(value: Any) -> str | None:
+    """One text form for a class or a label, whatever type carried it: booleans (and the texts
+    ``true``/``false``) as ``"True"``/``"False"``; finite numbers, and texts that read as one, as
+    the shortest decimal (``1``, ``1.0`` and ``"1.0"`` all give ``"1"``; ``0.5`` gives ``"0.5"``);
+    other texts stripped. None (or NaN, or an empty text) is no label."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        number = float(value)
+        if number != number:
+            return None
+        return _number(number) if math.isfinite(number) else str(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.capitalize()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return _number(number) if math.isfinite(number) else text
+
+
+def canonical_all(values: Sequence[Any]) -> list[str | None]:
+    """`canonical` of each value, computed once per distinct value."""
+    seen: dict[Any, str | None] = {}
+    out = []
+    for value in values:
+        try:
+            text = seen[value]
+        except KeyError:
+            text = seen[value] = canonical(value)
+        except TypeError:  # unhashable (an array): no cache
+            text = canonical(value)
+        out.append(text)
+    return out
+
+
+def _number(number: float) -> str:
+    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)

@@ -147,7 +147,8 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
                "run_id": run["run_id"] if run else None, "partition_key": run["partition_key"] if run else None,
                "run_ids": run_ids, "rows": checked.rows, "features": checked.features, "drifted": checked.drifted,
                "drift_share": checked.drift_share, "dataset_drift": dataset_drift,
-               "outputs_drifted": checked.outputs_drifted, "results": [r.to_dict() for r in checked.results]}
+               "outputs_drifted": checked.outputs_drifted, "warnings": checked.warnings, "notes": checked.notes,
+               "results": [r.to_dict() for r in checked.results]}
     result.checks.append(summary)
     alerts: list[Alert] = []
     if role != "current":

@@ -1,21 +1,31 @@
 """Drift statistics over histograms: a baseline's bins against the counts of a run or window.
 
 Pure functions, no I/O. Inputs are the dicts of `batch.profile` (a baseline column: ``kind``,
-``edges`` or ``categories``, ``counts``, ``null_count``, ``n``, ``mean``, ``std``; a profile:
-``counts``, ``null_count``, ``n``, ``min``, ``max``, ``unseen``). Missing values are kept out of the
-distributions and measured apart (null-rate change).
+``edges`` or ``categories``, ``counts``, ``sums``, ``null_count``, ``n``, ``mean``, ``std``,
+``source``; a profile: ``counts``, ``sums``, ``null_count``, ``n``, ``min``, ``max``, ``unseen``).
+Missing values are kept out of the distributions and tested apart (null rate).
 
-How positions are taken where a metric needs them (Wasserstein): each inner bin sits at its
-midpoint; the underflow bin at the batch's observed minimum and the overflow bin at its observed
-maximum (or at the outer edge when nothing fell outside). KS compares the cumulative shares at the
-bin edges, so it never exceeds the KS statistic of the raw values.
+**When a column drifts.** Each column gets one p-value: the smaller of its distribution test's
+(two-sample Kolmogorov-Smirnov on the binned cumulative shares for numbers, which is conservative;
+chi-square of homogeneity for categories, with sparse cells merged until every expected count is
+at least 5) and its null-rate test's (Fisher's exact test), doubled (Bonferroni), so that a column
+has one share of the error budget however many ways it is tested. The p-values of every feature
+and output of a check are corrected together (Holm by default, Benjamini-Hochberg as an option).
+A column *drifts* when its corrected p-value is below ``alpha`` **and** one of its effects is past
+its alert threshold; it is a *warning* when the corrected p-value is below ``warning_alpha`` and an
+effect is past its warning threshold. The effect of a distance is its value minus its noise floor:
+its mean over multinomial draws of the batch's row count from the baseline's bins, so a distance
+that sampling noise alone inflates at small batches does not read as an effect.
 
-A feature *drifts* when one of its distance metrics reaches its alert threshold **and** the
-difference is significant at ``alpha`` (KS test for numbers, chi-square for categories): the
-effect size keeps tiny differences in huge batches from alerting, and the test keeps sampling
-noise in small batches from alerting, so on data with no drift the false-alarm rate is at most
-``alpha``. A rise in missing values (significant, past its threshold) or categories the model never
-saw (past its threshold) also make it drift.
+The guarantee: when a batch's rows come from the distribution of the baseline's rows, independently,
+a check flags any column as drifted with probability at most ``alpha`` (Holm controls the
+family-wise error under any dependence between columns; Benjamini-Hochberg controls the expected
+share of false discoveries instead, at ``alpha``, under independence or positive dependence).
+Categories the model never saw (``unseen_share`` past its alert threshold) also make a column
+drift; that rule has no test behind it and is outside the guarantee.
+
+Positions (Wasserstein): each side's mass sits at that side's mean within each bin, from the
+per-bin sums; a baseline recorded without them has no Wasserstein, and the check says so.
 """
 
 from __future__ import annotations
@@ -31,24 +41,31 @@ from scipy.spatial.distance import jensenshannon
 
 #: Share given to an empty bin in PSI, so that a bin empty on one side gives a finite value.
 PSI_FLOOR = 1e-4
+#: A chi-square cell's smallest expected count before sparse cells are merged (Cochran's rule).
+MIN_EXPECTED = 5.0
 
-#: Default (warning, alert) thresholds per metric; every one can be set per feature.
+#: Default (warning, alert) thresholds per metric; every one can be set per feature. Distances
+#: are judged by their effect (value minus noise floor). ``cramers_v`` is kept for what it was,
+#: but it grows with the batch size; Cohen's w is the n-independent effect for categories.
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float]] = {
     "psi": (0.1, 0.25),
     "jensen_shannon": (0.05, 0.1),
     "wasserstein": (0.05, 0.1),
     "ks": (0.05, 0.1),
+    "cohens_w": (0.1, 0.3),
     "cramers_v": (0.1, 0.2),
     "null_rate_change": (0.05, 0.1),
     "unseen_share": (0.01, 0.05),
 }
-#: The distance metrics whose alert (with a significant test) makes a feature drift. Not
-#: Jensen-Shannon for categories: it jumps when a rare category is merely absent from a small
-#: batch (a 4% category missing from a week gives 0.14), which PSI and Cramér's V weigh sensibly.
-DECISIVE = {"numeric": ("psi", "jensen_shannon", "wasserstein", "ks"),
-            "categorical": ("psi", "cramers_v")}
-#: The metric holding a feature's verdict: value 1 if it drifted, else 0.
+#: The distances whose effect can make a column drift (with its test). Not Jensen-Shannon for
+#: categories: it jumps when a rare category is merely absent from a small batch.
+DECISIVE = {"numeric": ("psi", "jensen_shannon", "wasserstein", "ks"), "categorical": ("psi", "cohens_w")}
+#: The metrics given a noise floor (simulated at the batch's row count).
+SIMULATED = ("psi", "jensen_shannon", "wasserstein", "ks", "cohens_w")
+Counts = Sequence[float] | np.ndarray
+#: The metric holding a column's verdict: value 1 if it drifted, else 0.
 VERDICT = "drift"
+CORRECTIONS = ("holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -58,10 +75,19 @@ class DriftConfig:
     thresholds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     #: Per-feature overrides: {feature: {metric: (warning, alert)}}.
     features: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
-    #: Significance level of the tests: the false-alarm rate per feature when nothing drifted.
+    #: Level of the corrected tests: the chance that a check flags anything when nothing drifted.
     alpha: float = 0.01
+    #: The looser level of a warning.
+    warning_alpha: float = 0.1
+    #: 'holm' (family-wise error) or 'bh' (Benjamini-Hochberg, false discovery rate).
+    correction: str = "holm"
     #: Share of drifted features from which the whole dataset counts as drifted.
     drift_share: float = 0.5
+    #: Multinomial draws per column for the noise floors.
+    simulations: int = 200
+    #: Alert on outputs whose baseline is in-sample (the model's own training rows); else warn.
+    in_sample_output_alerts: bool = False
+    seed: int = 0
 
     def limits(self, column: str, metric: str) -> tuple[float, float] | None:
         """The (warning, alert) thresholds of ``metric`` for ``column``, or None for none."""
@@ -88,13 +114,15 @@ class Result:
 
 @dataclass(frozen=True)
 class DriftCheck:
-    """Every metric of every column, and the verdicts."""
+    """Every metric of every column, the verdicts, and what could not be computed."""
 
     results: list[Result]
     rows: int
     features: int
     drifted: list[str]
     outputs_drifted: list[str]
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def drift_share(self) -> float | None:
@@ -105,30 +133,44 @@ class DriftCheck:
         return bool(self.drifted) and share is not None and share >= config.drift_share
 
 
-# --- the metrics, each on plain arrays -------------------------------------------------------
+# --- the metrics, each on plain arrays (the simulated ones also on rows of draws) ------------
 
 
-def psi(base_counts: Sequence[float], counts: Sequence[float]) -> float:
+def psi(base_counts: Counts, counts: Counts) -> Any:
     """Population stability index, sum((q - p) ln(q / p)), empty bins floored at `PSI_FLOOR`."""
     p, q = _shares(base_counts), _shares(counts)
     p, q = np.where(p == 0, PSI_FLOOR, p), np.where(q == 0, PSI_FLOOR, q)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return np.sum((q - p) * np.log(q / p), axis=-1)
 
 
-def jensen_shannon(base_counts: Sequence[float], counts: Sequence[float]) -> float:
+def jensen_shannon(base_counts: Counts, counts: Counts) -> Any:
     """Jensen-Shannon distance in base 2 (0 identical, 1 disjoint)."""
-    return float(jensenshannon(_shares(base_counts), _shares(counts), base=2))
+    q = _shares(counts)
+    return jensenshannon(np.broadcast_to(_shares(base_counts), q.shape), q, base=2, axis=-1)
 
 
-def wasserstein(positions: Sequence[float] | np.ndarray, base_counts: Sequence[float], counts: Sequence[float],
-                scale: float) -> float:
-    """Earth mover's distance between the two binned distributions, divided by ``scale``."""
-    return float(stats.wasserstein_distance(positions, positions, base_counts, counts)) / scale
-
-
-def ks(base_counts: Sequence[float], counts: Sequence[float]) -> float:
+def ks(base_counts: Counts, counts: Counts) -> Any:
     """Kolmogorov-Smirnov statistic: the largest gap between the binned cumulative shares."""
-    return float(np.max(np.abs(np.cumsum(_shares(base_counts)) - np.cumsum(_shares(counts)))))
+    return np.max(np.abs(np.cumsum(_shares(base_counts)) - np.cumsum(_shares(counts), axis=-1)), axis=-1)
+
+
+def cohens_w(base_counts: Counts, counts: Counts) -> Any:
+    """Cohen's w of a batch against the baseline's shares p, sqrt(sum((q - p)^2 / p)): the
+    chi-square statistic per row, which does not grow with the batch size. A bin the baseline
+    never saw is weighed by the pooled share instead of p = 0."""
+    b, c = np.asarray(base_counts, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    p, q = _shares(b), _shares(c)
+    n_base, n = b.sum(), c.sum(axis=-1, keepdims=True)
+    reference = np.where(p > 0, p, (n_base * p + n * q) / (n_base + n))
+    gap = np.where(reference > 0, (p - q) ** 2 / np.where(reference > 0, reference, 1.0), 0.0)
+    return np.sqrt(np.sum(gap, axis=-1))
+
+
+def wasserstein(base_positions: np.ndarray, base_counts: Sequence[float], positions: np.ndarray,
+                counts: Sequence[float], scale: float) -> float:
+    """Earth mover's distance between the two binned distributions, each side's mass at its own
+    positions, divided by ``scale``."""
+    return float(stats.wasserstein_distance(base_positions, positions, base_counts, counts)) / scale
 
 
 def ks_p_value(statistic: float, n_base: int, n: int) -> float:
@@ -138,25 +180,83 @@ def ks_p_value(statistic: float, n_base: int, n: int) -> float:
 
 
 def chi_square(base_counts: Sequence[float], counts: Sequence[float]) -> tuple[float, float, float]:
-    """Chi-square test of homogeneity of the two rows of counts: (statistic, p-value, Cramér's V).
+    """Chi-square test of homogeneity of two rows of counts: (statistic, p-value, Cramér's V).
 
-    Bins empty on both sides are left out; fewer than two bins left means nothing to test (0, 1, 0).
+    The statistic and V are of the whole table (bins empty on both sides left out); the p-value is
+    of the table whose sparsest cells are merged until every expected count is at least
+    `MIN_EXPECTED`, where the chi-square distribution holds. Nothing left to compare: (0, 1, 0).
     """
     table = np.vstack([np.asarray(base_counts, dtype=np.float64), np.asarray(counts, dtype=np.float64)])
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 0.0, 1.0, 0.0
-    result = stats.chi2_contingency(table, correction=False)
-    statistic = float(result.statistic)
-    return statistic, float(result.pvalue), math.sqrt(statistic / table.sum())
+    statistic = float(stats.chi2_contingency(table, correction=False).statistic)
+    merged = merge_sparse(table)
+    p_value = float(stats.chi2_contingency(merged, correction=False).pvalue) if merged.shape[1] > 1 else 1.0
+    return statistic, p_value, math.sqrt(statistic / table.sum())
 
 
-def positions(edges: Sequence[float], low: float | None, high: float | None) -> np.ndarray:
-    """Where each numeric bin sits: midpoints inside, observed extremes for under- and overflow."""
+def merge_sparse(table: np.ndarray) -> np.ndarray:
+    """Merge a 2 x k table's columns, sparsest first, until each expected count >= `MIN_EXPECTED`."""
+    columns = sorted(table.T.tolist(), key=sum)
+    smaller_row = table.sum(axis=1).min() / table.sum()
+    while len(columns) > 1 and sum(columns[0]) * smaller_row < MIN_EXPECTED:
+        first, second = columns.pop(0), columns.pop(0)
+        columns = sorted([[a + b for a, b in zip(first, second, strict=True)], *columns], key=sum)
+    return np.asarray(columns, dtype=np.float64).T
+
+
+def null_test(base_nulls: int, base_total: int, nulls: int, total: int) -> float:
+    """p-value of a change in the share of missing values: Fisher's exact test, valid at any count."""
+    if not base_nulls and not nulls:
+        return 1.0
+    table = [[base_nulls, base_total - base_nulls], [nulls, total - nulls]]
+    return float(stats.fisher_exact(table).pvalue)
+
+
+def adjust(p_values: Sequence[float], method: str = "holm") -> np.ndarray:
+    """p-values corrected for testing them together: Holm's step-down, or Benjamini-Hochberg."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if not len(p):
+        return p
+    if method == "bh":
+        return np.asarray(stats.false_discovery_control(p, method="bh"))
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def noise_floors(base: Mapping[str, Any], n: int, config: DriftConfig,
+                 base_positions: np.ndarray | None) -> dict[str, float]:
+    """Mean of each distance over `DriftConfig.simulations` no-drift batches of ``n`` rows drawn
+    from the baseline's bins (its multinomial): what sampling noise alone reads at this size."""
+    counts = np.asarray(base["counts"], dtype=np.float64)
+    rng = np.random.default_rng([config.seed, n, len(counts)])
+    draws = rng.multinomial(n, counts / counts.sum(), size=config.simulations).astype(np.float64)
+    floors = {"psi": psi(counts, draws), "jensen_shannon": jensen_shannon(counts, draws)}
+    if base["kind"] == "numeric":
+        floors["ks"] = ks(counts, draws)
+        if base_positions is not None:
+            gaps = np.diff(base_positions)
+            cdf = np.abs(np.cumsum(counts / counts.sum()) - np.cumsum(draws / n, axis=1))[:, :-1]
+            floors["wasserstein"] = cdf @ gaps / scale_of(base)
+    else:
+        floors["cohens_w"] = cohens_w(counts, draws)
+    return {metric: float(np.mean(values)) for metric, values in floors.items()}
+
+
+def bin_positions(column: Mapping[str, Any], counts: Sequence[float], sums: Sequence[float] | None,
+                  edges: Sequence[float]) -> np.ndarray | None:
+    """Where each numeric bin's mass sits: the mean of its values (sum / count); an empty bin at
+    its middle (or outer edge). None without per-bin sums."""
+    if sums is None or not edges:
+        return None
     e = np.asarray(edges, dtype=np.float64)
-    under = min(low, e[0]) if low is not None else e[0]
-    over = max(high, e[-1]) if high is not None else e[-1]
-    return np.concatenate([[under], (e[:-1] + e[1:]) / 2, [over]])
+    middle = np.concatenate([[e[0]], (e[:-1] + e[1:]) / 2, [e[-1]]])
+    c, s = np.asarray(counts, dtype=np.float64), np.asarray(sums, dtype=np.float64)
+    return np.where(c > 0, s / np.where(c > 0, c, 1), middle)
 
 
 def scale_of(base: Mapping[str, Any]) -> float:
@@ -167,84 +267,136 @@ def scale_of(base: Mapping[str, Any]) -> float:
     return abs(float(mean)) if mean else 1.0
 
 
-# --- one column, one check -------------------------------------------------------------------
+# --- one column, then one check --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One column's metrics before the correction: its p-value and which effects passed."""
+
+    base: Mapping[str, Any]
+    results: list[Result]
+    p_value: float | None
+    alert: bool
+    warning: bool
+    unseen: bool
 
 
 def compare_column(base: Mapping[str, Any], profile: Mapping[str, Any] | None,
                    config: DriftConfig) -> list[Result]:
-    """Every metric of one column, and its verdict (the `VERDICT` metric), as `Result` rows."""
+    """Every metric of one column and its verdict, tested alone (no correction across columns)."""
+    return _verdicts([_measure(base, profile, config)], config)[0]
+
+
+def _measure(base: Mapping[str, Any], profile: Mapping[str, Any] | None, config: DriftConfig) -> _Column:
     name, kind, role = base["column_name"], base["kind"], base["role"]
     profile = profile or _empty(len(base["counts"]))
     values: dict[str, float | None] = {}
-    p_value: float | None = None
+    floors: dict[str, float] = {}
     p_counts, q_counts = base["counts"], profile["counts"]
     n_base, n = int(sum(p_counts)), int(sum(q_counts))
+    p_dist: float | None = None
     if n_base and n:
-        values["psi"] = psi(p_counts, q_counts)
-        values["jensen_shannon"] = jensen_shannon(p_counts, q_counts)
+        values["psi"] = float(psi(p_counts, q_counts))
+        values["jensen_shannon"] = float(jensen_shannon(p_counts, q_counts))
         if kind == "numeric":
-            values["wasserstein"] = wasserstein(positions(base["edges"], profile["min"], profile["max"]),
-                                                p_counts, q_counts, scale_of(base))
-            statistic = ks(p_counts, q_counts)
+            edges = base["edges"]
+            base_at = bin_positions(base, p_counts, base.get("sums"), edges)
+            batch_at = bin_positions(base, q_counts, profile.get("sums"), edges)
+            values["wasserstein"] = None if base_at is None or batch_at is None else \
+                wasserstein(base_at, p_counts, batch_at, q_counts, scale_of(base))
+            statistic = float(ks(p_counts, q_counts))
             values["ks"] = statistic
-            values["ks_p_value"] = p_value = ks_p_value(statistic, n_base, n)
+            values["ks_p_value"] = p_dist = ks_p_value(statistic, n_base, n)
         else:
+            base_at = None
             values["chi2"], values["chi2_p_value"], values["cramers_v"] = chi_square(p_counts, q_counts)
-            p_value = values["chi2_p_value"]
+            values["cohens_w"] = float(cohens_w(p_counts, q_counts))
+            p_dist = values["chi2_p_value"]
+        floors = noise_floors(base, n, config, base_at)
     else:  # one side has no values: nothing to compare but the missing values
         values.update(dict.fromkeys(("psi", "jensen_shannon", *DECISIVE[kind]), None))
     base_total, total = n_base + int(base["null_count"]), n + int(profile["null_count"])
-    null_p: float | None = None
+    p_null: float | None = None
     if base_total and total:
         values["null_rate_change"] = profile["null_count"] / total - base["null_count"] / base_total
-        null_p = chi_square([base["null_count"], n_base], [profile["null_count"], n])[1]
-        values["null_p_value"] = null_p
+        values["null_p_value"] = p_null = null_test(int(base["null_count"]), base_total, int(profile["null_count"]),
+                                                    total)
     else:
         values["null_rate_change"] = None
     if kind == "categorical":
         values["unseen_share"] = profile.get("unseen", 0) / n if n else None
 
-    results = [_result(name, role, kind, metric, value, config) for metric, value in values.items()]
+    effects = {m: (None if v is None else max(v - floors.get(m, 0.0), 0.0) if m in floors else v)
+               for m, v in values.items()}
+    results = [_result(name, role, kind, metric, value, effects[metric], config) for metric, value in values.items()]
+    results += [Result(name, role, kind, f"{metric}_noise_floor", floor, None, None, "ok")
+                for metric, floor in floors.items()]
+    tested = [p for p in (p_dist, p_null) if p is not None]
+    p_value = min(1.0, len(tested) * min(tested)) if tested else None
     status = {r.metric: r.status for r in results}
-    distribution = any(status.get(m) == "alert" for m in DECISIVE[kind]) and p_value is not None \
-        and p_value < config.alpha
-    missing = status.get("null_rate_change") == "alert" and null_p is not None and null_p < config.alpha
-    unseen = status.get("unseen_share") == "alert"
-    drifted = distribution or missing or unseen
-    if drifted:
-        verdict = "alert"
-    elif any(s in ("warning", "alert") for s in status.values()):
-        verdict = "warning"
-    elif all(v is None for v in values.values()):
-        verdict = "n/a"
-    else:
-        verdict = "ok"
-    results.append(Result(name, role, kind, VERDICT, 1.0 if drifted else 0.0, None, None, verdict))
-    return results
+    effect_metrics = (*DECISIVE[kind], "null_rate_change")
+    return _Column(base=base, results=results, p_value=p_value,
+                   alert=any(status.get(m) == "alert" for m in effect_metrics),
+                   warning=any(status.get(m) in ("warning", "alert") for m in effect_metrics),
+                   unseen=status.get("unseen_share") == "alert")
+
+
+def _verdicts(columns: list[_Column], config: DriftConfig) -> list[list[Result]]:
+    """Correct the columns' p-values together and give each column its verdict row."""
+    tested = [(id(c), c.p_value) for c in columns if c.p_value is not None]
+    adjusted = dict(zip([i for i, _ in tested], adjust([p for _, p in tested], config.correction), strict=True))
+    out = []
+    for column in columns:
+        base = column.base
+        name, role, kind = base["column_name"], base["role"], base["kind"]
+        p = adjusted.get(id(column))
+        drifted = (p is not None and p < config.alpha and column.alert) or column.unseen
+        warned = p is not None and p < config.warning_alpha and column.warning
+        verdict = "alert" if drifted else "warning" if warned else \
+            "n/a" if all(r.value is None for r in column.results) else "ok"
+        rows = [*column.results, Result(name, role, kind, "p_value", column.p_value, None, None, "ok"),
+                Result(name, role, kind, "p_adjusted", None if p is None else float(p), config.warning_alpha,
+                       config.alpha, "ok")]
+        out.append([*rows, Result(name, role, kind, VERDICT, 1.0 if drifted else 0.0, None, None, verdict)])
+    return out
 
 
 def check(baseline: Sequence[Mapping[str, Any]], profile: Mapping[str, Mapping[str, Any]],
           config: DriftConfig) -> DriftCheck:
-    """Compare a summed profile with its model version's baseline, column by column."""
+    """Compare a summed profile with its model version's baseline, every column corrected together."""
+    measured = [_measure(base, profile.get(base["column_name"]), config) for base in baseline
+                if not (base["role"] == "output" and base["column_name"] not in profile)]  # e.g. input data alone
     results: list[Result] = []
     drifted: list[str] = []
     outputs_drifted: list[str] = []
+    warnings: list[str] = []
+    notes: list[str] = []
     features = rows = 0
-    for base in baseline:
-        name = base["column_name"]
-        if base["role"] == "output" and name not in profile:
-            continue  # e.g. a profile of input data alone, with no predictions
-        column = compare_column(base, profile.get(name), config)
-        results.extend(column)
-        verdict = column[-1]
-        if base["role"] == "feature":
+    for column, rows_of in zip(measured, _verdicts(measured, config), strict=True):
+        base = column.base
+        name, role = base["column_name"], base["role"]
+        verdict = rows_of[-1]
+        if role == "output" and base.get("source", "in_sample") == "in_sample" \
+                and not config.in_sample_output_alerts and verdict.status == "alert":
+            verdict = Result(name, role, base["kind"], VERDICT, 0.0, None, None, "warning")
+            rows_of = [*rows_of[:-1], verdict]
+            notes.append(f"{name}: its baseline is in-sample (the model's own training rows), so its drift is a "
+                         "warning; register with --validation-data or --baseline-cv for an alert")
+        if base["kind"] == "numeric" and base.get("sums") is None and base["edges"]:
+            notes.append(f"{name}: no Wasserstein distance, the baseline has no per-bin sums (registered before "
+                         "they were recorded); register the model version again to compute it")
+        results.extend(rows_of)
+        if role == "feature":
             features += verdict.status != "n/a"
             seen = profile.get(name)
             rows = max(rows, int(seen["n"] + seen["null_count"]) if seen else 0)
         if verdict.status == "alert":
-            (drifted if base["role"] == "feature" else outputs_drifted).append(name)
+            (drifted if role == "feature" else outputs_drifted).append(name)
+        elif verdict.status == "warning":
+            warnings.append(name)
     return DriftCheck(results=results, rows=rows, features=features, drifted=drifted,
-                      outputs_drifted=outputs_drifted)
+                      outputs_drifted=outputs_drifted, warnings=warnings, notes=notes)
 
 
 def status_of(value: float | None, limits: tuple[float, float] | None) -> str:
@@ -257,17 +409,18 @@ def status_of(value: float | None, limits: tuple[float, float] | None) -> str:
     return "alert" if abs(value) >= alert else "warning" if abs(value) >= warning else "ok"
 
 
-def _result(name: str, role: str, kind: str, metric: str, value: float | None, config: DriftConfig) -> Result:
+def _result(name: str, role: str, kind: str, metric: str, value: float | None, effect: float | None,
+            config: DriftConfig) -> Result:
     limits = config.limits(name, metric)
     clean = None if value is None or not math.isfinite(value) else float(value)
     return Result(name, role, kind, metric, clean, limits[0] if limits else None, limits[1] if limits else None,
-                  status_of(clean, limits))
+                  status_of(None if clean is None else effect, limits))
 
 
-def _shares(counts: Sequence[float]) -> np.ndarray:
+def _shares(counts: Counts) -> np.ndarray:
     c = np.asarray(counts, dtype=np.float64)
-    return c / c.sum()
+    return c / c.sum(axis=-1, keepdims=True)
 
 
 def _empty(bins: int) -> dict[str, Any]:
-    return {"counts": [0] * bins, "null_count": 0, "n": 0, "min": None, "max": None, "unseen": 0}
+    return {"counts": [0] * bins, "sums": None, "null_count": 0, "n": 0, "min": None, "max": None, "unseen": 0}

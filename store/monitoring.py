@@ -124,12 +124,14 @@ def label_stage(conn: psycopg.Connection) -> Iterator[psycopg.Copy]:
         yield copy
 
 
-def merge_labels(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
+def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: bool = False) -> dict[str, int]:
     """Upsert the staged labels (the last line wins for a repeated entity and time).
 
     A label already stored with the same value is left alone, so ingesting twice changes nothing;
-    a different value is a correction and replaces it. Counts what happened, and how many staged
-    labels are for entities no retained run of the model scored.
+    a different value is a correction and replaces it. With ``repeat_is_same`` (event times that
+    were guessed, not read), a label equal to its entity's latest stored label is that label
+    again, whatever its time. Counts what happened, and how many staged labels are for entities
+    no retained run of the model scored.
     """
     row = conn.execute(
         """WITH staged AS (
@@ -137,7 +139,12 @@ def merge_labels(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
                ORDER BY entity_id, event_time, line DESC),
            changed AS (
                INSERT INTO labels AS l (model_name, entity_id, event_time, label, label_value)
-               SELECT %(model)s, entity_id, event_time, label, label_value FROM staged
+               SELECT %(model)s, s.entity_id, s.event_time, s.label, s.label_value FROM staged s
+               WHERE NOT (%(same)s AND EXISTS (
+                   SELECT 1 FROM (SELECT label, label_value FROM labels
+                                  WHERE model_name = %(model)s AND entity_id = s.entity_id
+                                  ORDER BY event_time DESC LIMIT 1) AS last
+                   WHERE last.label = s.label AND last.label_value IS NOT DISTINCT FROM s.label_value))
                ON CONFLICT (model_name, entity_id, event_time) DO UPDATE
                    SET label = excluded.label, label_value = excluded.label_value, arrival_time = now()
                    WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
@@ -152,7 +159,7 @@ def merge_labels(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
                   (SELECT count(*) FILTER (WHERE NOT inserted) FROM changed),
                   (SELECT count(*) FROM staged s
                    WHERE NOT EXISTS (SELECT 1 FROM scored c WHERE c.entity_id = s.entity_id COLLATE "C"))""",
-        {"model": model_name, "retained": list(RETAINED)},
+        {"model": model_name, "retained": list(RETAINED), "same": repeat_is_same},
     ).fetchone()
     assert row is not None
     read, distinct, inserted, updated, unscored = (int(v) for v in row)

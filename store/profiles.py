@@ -9,8 +9,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 BASELINE_COLUMNS = ("column_name", "role", "kind", "edges", "categories", "counts", "null_count", "n", "mean",
-                    "std", "min", "max")
-PROFILE_COLUMNS = ("counts", "null_count", "n", "sum", "sum_sq", "min", "max", "unseen")
+                    "std", "min", "max", "sums", "source")
+PROFILE_COLUMNS = ("counts", "null_count", "n", "sum", "sum_sq", "min", "max", "unseen", "sums")
 
 
 def insert_baseline(conn: psycopg.Connection, model_name: str, model_version: int,
@@ -19,7 +19,7 @@ def insert_baseline(conn: psycopg.Connection, model_name: str, model_version: in
     conn.cursor().executemany(
         f"""INSERT INTO baselines (model_name, model_version, {', '.join(BASELINE_COLUMNS)})
             VALUES (%s, %s, {', '.join(['%s'] * len(BASELINE_COLUMNS))})""",
-        [[model_name, model_version, *(c[k] for k in BASELINE_COLUMNS)] for c in columns],
+        [[model_name, model_version, *(c.get(k) for k in BASELINE_COLUMNS)] for c in columns],
     )
 
 
@@ -32,12 +32,20 @@ def get_baseline(conn: psycopg.Connection, model_name: str, model_version: int) 
     ).fetchall()
 
 
+def output_baseline_sources(conn: psycopg.Connection, model_name: str) -> dict[int, str]:
+    """Per version of ``model_name`` with a baseline, what its outputs' histograms were counted on
+    ('validation', 'cross_validation' or 'in_sample')."""
+    rows = conn.execute("""SELECT model_version, min(source) FROM baselines
+                           WHERE model_name = %s AND role = 'output' GROUP BY model_version""", [model_name])
+    return dict(rows.fetchall())
+
+
 def insert_run_profile(conn: psycopg.Connection, run_id: int, profile: dict[str, dict[str, Any]]) -> None:
     """Record a run's histograms, counted in its model version's baseline bins."""
     conn.cursor().executemany(
         f"""INSERT INTO run_profiles (run_id, column_name, {', '.join(PROFILE_COLUMNS)})
             VALUES (%s, %s, {', '.join(['%s'] * len(PROFILE_COLUMNS))})""",
-        [[run_id, name, *(p[k] for k in PROFILE_COLUMNS)] for name, p in profile.items()],
+        [[run_id, name, *(p.get(k) for k in PROFILE_COLUMNS)] for name, p in profile.items()],
     )
 
 
@@ -55,6 +63,8 @@ def get_run_profiles(conn: psycopg.Connection, run_ids: list[int]) -> dict[str, 
             total[name] = row
             continue
         seen["counts"] = [a + b for a, b in zip(seen["counts"], row["counts"], strict=True)]
+        seen["sums"] = None if seen["sums"] is None or row["sums"] is None \
+            else [a + b for a, b in zip(seen["sums"], row["sums"], strict=True)]
         for key in ("null_count", "n", "sum", "sum_sq", "unseen"):
             seen[key] += row[key]
         seen["min"] = min((v for v in (seen["min"], row["min"]) if v is not None), default=None)

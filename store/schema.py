@@ -199,6 +199,8 @@ job_firings = Table(
 
 # Monitoring: histograms frozen at registration, and each run's counts in the same bins
 # (see batch/profile.py for the bin layout).
+BASELINE_SOURCES = ("training", "validation", "cross_validation", "in_sample")
+
 baselines = Table(
     "baselines",
     metadata,
@@ -216,9 +218,15 @@ baselines = Table(
     Column("std", Float(53)),
     Column("min", Float(53)),
     Column("max", Float(53)),
+    # Per-bin sums of a numeric column's values (NULL: recorded before they were kept).
+    Column("sums", ARRAY(Float(53))),
+    # What the histogram was counted on: 'training' (features); for outputs, 'validation' (held-out
+    # rows), 'cross_validation' (out-of-fold predictions) or 'in_sample' (the training rows).
+    Column("source", Text, nullable=False, server_default="training"),
     ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
     CheckConstraint("role IN ('feature', 'output')", name="role"),
     CheckConstraint("kind IN ('numeric', 'categorical')", name="kind"),
+    CheckConstraint("source IN " + str(BASELINE_SOURCES), name="source"),
 )
 
 run_profiles = Table(
@@ -234,13 +242,14 @@ run_profiles = Table(
     Column("min", Float(53)),
     Column("max", Float(53)),
     Column("unseen", BigInteger, nullable=False, server_default="0"),
+    Column("sums", ARRAY(Float(53))),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
 )
 
 # Monitor results (see monitor/): one drift check per run (or window of runs), its per-feature,
 # per-metric results, realized and estimated performance, and the alerts raised.
 DRIFT_STATUSES = ("ok", "warning", "alert", "n/a")
-ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance")
+ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance", "gradual_drift")
 
 drift_checks = Table(
     "drift_checks",

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
-from monitor.compare import compare_models, paired_bootstrap, verdict
+from monitor.compare import Verdict, compare_models, confidence_sequence, decide, entity_means, t_interval
 from monitor.labels import ingest_labels
 from store import RunFailed, Settings, lookups
 from store.cli import main
@@ -59,6 +59,7 @@ def promote(settings_env: dict[str, str], *args: str) -> str:
 
 def test_a_better_challenger_is_found_better_and_promoted(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
                                                           conn: psycopg.Connection) -> None:
+    settings_env = cli_env
     register(settings, tmp_path, "small", rows=12)  # the current version: trained on little data
     better = register(settings, tmp_path, "large", rows=5000)
     promote(cli_env, str(better), "--as", "challenger")
@@ -69,20 +70,40 @@ def test_a_better_challenger_is_found_better_and_promoted(settings: Settings, tm
     runs = conn.execute("SELECT role, model_version, status FROM runs ORDER BY run_id").fetchall()
     assert runs == [("current", 1, "published"), ("challenger", 2, "published")]
     # served by default: the current version; asked by version: the challenger
-    served = lookups.current_prediction(conn, "churn", "e7")
-    shadow = lookups.current_prediction(conn, "churn", "e7", version=better)
+    with psycopg.connect(settings.database_url or "", autocommit=True) as reader:
+        served = lookups.current_prediction(reader, "churn", "e7")
+        shadow = lookups.current_prediction(reader, "churn", "e7", version=better)
     assert served is not None and shadow is not None
     assert (served.model_version, shadow.model_version) == (1, better)
     assert conn.execute("SELECT count(*) FROM current_predictions").fetchone() == (4000,)
 
     before = compare_models(settings, "churn")
-    assert before["labeled_rows"] == 0 and before["verdict"].startswith("not yet distinguishable")
-    assert 0 <= before["disagreement"]["flipped_labels_share"] < 1
+    assert before.labeled_rows == 0 and before.verdict is Verdict.NO_LABELS and not before.verdict.promotes
+    assert before.disagreement is not None and 0 <= before.disagreement["flipped_labels_share"] < 1
+    waiting = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better"], env=settings_env)
+    assert waiting.exit_code == 3, waiting.output
+    assert "not promoted: not yet distinguishable (no labels)" in waiting.output
+    again = score_partition(settings, ScoreRequest(path=path, model_name="churn", force=True))  # the next day
+    assert again.challenger is not None and again.challenger.status == "published"
     ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="entity_id", label_col="y")
     after = compare_models(settings, "churn")
-    assert after["labeled_rows"] == 4000 and after["verdict"] == "challenger better"
-    assert after["interval"][1] < 0 and after["challenger_metric"] < after["current_metric"]
-    output = promote(cli_env, "--challenger", "--if-better")
+    assert after.paired_runs == 2 and after.rows == 8000 and after.entities == 4000
+    assert after.labeled_rows == 8000 and after.labeled_entities == 4000  # each entity counts once
+    assert after.verdict is Verdict.BETTER
+    assert after.interval is not None and after.anytime_interval is not None
+    assert after.anytime_interval.high < 0 and after.interval.high < 0
+    assert after.anytime_interval.low < after.interval.low  # wider: valid at every look
+    assert after.challenger_metric is not None and after.current_metric is not None
+    assert after.challenger_metric < after.current_metric
+    as_json = after.to_dict()
+    assert as_json["verdict"] == "challenger better" and as_json["interval"] == [after.interval.low,
+                                                                                  after.interval.high]
+    assert [p["labeled_entities"] for p in as_json["history"]] == [4000]  # both runs published the same day
+    page = tmp_path / "compare.html"
+    shown = CliRunner().invoke(main, ["models", "compare", "churn", "--report", str(page)], env=settings_env)
+    assert shown.exit_code == 0 and "challenger better: log loss difference" in shown.output
+    assert "<svg" in page.read_text() and "anytime interval" in page.read_text()
+    output = promote(settings_env, "--challenger", "--if-better")
     assert f"churn: current version 1 -> {better} (was the challenger): challenger better" in output
     aliases = conn.execute("SELECT alias, version FROM model_aliases ORDER BY alias").fetchall()
     assert aliases == [("current", better)]
@@ -97,10 +118,17 @@ def test_an_identical_challenger_is_not_distinguishable(settings: Settings, tmp_
     score_partition(settings, ScoreRequest(path=path, model_name="churn"))
     ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="entity_id", label_col="y")
     comparison = compare_models(settings, "churn")
-    assert comparison["verdict"] == "not yet distinguishable"
-    assert comparison["disagreement"]["flipped_labels_share"] == 0
-    output = promote(cli_env, "--challenger", "--if-better")
-    assert "not promoted: not yet distinguishable" in output
+    assert comparison.verdict is Verdict.UNDECIDED
+    assert comparison.disagreement is not None and comparison.disagreement["flipped_labels_share"] == 0
+    refused = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better"], env=cli_env)
+    assert refused.exit_code == 3 and "not promoted: not yet distinguishable" in refused.output
+    too_few = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better",
+                                        "--min-labels", "5000"], env=cli_env)
+    assert too_few.exit_code == 3 and "not enough labels" in too_few.output
+    # the same model is never worse: within any margin it is promotable
+    margin = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better",
+                                       "--margin", "0.01"], env=cli_env)
+    assert margin.exit_code == 0 and "challenger not worse" in margin.output
 
 
 def test_a_failing_challenger_publishes_neither(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
@@ -125,16 +153,28 @@ def test_a_failing_challenger_publishes_neither(settings: Settings, tmp_path: Pa
     assert again.status == "published" and again.challenger is None
 
 
-def test_bootstrap_interval_and_verdict() -> None:
+def test_intervals_and_verdicts() -> None:
     rng = np.random.default_rng(3)
-    better = rng.normal(-0.1, 1.0, size=50_000)  # block bootstrap path
-    mean, low, high = paired_bootstrap(better, confidence=0.95)
-    assert high < 0 and low < mean < high and verdict(low, high) == "challenger better"
+    better = rng.normal(-0.1, 1.0, size=50_000)
+    fixed, anytime = t_interval(better, 0.95), confidence_sequence(better, 0.95)
+    assert fixed is not None and anytime is not None
+    assert anytime.low < fixed.low < fixed.difference < fixed.high < anytime.high < 0
+    assert decide(anytime, labeled=50_000, min_labels=100) is Verdict.BETTER
     same = rng.normal(0.0, 1.0, size=5_000)
-    mean, low, high = paired_bootstrap(same, confidence=0.95)
-    assert low < 0 < high and verdict(low, high) == "not yet distinguishable"
-    assert np.isclose(mean, same.mean())
-    assert verdict(0.01, 0.2) == "challenger worse"
+    interval = confidence_sequence(same, 0.95)
+    assert interval is not None and interval.low < 0 < interval.high
+    assert np.isclose(interval.difference, same.mean())
+    assert decide(interval, labeled=5_000, min_labels=100) is Verdict.UNDECIDED
+    assert decide(interval, labeled=5_000, min_labels=10_000) is Verdict.TOO_FEW_LABELS
+    assert decide(interval, labeled=5_000, min_labels=100, margin=0.5) is Verdict.NOT_WORSE
+    worse = confidence_sequence(rng.normal(0.2, 1.0, size=5_000), 0.95)
+    assert decide(worse, labeled=5_000, min_labels=100) is Verdict.WORSE
+    assert not Verdict.WORSE.promotes and Verdict.NOT_WORSE.promotes
+
+
+def test_an_entity_scored_many_times_counts_once() -> None:
+    entity = np.array([0, 0, 0, 1, 2, 2])
+    assert entity_means(entity, np.array([1.0, 2.0, 3.0, 5.0, 0.0, 1.0])).tolist() == [2.0, 5.0, 0.5]
 
 
 def test_promote_flags_are_checked(settings: Settings, tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -3,19 +3,24 @@ version in force at each label's event time; realized performance recomputed as 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
 from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels
+from monitor.performance import canonical
 from monitor.runner import run_monitor
 from store import Settings, monitoring
 from tests import factories
@@ -71,7 +76,7 @@ def test_labels_are_matched_to_the_run_in_force_at_their_event_time(
     register_model(settings, _refit(artifact, train, tmp_path / "v2.joblib"), name="amount", train_data=train,
                    target="amount", current=True)
     second = score_partition(settings, ScoreRequest(path=path, model_name="amount"))  # v2 supersedes v1's run
-    times = dict(conn.execute("SELECT run_id, published_at FROM runs WHERE run_id = ANY(%s)",
+    times: dict[int | None, datetime] = dict(conn.execute("SELECT run_id, published_at FROM runs WHERE run_id = ANY(%s)",
                               [[first.run_id, second.run_id]]).fetchall())
     between = times[first.run_id] + (times[second.run_id] - times[first.run_id]) / 2
     cases = {"e0": times[first.run_id] - timedelta(days=3),  # before any run: the earliest retained one
@@ -146,3 +151,61 @@ def test_labels_command_reads_csv_and_reports(settings: Settings, regressor: tup
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 1 and "no column(s) 'nope'" in wrong.stderr
     assert wrong.stderr.strip().count("\n") == 0
+
+
+def test_a_float_target_classifier_meets_integer_labels(settings: Settings, tmp_path: Path) -> None:
+    """Classes stored as 1.0 and labels read as 1 are the same class."""
+    train = factories.frame(500)
+    train["y"] = train["y"].astype(float)
+    model = LogisticRegression().fit(train[factories.FEATURES], train["y"])
+    joblib.dump(model, tmp_path / "float.joblib")
+    train[[*factories.FEATURES, "y"]].to_parquet(tmp_path / "train.parquet", index=False)
+    registered = register_model(settings, tmp_path / "float.joblib", name="churn",
+                                train_data=tmp_path / "train.parquet", target="y")
+    assert registered.classes == [0.0, 1.0]
+    data = factories.frame(300, seed=4)
+    score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p.parquet", data),
+                                           model_name="churn"))
+    csv = tmp_path / "labels.csv"  # text labels "0" and "1"
+    pd.DataFrame({"id": data["entity_id"], "y": data["y"].astype(int), "at": T0.isoformat()}).to_csv(csv, index=False)
+    ingest_labels(settings, csv, model_name="churn", entity_col="id", label_col="y", time_col="at")
+    result = run_monitor(settings, "churn", config=QUIET)
+    accuracy = next(r for r in result.performance if r["scope"] == "run" and r["metric"] == "accuracy")
+    expected = (model.predict(data[factories.FEATURES]) == data["y"]).mean()
+    assert accuracy["labels"] == 300 and accuracy["value"] == pytest.approx(expected)
+    assert expected > 0.4
+
+
+def test_labels_are_stored_in_one_canonical_form(settings: Settings, regressor: tuple[pd.DataFrame, int],
+                                                 tmp_path: Path, conn: psycopg.Connection) -> None:
+    data, _ = regressor
+    csv = tmp_path / "l.csv"
+    csv.write_text("id,truth\ne0,1.0\ne1, 2 \ne2,true\ne3,0.50\ne4,yes\n")
+    ingest_labels(settings, csv, model_name="amount", entity_col="id", label_col="truth", event_time=T0)
+    stored: dict[str, str] = dict(conn.execute("SELECT entity_id, label FROM labels").fetchall())
+    assert stored == {"e0": "1", "e1": "2", "e2": "True", "e3": "0.5", "e4": "yes"}
+    assert [canonical(v) for v in (1, 1.0, np.float64(1.0), "1.0", True, "TRUE", None, float("nan"))] == \
+        ["1", "1", "1", "1", "True", "True", None, None]
+
+
+def test_the_same_label_file_copied_and_ingested_again_changes_nothing(
+        settings: Settings, regressor: tuple[pd.DataFrame, int], tmp_path: Path, conn: psycopg.Connection) -> None:
+    data, _ = regressor
+    original = tmp_path / "labels.csv"
+    pd.DataFrame({"id": data["entity_id"].iloc[:40], "truth": data["amount"].iloc[:40]}).to_csv(original, index=False)
+    first = ingest_labels(settings, original, model_name="amount", entity_col="id", label_col="truth")
+    assert first["inserted"] == 40
+    copy = tmp_path / "copy" / "labels.csv"
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    later = original.stat().st_mtime + 3600
+    os.utime(copy, (later, later))  # a copy made an hour later: another modification time
+    again = ingest_labels(settings, copy, model_name="amount", entity_col="id", label_col="truth")
+    assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 40)
+    assert conn.execute("SELECT count(*) FROM labels").fetchone() == (40,)
+    changed = pd.read_csv(copy)
+    changed.loc[:4, "truth"] += 1.0  # five outcomes changed since: new labels, at the copy's time
+    changed.to_csv(copy, index=False)
+    os.utime(copy, (later, later))
+    moved = ingest_labels(settings, copy, model_name="amount", entity_col="id", label_col="truth")
+    assert (moved["inserted"], moved["unchanged"]) == (5, 35)

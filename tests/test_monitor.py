@@ -34,7 +34,7 @@ QUIET = MonitorConfig()  # no webhook, whatever the environment says
 def scored(settings: Settings, tmp_path: Path) -> dict[str, int]:
     """A classifier with a baseline, one run like its training data and one shifted run."""
     artifact, train = factories.pipeline_classifier(tmp_path / "m", handle_unknown="ignore")
-    register_model(settings, artifact, name="pipe", train_data=train, target="y")
+    register_model(settings, artifact, name="pipe", train_data=train, target="y", baseline_cv=3)
     same = factories.write_parquet(tmp_path / "same.parquet", factories.frame(1500, seed=3))
     shifted = factories.write_parquet(tmp_path / "shifted.parquet", factories.frame(1500, seed=4, start=5000,
                                                                                      shift=0.8))

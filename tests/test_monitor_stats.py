@@ -40,12 +40,12 @@ def test_numeric_metrics_equal_a_direct_computation(seed: int, shift: float, sca
     m = (p_share + q_share) / 2
     assert got["jensen_shannon"].value == pytest.approx(np.sqrt((_kl2(p_share, m) + _kl2(q_share, m)) / 2), abs=TOL)
 
-    # Positions: midpoints inside, the batch's extremes for under- and overflow.
-    e = np.asarray(base["edges"])
-    pos = np.concatenate([[min(prof["min"], e[0])], (e[:-1] + e[1:]) / 2, [max(prof["max"], e[-1])]])
-    direct = np.sum(np.abs(np.cumsum(p_share) - np.cumsum(q_share))[:-1] * np.diff(pos)) / base["std"]
+    # Wasserstein: each side's mass at its own bin means, from the per-bin sums.
+    def means(counts: np.ndarray, sums: list[float]) -> np.ndarray:
+        return np.asarray(sums) / np.where(counts > 0, counts, 1)
+
+    direct = sps.wasserstein_distance(means(b, base["sums"]), means(q, prof["sums"]), b, q) / base["std"]
     assert got["wasserstein"].value == pytest.approx(direct, abs=TOL)
-    assert got["wasserstein"].value == pytest.approx(sps.wasserstein_distance(pos, pos, b, q) / base["std"], abs=TOL)
 
     # KS from the binned CDFs is the KS of samples that keep only each value's bin.
     bins = np.arange(len(b))
@@ -76,6 +76,10 @@ def test_categorical_metrics_equal_a_direct_computation() -> None:
     assert got["cramers_v"].value == pytest.approx(np.sqrt(chi2 / table.sum()), abs=TOL)
     assert got["cramers_v"].value == pytest.approx(association(table.astype(int), method="cramer", correction=False),
                                                    abs=TOL)
+    p_base, q_batch = np.asarray(base["counts"]) / sum(base["counts"]), np.asarray(prof["counts"]) / prof["n"]
+    # The 'other' bin, empty in the baseline, is weighed by its pooled share.
+    reference = np.where(p_base > 0, p_base, (q_batch * prof["n"]) / (prof["n"] + sum(base["counts"])))
+    assert got["cohens_w"].value == pytest.approx(np.sqrt(np.sum((q_batch - p_base) ** 2 / reference)), abs=TOL)
     assert got["unseen_share"].value == pytest.approx(prof["unseen"] / prof["n"], abs=TOL)
     assert prof["unseen"] == int((batch[40:] == "z").sum())
     assert got["drift"].status == "alert"  # 10% never-seen categories
@@ -184,3 +188,111 @@ def test_performance_metrics_equal_sklearn() -> None:
     assert estimate["accuracy"] == pytest.approx(realized["accuracy"], abs=0.05)
     halves = performance.expected_counts(proba[:150], best[:150]) + performance.expected_counts(proba[150:], best[150:])
     assert performance.expected_from_counts(halves) == pytest.approx(estimate, abs=TOL)  # counts add up by batch
+
+
+def test_wasserstein_from_bin_means_is_close_to_the_exact_distance() -> None:
+    """A 4% rescale of lognormal data: the distance of the raw values, within a few percent."""
+    rng = np.random.default_rng(21)
+    train, batch = rng.lognormal(size=50_000), rng.lognormal(size=50_000) * 1.04
+    base = profile._numeric_baseline("x", "feature", train)
+    got = _metrics(stats.compare_column(base, profile.count_numeric(batch, base["edges"]), stats.DriftConfig()))
+    exact = sps.wasserstein_distance(train, batch) / train.std(ddof=1)
+    assert got["wasserstein"].value == pytest.approx(exact, rel=0.1)
+    assert got["drift"].status != "alert"  # a 4% rescale is below the alert threshold
+
+
+def test_cohens_w_does_not_grow_with_the_batch_size() -> None:
+    base = {"column_name": "c", "role": "feature", "kind": "categorical", "counts": [5000, 3000, 2000, 0],
+            "null_count": 0, "categories": ["a", "b", "c"]}
+    shares = np.array([0.45, 0.3, 0.25, 0.0])
+    w = [float(stats.cohens_w(base["counts"], shares * n)) for n in (500, 100_000)]
+    v = [stats.chi_square(base["counts"], shares * n)[2] for n in (500, 100_000)]
+    assert w[0] == pytest.approx(w[1], rel=1e-12) and v[1] > 1.2 * v[0]
+
+
+def test_holm_and_benjamini_hochberg_equal_their_definitions() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.5])
+    order = np.argsort(p)
+    holm = np.minimum(1, np.maximum.accumulate((5 - np.arange(5)) * p[order]))
+    assert stats.adjust(p, "holm")[order] == pytest.approx(holm)
+    bh = np.minimum.accumulate((5 * p[order] / np.arange(1, 6))[::-1])[::-1]
+    assert stats.adjust(p, "bh")[order] == pytest.approx(np.minimum(bh, 1))
+    assert stats.adjust([], "holm").size == 0
+
+
+def test_the_chi_square_p_value_holds_at_small_expected_counts() -> None:
+    """Batches of 30 rows of a column with rare categories: the test rejects at most alpha of the
+    time (the raw chi-square on sparse cells rejects far more)."""
+    rng = np.random.default_rng(5)
+    probs = np.array([0.6, 0.2, 0.1, 0.04, 0.03, 0.02, 0.01])
+    base = rng.multinomial(5000, probs)
+    draws = rng.multinomial(30, probs, size=3000)
+    merged = np.array([stats.chi_square(base, d)[1] for d in draws])
+    raw = np.array([sps.chi2_contingency(np.vstack([base, d])[:, (base + d) > 0], correction=False).pvalue
+                    for d in draws])
+    alpha = 0.01
+    assert (merged < alpha).mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / len(draws))
+    assert (raw < alpha).mean() > (merged < alpha).mean()
+    table = stats.merge_sparse(np.vstack([base, draws[0]]).astype(float))
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    assert expected.min() >= stats.MIN_EXPECTED
+
+
+def test_the_null_rate_test_is_fishers_exact_test() -> None:
+    assert stats.null_test(3, 1000, 9, 100) == pytest.approx(sps.fisher_exact([[3, 997], [9, 91]]).pvalue)
+    assert stats.null_test(0, 1000, 0, 100) == 1.0
+
+
+def test_a_check_raises_false_alarms_at_most_alpha_across_all_its_features() -> None:
+    """20 features of 200-row batches, none drifted: the share of checks flagging any feature,
+    or warning of any, stays within its level (plus three standard errors)."""
+    config = stats.DriftConfig(alpha=0.05, warning_alpha=0.2, simulations=50)
+    rng = np.random.default_rng(12)
+    schema = {"columns": [{"name": f"x{i}", "kind": "numeric"} for i in range(14)]
+              + [{"name": f"k{i}", "kind": "categorical"} for i in range(6)]}
+
+    def frame(n: int) -> pd.DataFrame:
+        data = {f"x{i}": rng.lognormal(size=n) if i % 2 else rng.normal(size=n) for i in range(14)}
+        data.update({f"k{i}": rng.choice(list("abcdef"), size=n, p=[.5, .3, .1, .05, .03, .02]) for i in range(6)})
+        return pd.DataFrame(data)
+
+    base = profile.baseline(frame(5000), schema, _no_scores(5000))
+    known = {f"k{i}": list("abcdef") for i in range(6)}
+    runs = 120
+    checks = [stats.check(base, profile.profile_features(frame(200), base, known), config) for _ in range(runs)]
+    alarms, warned = sum(bool(c.drifted) for c in checks), sum(bool(c.drifted or c.warnings) for c in checks)
+    assert alarms / runs <= config.alpha + 3 * np.sqrt(config.alpha * (1 - config.alpha) / runs)
+    assert warned / runs <= config.warning_alpha + 3 * np.sqrt(config.warning_alpha * 0.8 / runs)
+
+
+def test_a_shift_of_a_fifth_of_a_standard_deviation_is_found_at_10k_rows() -> None:
+    rng = np.random.default_rng(13)
+    base = profile._numeric_baseline("x", "feature", rng.normal(size=20_000))
+    other = profile._numeric_baseline("y", "feature", rng.normal(size=20_000))
+    profiles = {"x": profile.count_numeric(rng.normal(size=10_000) + 0.2, base["edges"]),
+                "y": profile.count_numeric(rng.normal(size=10_000), other["edges"])}
+    checked = stats.check([base, other], profiles, stats.DriftConfig())
+    assert checked.drifted == ["x"]
+    floors = _metrics([r for r in checked.results if r.column_name == "x"])
+    assert 0 < floors["wasserstein_noise_floor"].value < 0.05  # sampling noise at 10k rows is small
+
+
+def test_output_drift_on_an_in_sample_baseline_is_a_warning_unless_asked() -> None:
+    rng = np.random.default_rng(14)
+    out = {**profile._numeric_baseline(profile.PREDICTION, "output", rng.beta(8, 2, size=5000)),
+           "source": "in_sample"}
+    seen = {profile.PREDICTION: profile.count_numeric(rng.beta(4, 2, size=2000), out["edges"])}
+    checked = stats.check([out], seen, stats.DriftConfig())
+    assert checked.outputs_drifted == [] and checked.warnings == [profile.PREDICTION]
+    assert "in-sample" in checked.notes[0]
+    assert stats.check([out], seen, stats.DriftConfig(in_sample_output_alerts=True)).outputs_drifted
+    assert stats.check([{**out, "source": "validation"}], seen, stats.DriftConfig()).outputs_drifted
+
+
+def test_a_baseline_without_bin_sums_says_what_it_cannot_compute() -> None:
+    base, prof = _numeric(6, shift=1.0)
+    checked = stats.check([{**base, "sums": None}], {"x": prof}, stats.DriftConfig())
+    got = _metrics(checked.results)
+    assert got["wasserstein"].value is None and got["wasserstein"].status == "n/a"
+    assert got["drift"].status == "alert"  # the other distances still judge it
+    assert "per-bin sums" in checked.notes[0]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psycopg
+from click.testing import CliRunner
 
 from batch import profile
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
 from batch.score import Scores
 from store import Settings
+from store.cli import main
 from store.profiles import get_baseline, get_run_profiles
 from tests import factories
 
@@ -30,6 +33,9 @@ def test_numeric_bins_match_a_direct_count() -> None:
     expected += [int(((present >= lo) & (present < hi)).sum()) for lo, hi in zip(edges[:-2], edges[1:-1], strict=True)]
     expected += [int(((present >= edges[-2]) & (present <= edges[-1])).sum()), int((present > edges[-1]).sum())]
     assert counted["counts"] == expected
+    index = np.searchsorted(edges, present, side="right")
+    index[present == edges[-1]] = len(edges) - 1
+    assert np.allclose(counted["sums"], [present[index == i].sum() for i in range(len(edges) + 1)], rtol=1e-12)
     assert counted["null_count"] == 7 and counted["n"] == len(present)
     assert counted["sum"] == sum(present.tolist()) or np.isclose(counted["sum"], present.sum())
 
@@ -61,8 +67,9 @@ def test_profiles_add_up_across_batches() -> None:
                          profile.profile_features(frame.iloc[400:], base, {"k": ["p", "q", "r"]}))
     for name in whole:
         for key, value in whole[name].items():
-            assert np.allclose(halves[name][key], value, rtol=1e-12) if isinstance(value, float) \
-                else halves[name][key] == value, (name, key)
+            close = isinstance(value, float) or (key == "sums" and value is not None)
+            assert np.allclose(halves[name][key], value, rtol=1e-12) if close else halves[name][key] == value, \
+                (name, key)
 
 
 def test_registration_freezes_a_baseline_and_runs_are_profiled(settings: Settings, tmp_path: Path,
@@ -81,3 +88,33 @@ def test_registration_freezes_a_baseline_and_runs_are_profiled(settings: Setting
     assert sum(summed[profile.PREDICTION]["counts"]) == 3000
     assert sum(summed[profile.LABEL]["counts"]) == 3000
     assert summed["color"]["unseen"] == 0
+
+
+def test_the_output_baseline_comes_from_held_out_rows(settings: Settings, tmp_path: Path, cli_env: dict[str, str],
+                                                      conn: psycopg.Connection) -> None:
+    """--validation-data profiles the outputs on the validation rows, --baseline-cv on out-of-fold
+    predictions; without either they are in-sample, and the registration and `models show` say so."""
+    artifact, train = factories.pipeline_classifier(tmp_path / "m")
+    validation = factories.write_parquet(tmp_path / "v.parquet",
+                                         factories.frame(700, seed=9)[[*factories.FEATURES, "color", "y"]])
+    runner = CliRunner()
+    said = {}
+    for name, extra in (("held", ["--validation-data", str(validation)]), ("cv", ["--baseline-cv", "3"]),
+                        ("own", [])):
+        out = runner.invoke(main, ["models", "register", str(artifact), "--name", name, "--train-data", str(train),
+                                   "--target", "y", "--trust-joblib", *extra], env=cli_env)
+        assert out.exit_code == 0, out.output
+        said[name] = out.output
+    assert "output baseline: validation data" in said["held"] and "IN-SAMPLE" in said["own"]
+    outputs = {name: {b["column_name"]: b for b in get_baseline(conn, name, 1) if b["role"] == "output"}
+               for name in said}
+    assert {b["source"] for b in outputs["held"].values()} == {"validation"}
+    assert sum(outputs["held"][profile.PREDICTION]["counts"]) == 700
+    assert {b["source"] for b in outputs["cv"].values()} == {"cross_validation"}
+    assert outputs["cv"][profile.PREDICTION]["edges"] != outputs["own"][profile.PREDICTION]["edges"]
+    assert {b["source"] for b in outputs["own"].values()} == {"in_sample"}
+    shown = runner.invoke(main, ["models", "show", "own"], env=cli_env)
+    assert json.loads(shown.output)[0]["output_baseline"] == "in_sample"
+    refused = runner.invoke(main, ["models", "register", str(artifact), "--name", "x", "--train-data", str(train),
+                                   "--target", "y", "--trust-joblib", "--baseline-cv", "1"], env=cli_env)
+    assert refused.exit_code != 0 and "--baseline-cv" in refused.output and "Traceback" not in refused.output
