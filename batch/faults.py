@@ -1,10 +1,12 @@
-"""Fault points: a test seam that kills the process at a named point of a scoring run.
+"""Fault points: a test seam that kills the process, or raises, at a named point of a scoring run.
 
 ``PREDSTORE_FAULT_POINT=copy`` makes the first ``point("copy")`` the process reaches send it
 SIGKILL, as an operator's ``kill -9`` or the OOM killer would; ``copy@3`` kills at the third time
-it is reached. Unset (always, outside tests) a point costs one comparison. The variable is read
-once per process, the first time any point is reached; tests run real ``predstore`` processes
-with it set and check what the store looks like afterwards (tests/test_faults.py).
+it is reached. A suffix picks another fault: ``committed:raise`` raises `Fault` (an unexpected
+error, such as a lost COMMIT acknowledgement), ``committed:interrupt`` raises KeyboardInterrupt
+(Ctrl-C). Unset (always, outside tests) a point costs one comparison. The variable is read once
+per process, the first time any point is reached; tests run real ``predstore`` processes with it
+set and check what the store looks like afterwards (tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -33,26 +35,39 @@ POINTS = {
     "committed": "batch/runner.py: the publish transaction committed, retention not yet applied",
 }
 
+#: What an armed point does: the default first.
+ACTIONS = ("kill", "raise", "interrupt")
+
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
 
 
+class Fault(RuntimeError):
+    """The error a point armed with ``:raise`` raises."""
+
+
 @lru_cache(maxsize=1)
-def armed() -> tuple[str, int] | None:
-    """The (point, hit number) this process dies at, from `ENV`; None when unset."""
+def armed() -> tuple[str, int, str] | None:
+    """The (point, hit number, action) of this process, from `ENV`; None when unset."""
     raw = os.environ.get(ENV, "").strip()
     if not raw:
         return None
-    name, _, nth = raw.partition("@")
-    return name, int(nth) if nth.isdigit() and int(nth) > 0 else 1
+    where, _, action = raw.partition(":")
+    name, _, nth = where.partition("@")
+    return name, int(nth) if nth.isdigit() and int(nth) > 0 else 1, action if action in ACTIONS else "kill"
 
 
 def point(name: str) -> None:
-    """Kill this process with SIGKILL if it is armed at ``name`` and this is the hit it waits for."""
+    """Kill this process with SIGKILL (or raise) if it is armed at ``name`` and this is the hit it waits for."""
     target = armed()
     if target is None or target[0] != name:
         return
     with _lock:
         _hits[name] = _hits.get(name, 0) + 1
-        if _hits[name] == target[1]:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if _hits[name] != target[1]:
+            return
+    if target[2] == "raise":
+        raise Fault(f"fault injected at {name}")
+    if target[2] == "interrupt":
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -15,6 +15,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -155,33 +157,84 @@ def _score(settings: Settings, url: str, control: psycopg.Connection, due: dict[
                 host=socket.gethostname(), pid=os.getpid(), role=role,
             )
             results[role].run_id = run_ids[role]
-        faults.point("run_started")
+        _note_fingerprint(url, partition, list(run_ids.values()))
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
+            faults.point("run_started")
             _run(url, control, run_ids, due, partition, entity_col, request, results, progress)
+            for role, model_row in due.items():
+                _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
         except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
             if not isinstance(exc, PredstoreError | psycopg.Error | KeyboardInterrupt):
                 log.debug("unexpected error in the run", exc_info=exc)  # the traceback, with --verbose
-            message = _describe(exc)
-            for role, run_id in run_ids.items():
-                result = results[role]
-                result.status, result.message = "failed", message
-                _measure(result, started)
-                predictions.drop_run_table(control, run_id)
-                ledger.finish_run(control, run_id, status="failed", error=message,
-                                  input_fingerprint=_fingerprint_if_readable(partition),
-                                  **_counts(result), cpu_seconds=time.process_time() - cpu_started)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            first = run_ids.get("current") or next(iter(run_ids.values()))
-            failure = RunFailed(f"run {first} failed, nothing was published: {message}")
-            failure.result = results["current"]  # type: ignore[attr-defined]
-            raise failure from exc
+            _after_error(control, run_ids, results, exc, partition=partition, started=started,
+                         cpu_started=cpu_started)
     finally:
         for run_id in run_ids.values():
-            ledger.release_run(control, run_id)
-    for role, model_row in due.items():
-        _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
+            with suppress(psycopg.Error):  # a lost connection has released its locks already
+                ledger.release_run(control, run_id)
+
+
+def _after_error(control: psycopg.Connection, run_ids: dict[str, int], results: dict[str, RunResult],
+                 exc: BaseException, *, partition: reader.Partition, started: float, cpu_started: float) -> None:
+    """Settle the runs after ``exc``, going by what the ledger says now, not by how far the code got.
+
+    Runs the ledger shows published (the error came after the publish COMMIT: in retention, on
+    closing the connection, a lost COMMIT acknowledgement) stay published with their tables, and
+    the error is only logged; Ctrl-C is raised again. Runs still running are failed and their
+    tables dropped. If the ledger cannot be read, nothing is touched: the next run of the
+    partition marks them abandoned.
+    """
+    message = _describe(exc)
+    first = run_ids.get("current") or next(iter(run_ids.values()))
+    try:
+        now = ledger.statuses(control, list(run_ids.values()))
+    except psycopg.Error as lost:
+        raise _run_failed(results, f"run {first} did not finish: {message}; the ledger cannot be read "
+                                   f"({_describe(lost)}), so `predstore runs show {first}` tells whether it "
+                                   "was published") from exc
+    if all(now.get(run_id) == "published" for run_id in run_ids.values()):
+        for role in run_ids:
+            results[role].status = "published"
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        log.warning("run %s was published; after that: %s", first, message)
+        return
+    for role, run_id in run_ids.items():
+        result = results[role]
+        result.status, result.message = "failed", message
+        _measure(result, started)
+        if now.get(run_id) != "running":
+            continue  # marked by another process meanwhile: its table is theirs to drop
+        predictions.drop_run_table(control, run_id)
+        ledger.finish_run(control, run_id, status="failed", error=message,
+                          input_fingerprint=_fingerprint_if_readable(partition),
+                          **_counts(result), cpu_seconds=time.process_time() - cpu_started)
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+    raise _run_failed(results, f"run {first} failed, nothing was published: {message}") from exc
+
+
+def _run_failed(results: dict[str, RunResult], message: str) -> RunFailed:
+    failure = RunFailed(message)
+    failure.result = results["current"]  # type: ignore[attr-defined]
+    return failure
+
+
+def _note_fingerprint(url: str, partition: reader.Partition, run_ids: list[int]) -> None:
+    """Write the input's fingerprint into the running rows once it is computed (in its own thread)."""
+
+    def note(done: Future[str]) -> None:
+        if done.exception() is not None:
+            return  # the run reads it again and reports the error
+        try:
+            with connect(url, autocommit=True, application_name="predstore-score") as conn:
+                for run_id in run_ids:  # one row per statement: never waits holding another row's lock
+                    ledger.note_fingerprint(conn, run_id, done.result())
+        except (PredstoreError, psycopg.Error) as exc:
+            log.debug("could not record the input fingerprint of runs %s: %s", run_ids, exc)
+
+    partition.pending_fingerprint.add_done_callback(note)
 
 
 def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: dict[str, registry.ModelVersion],
@@ -232,7 +285,8 @@ def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: di
             result.status = "published"
             _measure(result, started)
             paired = {r: i for r, i in run_ids.items() if r != role}
-            ledger.finish_run(conn, run_id, status="published", input_fingerprint=partition.fingerprint,
+            ledger.finish_run(conn, run_id, was="published", status="published",
+                              input_fingerprint=partition.fingerprint,
                               predictions_digest=run_digest([d for task in tasks for d in task.targets[i].digests]),
                               details={"stages": result.stages, "entity_col": entity_col,
                                        "executor": asdict(request.executor), "tasks": len(tasks),
@@ -310,7 +364,8 @@ def _apply_retention(control: psycopg.Connection, model_name: str, partition_key
                      role: str) -> None:
     for old in ledger.superseded_runs(control, model_name, partition_key, keep=keep, role=role):
         predictions.drop_run_table(control, old)
-        ledger.mark_dropped(control, old)
+        if not ledger.mark_dropped(control, old):
+            continue
         log.info("dropped the rows of superseded run %s (keeping %s runs per partition)", old, keep)
 
 

@@ -55,3 +55,16 @@ class RunFailed(PredstoreError):
     """A scoring run failed; nothing was published."""
 
     exit_code = 1
+
+
+class RunNotRunning(PredstoreError):
+    """A ledger transition found the run no longer `running` (another process marked it first)."""
+
+    exit_code = 1
+
+    def __init__(self, run_id: int, status: str | None) -> None:
+        now = f" (it is {status})" if status else ""
+        super().__init__(f"run {run_id} is no longer running{now}, so it was left as the ledger has it; "
+                         f"see `predstore runs show {run_id}`")
+        self.run_id = run_id
+        self.status = status

@@ -1,7 +1,10 @@
 """The run ledger: one row per run, from `running` to published, skipped, failed or abandoned.
 
-A running run holds a session advisory lock on its id for as long as its process lives, so a
-run left `running` by a killed process is recognised (its lock is free) and marked abandoned.
+Every transition is conditional on the status it leaves (``WHERE status = 'running'``) and
+checks that it changed the row, so a run once published, failed or abandoned is never flipped
+again by a process that lost track of it. A running run holds a session advisory lock on its id
+for as long as its process lives, so a run left `running` by a killed process is recognised (its
+lock is free) and marked abandoned.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from store.errors import NotFound, PredstoreError
+from store.errors import NotFound, PredstoreError, RunNotRunning
 
 #: First key of the two-key advisory locks that mark a run's process as alive.
 RUN_LOCK_CLASS = 7270
@@ -101,21 +104,25 @@ def reap_abandoned(conn: psycopg.Connection, *, model_name: str | None = None,
         if not got or not got[0]:
             continue  # its process is alive
         try:
-            conn.execute(
+            if conn.execute(
                 """UPDATE runs SET status = 'abandoned', finished_at = now(),
                           duration_s = extract(epoch FROM now() - started_at),
                           error = 'the process running it ended before it finished (killed or crashed)'
                    WHERE run_id = %s AND status = 'running'""",
                 [run_id],
-            )
-            reaped.append(run_id)
+            ).rowcount:
+                reaped.append(run_id)
         finally:
             release_run(conn, run_id)
     return reaped
 
 
-def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
-    """Record a run's outcome: its status, counts, timings and error."""
+def finish_run(conn: psycopg.Connection, run_id: int, *, was: str = "running", **fields: Any) -> None:
+    """Record a run's outcome (its status, counts, timings and error) if its status is still ``was``.
+
+    Raises `RunNotRunning` when it is not: a run published, failed or abandoned meanwhile keeps
+    what the ledger says. ``was="published"`` completes the row of a run `publish` just flipped.
+    """
     unknown = set(fields) - FINAL_FIELDS
     assert not unknown, f"not ledger fields: {unknown}"
     if "details" in fields and fields["details"] is not None:
@@ -123,10 +130,26 @@ def finish_run(conn: psycopg.Connection, run_id: int, **fields: Any) -> None:
     assignments = sql.SQL(", ").join(
         sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields
     )
-    conn.execute(
-        sql.SQL("UPDATE runs SET {}, finished_at = now() WHERE run_id = %(run_id)s").format(assignments),
-        {**fields, "run_id": run_id},
-    )
+    changed = conn.execute(
+        sql.SQL("UPDATE runs SET {}, finished_at = now() WHERE run_id = %(run_id)s AND status = %(was)s").format(
+            assignments),
+        {**fields, "run_id": run_id, "was": was},
+    ).rowcount
+    if changed != 1:
+        raise RunNotRunning(run_id, statuses(conn, [run_id]).get(run_id))
+
+
+def statuses(conn: psycopg.Connection, run_ids: list[int]) -> dict[int, str]:
+    """What the ledger says of each run now."""
+    rows = conn.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", [run_ids]).fetchall()
+    return {int(run_id): str(status) for run_id, status in rows}
+
+
+def note_fingerprint(conn: psycopg.Connection, run_id: int, fingerprint: str) -> None:
+    """Record a running run's input fingerprint as soon as it is known, so that an attempt that
+    dies (and ends `abandoned`) still counts against that content's retries."""
+    conn.execute("UPDATE runs SET input_fingerprint = %s WHERE run_id = %s AND status = 'running' "
+                 "AND input_fingerprint IS NULL", [fingerprint, run_id])
 
 
 def find_published(conn: psycopg.Connection, model_name: str, partition_key: str,
@@ -169,9 +192,10 @@ def superseded_runs(conn: psycopg.Connection, model_name: str, partition_key: st
     return [int(r[0]) for r in rows]
 
 
-def mark_dropped(conn: psycopg.Connection, run_id: int) -> None:
-    """Record that a superseded run's rows were dropped by retention."""
-    conn.execute("UPDATE runs SET status = 'dropped' WHERE run_id = %s AND status = 'superseded'", [run_id])
+def mark_dropped(conn: psycopg.Connection, run_id: int) -> bool:
+    """Record that a superseded run's rows were dropped by retention; False if it was not superseded."""
+    return conn.execute("UPDATE runs SET status = 'dropped' WHERE run_id = %s AND status = 'superseded'",
+                        [run_id]).rowcount == 1
 
 
 def table_counts(conn: psycopg.Connection) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
+from store.errors import RunNotRunning
 from store.schema import PARTITION_SCHEMA
 
 #: The columns a run may write, as the Arrow types its batches must have.
@@ -131,7 +132,9 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
            RETURNING run_id""",
         [at, model_name, partition_key, role],
     ).fetchone()
-    conn.execute("UPDATE runs SET status = 'published', published_at = %s WHERE run_id = %s", [at, run_id])
+    if conn.execute("UPDATE runs SET status = 'published', published_at = %s WHERE run_id = %s "
+                    "AND status = 'running'", [at, run_id]).rowcount != 1:
+        raise RunNotRunning(run_id, None)  # reaped meanwhile: the caller's transaction rolls back
     # Delivered at commit: lookup services drop what they cached for this model.
     conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
     return int(previous[0]) if previous else None
@@ -139,7 +142,17 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
 
 def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:
     """Drop a run's table (detaching it first if it was published), if it exists. ``conn`` must
-    be in autocommit: DETACH ... CONCURRENTLY lets lookups go on meanwhile."""
+    be in autocommit: DETACH ... CONCURRENTLY lets lookups go on meanwhile.
+
+    A DETACH ... CONCURRENTLY that was interrupted (cancelled, or its process killed) leaves its
+    table attached but detach-pending, and PostgreSQL refuses every other concurrent detach from
+    ``predictions`` until ``FINALIZE`` completes it: so any pending detach is finalized first.
+    """
+    for (pending,) in conn.execute(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'predictions'::regclass "
+        "AND inhdetachpending"
+    ).fetchall():
+        conn.execute(sql.SQL("ALTER TABLE predictions DETACH PARTITION {t} FINALIZE").format(t=sql.SQL(pending)))
     table = run_table(run_id)
     attached = conn.execute(
         "SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)", [table.as_string(conn)]

@@ -151,3 +151,41 @@ def test_a_scheduler_killed_mid_job_scores_the_partition_exactly_once_after_rest
             again.kill()
             again.wait(10)
     assert "Traceback" not in log.read_text()
+
+
+# -- an exception (not SIGKILL) at each point ----------------------------------------------------
+
+#: Points reached in the run's own control flow; an error at any of them before the publish COMMIT
+#: fails the run cleanly, after it leaves the run published.
+RAISES = [f"{p}:raise" for p in POINTS if p != "fingerprint"] + ["published:interrupt", "committed:interrupt"]
+
+
+@pytest.mark.parametrize("fault", RAISES)
+def test_an_exception_at_each_point_fails_the_run_or_keeps_it_published(
+        fault: str, settings: Settings, scene: tuple[Path, int], cli_env: dict[str, str], database_url: str) -> None:
+    path, first = scene
+    proc = subprocess.run(
+        [sys.executable, "-m", "store", "score", str(path), "--model", "churn", "--partition", "p"],
+        env={**cli_env, "PREDSTORE_FAULT_POINT": fault}, capture_output=True, text=True, timeout=120)
+    point, _, action = fault.partition(":")
+    committed = point == "committed"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if action == "interrupt":
+        assert proc.returncode == 130 and proc.stderr.endswith("predstore: interrupted\n"), proc.stderr
+    elif committed:  # published, then the error: the data is served and the error logged
+        assert proc.returncode == 0, proc.stderr
+        assert f"was published; after that: unexpected Fault: fault injected at {point}" in proc.stderr
+    else:
+        assert proc.returncode == 1, proc.stderr
+        assert f"nothing was published: unexpected Fault: fault injected at {point}" in proc.stderr
+
+    new_rows = NEW_ROWS - BAD_ROWS
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        statuses = dict(conn.execute("SELECT run_id, status FROM runs WHERE run_id > %s", [first]).fetchall())
+        assert list(statuses.values()) == ["published" if committed else "failed"], statuses
+        served = conn.execute("SELECT count(*), min(run_id) FROM published_predictions").fetchone()
+        assert served == ((new_rows, max(statuses)) if committed else (OLD_ROWS, first))
+        again = score_partition(settings, ScoreRequest(path=path, model_name="churn", partition_key="p"))
+        assert again.status == ("skipped" if committed else "published"), again.message
+        check_ledger(conn)
+        assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (new_rows,)
