@@ -111,10 +111,12 @@ def published_inputs(conn: psycopg.Connection, model_name: str) -> dict[str, tup
 
 def failed_attempts(conn: psycopg.Connection, *, model_name: str, model_version: int, partition_key: str,
                     input_fingerprint: str) -> int:
-    """How many runs of this model version on this exact partition content have failed."""
+    """How many runs of this model version on this exact partition content have failed or died
+    (`abandoned`: killed by the OOM killer, a segfault...), so a partition that crashes its scorer
+    is not retried on every restart."""
     row = conn.execute(
         """SELECT count(*) FROM runs WHERE model_name = %s AND model_version = %s AND partition_key = %s
-                  AND input_fingerprint = %s AND status = 'failed'""",
+                  AND input_fingerprint = %s AND status IN ('failed', 'abandoned')""",
         [model_name, model_version, partition_key, input_fingerprint],
     ).fetchone()
     return int(row[0]) if row else 0

@@ -189,3 +189,25 @@ def test_an_exception_at_each_point_fails_the_run_or_keeps_it_published(
         assert again.status == ("skipped" if committed else "published"), again.message
         check_ledger(conn)
         assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (new_rows,)
+
+
+def test_a_partition_that_kills_its_scorer_is_not_retried_forever(
+        settings: Settings, tmp_path: Path, cli_env: dict[str, str], database_url: str) -> None:
+    """Each attempt dies (as under the OOM killer) and the scheduler restarts: the deaths count
+    towards ``retries`` as failures do, so the partition is left alone once they are spent."""
+    artifact, train = factories.logistic(tmp_path / "m")
+    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    factories.write_parquet(tmp_path / "incoming" / "p1.parquet", factories.frame(3000), row_group_size=1000)
+    config = tmp_path / "schedule.toml"
+    config.write_text('[jobs.arrive]\nkind = "score"\nmodel = "churn"\ninput = "incoming/*.parquet"\n'
+                      "on_arrival = true\nretries = 1\nbackoff = 0.1\n")
+    command = [sys.executable, "-m", "store", "schedule", "--config", str(config), "--once"]
+    for _ in range(2):  # the first attempt and its one retry, each in a scheduler that dies with it
+        killed = subprocess.run(command, env={**cli_env, "PREDSTORE_FAULT_POINT": "tasks_done"},
+                                capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    after = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0, after.stderr
+    assert "p1 failed 2 times with churn v1; leaving it" in after.stderr
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY run_id")] == ["abandoned"] * 2
