@@ -9,6 +9,8 @@ are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key 
     simulations = 200            # multinomial draws per column for the distances' noise floors
     in_sample_output_alerts = false  # alert (not only warn) on outputs whose baseline is in-sample
     drift_share = 0.5            # share of drifted features that makes the dataset drifted
+    cusum_arl = 365              # quiet runs between two false gradual_drift alerts, on average
+    cusum_k = 0.5                # the smallest shift a CUSUM looks for, in standard errors of a run, halved
     performance_tolerance = 0.2  # relative degradation from registration that raises an alert
     min_labels = 30              # fewer labels than this: performance is shown, never judged
     window = "week"              # performance windows by label event time: day, week or month
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from monitor.sequential import CusumConfig
 from monitor.stats import CORRECTIONS, DEFAULT_THRESHOLDS, DriftConfig
 from store.errors import ConfigError
 
@@ -42,6 +45,7 @@ class MonitorConfig:
     """Everything a monitor run needs besides the store's settings."""
 
     drift: DriftConfig = field(default_factory=DriftConfig)
+    cusum: CusumConfig = field(default_factory=CusumConfig)
     performance_tolerance: float = 0.2
     min_labels: int = 30
     window: str = "week"
@@ -71,6 +75,7 @@ def from_toml(path: Path) -> MonitorConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
     known = {"alpha", "warning_alpha", "correction", "simulations", "in_sample_output_alerts", "drift_share",
+             "cusum_arl", "cusum_k",
              "performance_tolerance", "min_labels", "window", "webhook_timeout", "webhook_retries", "webhook_url",
              "thresholds", "features"}
     unknown = sorted(set(data) - known)
@@ -98,6 +103,8 @@ def from_toml(path: Path) -> MonitorConfig:
     )
     return MonitorConfig(
         drift=drift,
+        cusum=CusumConfig(k=_number(data, "cusum_k", 0.5, where, 0, 10),
+                          arl=_number(data, "cusum_arl", 365, where, 1, 1e9)),
         performance_tolerance=_number(data, "performance_tolerance", 0.2, where, 0, 100),
         min_labels=int(_number(data, "min_labels", 30, where, 0, 1e12)),
         window=window,

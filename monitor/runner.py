@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from monitor import evaluate, report, stats
+from monitor import evaluate, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
@@ -135,6 +135,13 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
     checked = stats.check(base, profile, config.drift)
     dataset_drift = checked.dataset_drift(config.drift)
     role = run["run_role"] if run else "current"
+    gradual: dict[str, tuple[float, float]] = {}
+    if run and role == "current":  # served runs, in order; a new current version starts from 0
+        last_version, state = monitoring.previous_cusum(conn, model_name, run["run_id"])
+        rows, alarms, h = sequential.advance(base, profile, state if last_version == version else {}, config.cusum)
+        checked.results.extend(rows)
+        flagged = {*checked.drifted, *checked.outputs_drifted}  # alerted by this run already
+        gradual = {name: cusum for name, cusum in alarms.items() if name not in flagged}
     check_id = monitoring.insert_check(
         conn, model_name=model_name, model_version=version, scope=scope, run_id=run["run_id"] if run else None,
         run_ids=run_ids, run_role=role, window_start=start, window_end=end, rows=checked.rows,
@@ -166,6 +173,11 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
         alerts.append(Alert(model_name, version, "prediction_drift", key,
                             f"prediction drift in {where}: {', '.join(checked.outputs_drifted)} drifted", run_id,
                             {**details, "outputs": checked.outputs_drifted}))
+    if gradual:
+        alerts.append(Alert(model_name, version, "gradual_drift", key,
+                            f"gradual drift up to {where}: a small persistent shift in {', '.join(gradual)} "
+                            f"(CUSUM over the served runs past {h:.3g})", run_id,
+                            {**details, "columns": list(gradual), "cusum": gradual, "h": h}))
     return alerts
 
 

@@ -322,3 +322,25 @@ def recent_alerts(conn: psycopg.Connection, model_name: str, *, limit: int = 50)
     return conn.cursor(row_factory=dict_row).execute(
         "SELECT * FROM alerts WHERE model_name = %s ORDER BY alert_id DESC LIMIT %s", [model_name, limit]
     ).fetchall()
+
+
+def previous_cusum(conn: psycopg.Connection, model_name: str, run_id: int) -> tuple[int | None,
+                                                                                   dict[str, tuple[float, float]]]:
+    """The model version and per-column (up, down) CUSUMs of the served run checked last before
+    ``run_id`` (by publication): where the next run's CUSUMs continue from."""
+    rows = conn.execute(
+        """WITH before AS (
+               SELECT c.check_id, c.model_version FROM drift_checks c JOIN runs r ON r.run_id = c.run_id
+               WHERE c.model_name = %(model)s AND c.scope = 'run' AND c.run_role = 'current'
+                 AND (r.published_at, r.run_id) < (SELECT published_at, run_id FROM runs WHERE run_id = %(run)s)
+               ORDER BY r.published_at DESC, r.run_id DESC LIMIT 1)
+           SELECT b.model_version, d.column_name, max(d.value) FILTER (WHERE d.metric = 'cusum_up'),
+                  max(d.value) FILTER (WHERE d.metric = 'cusum_down'), bool_or(d.status = 'alert')
+           FROM before b LEFT JOIN drift_results d
+             ON d.check_id = b.check_id AND d.metric IN ('cusum_up', 'cusum_down')
+           GROUP BY b.model_version, d.column_name""",
+        {"model": model_name, "run": run_id},
+    ).fetchall()
+    state = {column: (0.0, 0.0) if alarmed else (up or 0.0, down or 0.0)  # an alarm starts it again
+             for _, column, up, down, alarmed in rows if column is not None}
+    return (rows[0][0] if rows else None), state
