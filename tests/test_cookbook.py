@@ -44,3 +44,14 @@ def test_reference_docs_match_the_code() -> None:
     check = subprocess.run([sys.executable, str(ROOT / "docs" / "generate.py"), "--check"], capture_output=True,
                            text=True, cwd=ROOT, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_ci_runs_the_readme_commands_exactly() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Two commands"):readme.index("## Concepts")]
+    commands = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert len(commands) == 2
+    for command in commands:
+        assert command in ci_lines, f"{command!r} is in the README but .ci/run does not run it"
+    assert ci_lines[-1] == commands[-1], "the README's test command is not the last thing .ci/run does"
