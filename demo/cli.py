@@ -6,7 +6,6 @@ import logging
 
 import click
 
-from store.db import database_url
 from store.settings import Settings
 
 
@@ -24,11 +23,10 @@ def demo(settings: Settings, serve: bool, port: int, weeks: int | None) -> None:
     # Each week's runs, firings and alerts are logged; here the summary lines say enough.
     logging.getLogger().setLevel(logging.ERROR)
     result = run_demo(settings, say=click.echo, weeks=weeks)
-    url = database_url(settings)
     click.echo(f"\ndone in {result.seconds:.0f}s: {result.weeks} weekly partitions scored, labels ingested, "
                f"monitored; {result.alerts} alerts stand (drift and error growing away from Jan-Feb 2011).\n")
     click.echo(f"  report     {result.report}")
-    click.echo(f"  SQL        psql \"{url}\" -c \"SELECT * FROM run_summary ORDER BY run_id DESC LIMIT 5\"")
+    click.echo('  SQL        psql "$(predstore db url)" -c "SELECT * FROM run_summary ORDER BY run_id DESC LIMIT 5"')
     click.echo(f"  API        predstore serve --port {port}   (then)   "
                f"curl http://127.0.0.1:{port}/v1/models/{MODEL}/predictions/2012-12-31T17")
     click.echo(f"  runs       predstore runs list --model {MODEL}")

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable
+from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ STATUS: dict[type[PredstoreError], tuple[int, str]] = {
 
 
 def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify(error={"code": code, "message": message})
+    response = jsonify(error={"code": code, "message": mask_secrets(message)})
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER)

@@ -14,7 +14,7 @@ import psycopg
 
 from store import db as dbmod
 from store import ledger, migrate
-from store.errors import ConfigError, PredstoreError
+from store.errors import ConfigError, PredstoreError, mask_secrets
 from store.settings import Settings
 
 ENTRY_POINT_GROUP = "predstore.commands"
@@ -41,7 +41,7 @@ class ComponentGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PredstoreError as exc:
-            click.echo(f"predstore: error: {exc}", err=True)
+            click.echo(f"predstore: error: {mask_secrets(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("predstore: interrupted", err=True)

@@ -7,15 +7,18 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from store.errors import ConfigError, StoreUnavailable
+from store.errors import ConfigError, StoreUnavailable, describe_target, from_database
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["EMBEDDED_CONF", "connect", "database_url", "describe_target", "make_pool", "start_embedded",
+           "stop_embedded", "with_database"]
 
 #: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
 #: WAL for a run's table, which is created and filled in one transaction (no replicas to feed).
@@ -104,14 +107,6 @@ def _normal(value: str | None) -> str | None:
     return {"256MB": "262144"}.get(value, value) if value else value
 
 
-def describe_target(url: str) -> str:
-    """A short, password-free description of where ``url`` points, for error messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
-    port = f":{parts.port}" if parts.port else ""
-    return f"{host}{port}{parts.path or ''}"
-
-
 def with_database(url: str, dbname: str) -> str:
     """``url`` pointing at another database on the same server."""
     parts = urlsplit(url)
@@ -119,21 +114,11 @@ def with_database(url: str, dbname: str) -> str:
 
 
 def connect(url: str, *, autocommit: bool = False, application_name: str = "predstore") -> psycopg.Connection:
-    """Open a connection, translating failure into `StoreUnavailable` that names the host."""
+    """Open a connection, translating failure into `StoreUnavailable` (or `ConfigError`) that names the host."""
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreUnavailable(
-            f"cannot connect to PostgreSQL at {describe_target(url)}: {first}; "
-            "check that the server is running and PREDSTORE_DATABASE_URL is right"
-        ) from exc
-    except psycopg.ProgrammingError as exc:
-        detail = str(exc).strip().splitlines()[0]
-        raise ConfigError(
-            f"PREDSTORE_DATABASE_URL is not a valid PostgreSQL URL ({detail}); "
-            "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-        ) from exc
+    except psycopg.Error as exc:
+        raise from_database(exc, conninfo=url) from exc
 
 
 def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "predstore") -> ConnectionPool:

@@ -4,9 +4,24 @@ Every error a user can cause or meet derives from `PredstoreError`. Foreign erro
 SQLAlchemy, OS, pyarrow) are translated once, where they are met, with ``raise ... from exc``.
 The CLI shows ``str(error)`` as one line and exits with ``error.exit_code``; the lookup API's
 error handler turns them into JSON.
+
+Database errors are translated by `from_database`, the one place that also keeps secrets out of
+messages: a connection string is only ever shown by `describe_target`, and `mask_secrets` blanks
+any password that libpq echoes back (it quotes a malformed URL whole).
 """
 
 from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+#: What a password looks like inside a message: ``password=...`` (a keyword DSN or a URL's query)
+#: and ``scheme://user:password@`` (a URL's userinfo).
+_PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
+                        r"|(?P<userinfo>://[^:/@\s]*:)[^@\s]*(?=@)", re.IGNORECASE)
+MASK = "***"
 
 
 class PredstoreError(Exception):
@@ -68,3 +83,46 @@ class RunNotRunning(PredstoreError):
                          f"see `predstore runs show {run_id}`")
         self.run_id = run_id
         self.status = status
+
+
+def mask_secrets(text: str, conninfo: str | None = None) -> str:
+    """``text`` with every password in it replaced by ``***``: ``conninfo``'s own wherever it
+    appears, and whatever a URL's userinfo or a ``password=`` holds."""
+    password = _params(conninfo).get("password") if conninfo else None
+    if password:
+        text = text.replace(password, MASK)
+    return _PASSWORDS.sub(lambda m: (m.group("key") or m.group("userinfo")) + MASK, text)
+
+
+def describe_target(conninfo: str) -> str:
+    """Where a connection string (a URL or a keyword DSN) points, as ``user@host:port/dbname``;
+    never its password, and nothing of a string libpq cannot parse."""
+    params = _params(conninfo)
+    if not params:
+        return "an unparseable connection string (not shown: it may hold a password)"
+    host = params.get("host") or params.get("hostaddr") or "local socket"
+    user = f"{params['user']}@" if params.get("user") else ""
+    port = f":{params['port']}" if params.get("port") else ""
+    dbname = f"/{params['dbname']}" if params.get("dbname") else ""
+    return f"{user}{host}{port}{dbname}"
+
+
+def from_database(exc: psycopg.Error, *, conninfo: str, doing: str = "connect to") -> PredstoreError:
+    """The predstore error for a database error met while trying to ``doing`` the server at
+    ``conninfo``: one line, no password."""
+    first = mask_secrets((str(exc).strip().splitlines() or [type(exc).__name__])[0], conninfo)
+    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:  # libpq refused the string
+        return ConfigError(f"PREDSTORE_DATABASE_URL is not a valid PostgreSQL URL ({first}); "
+                           "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] == "08"
+                                                      or exc.sqlstate in ("57P01", "57P02", "57P03")):
+        return StoreUnavailable(f"database unavailable: cannot {doing} PostgreSQL at {describe_target(conninfo)}: "
+                                f"{first}; check that the server is running and PREDSTORE_DATABASE_URL is right")
+    return PredstoreError(f"database error: {first}")
+
+
+def _params(conninfo: str | None) -> dict[str, str]:
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(conninfo or "").items()}
+    except psycopg.ProgrammingError:
+        return {}

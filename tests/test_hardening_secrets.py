@@ -1,0 +1,66 @@
+"""Passwords never reach a message: connection strings in both forms (URL and keyword DSN),
+well-formed and malformed, through the CLI, the lookup API's 503 bodies and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+
+from lookup_api import close_app, create_app
+from store.cli import main
+from store.errors import describe_target, mask_secrets
+from store.settings import Settings
+
+SECRET = "s3cr3t-pw"
+
+#: Unreachable targets (nothing listens on port 1), in both forms.
+UNREACHABLE = [f"postgresql://alice:{SECRET}@127.0.0.1:1/store",
+               f"host=127.0.0.1 port=1 user=alice password={SECRET} dbname=store",
+               f"host=127.0.0.1 port=1 user=alice password='{SECRET} x' dbname=store"]
+#: Strings libpq refuses, quoting them back.
+MALFORMED = [f"postgresql://alice:{SECRET}@[127.0.0.1/store", f"host=127.0.0.1 password={SECRET} dbname"]
+
+
+@pytest.mark.parametrize("conninfo", UNREACHABLE)
+def test_a_target_is_described_without_its_password(conninfo: str) -> None:
+    assert describe_target(conninfo) == "alice@127.0.0.1:1/store"
+    assert SECRET not in mask_secrets(f"libpq said: {conninfo}", conninfo)
+
+
+@pytest.mark.parametrize("conninfo", UNREACHABLE + MALFORMED)
+def test_cli_errors_never_show_the_password(conninfo: str, tmp_path: Path) -> None:
+    env = {"PREDSTORE_HOME": str(tmp_path), "PREDSTORE_DATABASE_URL": conninfo}
+    result = CliRunner().invoke(main, ["db", "status"], env=env)
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("predstore: error: ") and SECRET not in line, line
+    assert ("not a valid PostgreSQL URL" if conninfo in MALFORMED else "database unavailable: cannot connect to "
+            "PostgreSQL at alice@127.0.0.1:1/store") in line
+
+
+@pytest.fixture(params=UNREACHABLE, ids=["url", "dsn", "dsn-quoted"])
+def unreachable_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(Settings(home=tmp_path, database_url=request.param, api_reader_url=request.param,
+                              api_pool_timeout=0.2))
+    yield app
+    close_app(app)
+
+
+def test_503_bodies_never_show_the_password(unreachable_app: Flask) -> None:
+    client = unreachable_app.test_client()
+    for path in ("/readyz", "/v1/models/churn/predictions/e1"):  # both reachable without a key
+        response = client.get(path)
+        assert response.status_code == 503, response.get_data(as_text=True)
+        body = response.get_data(as_text=True)
+        assert "alice@127.0.0.1:1/store" in body and SECRET not in body, body
+
+
+def test_the_demo_does_not_print_the_database_url(cli_env: dict[str, str], database_url: str) -> None:
+    result = CliRunner().invoke(main, ["demo", "--weeks", "1"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert database_url not in result.output
+    assert 'psql "$(predstore db url)"' in result.output
