@@ -294,6 +294,57 @@ def runs_verify(settings: Settings, run_id: int) -> None:
     sys.exit(1)
 
 
+@runs.command("prune")
+@click.option("--model", help="Only this model's runs.")
+@click.option("--older-than", "older_than", metavar="DURATION",
+              help="Expire published runs older than this (90d, 12h, 2w), whatever the models' policies.")
+@click.option("--dry-run", is_flag=True, help="List what would be dropped; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.pass_obj
+def runs_prune(settings: Settings, model: str | None, older_than: str | None, dry_run: bool, as_json: bool) -> None:
+    """Drop the runs past their model's retention (`models retain`, else PREDSTORE_KEEP_DAYS).
+
+    An expired run's predictions stop being served (an entity that no other run holds answers 404)
+    and its table is dropped; its ledger row, profile, drift and performance results stay.
+    """
+    from batch import retention
+
+    try:
+        age = retention.parse_duration(older_than) if older_than is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    if age is None and settings.keep_days is None and model is None:
+        log.debug("no --older-than and no PREDSTORE_KEEP_DAYS: only models with a policy are pruned")
+    pruned = retention.prune_runs(settings, model=model, older_than=age, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(pruned.to_dict()))
+        return
+    verb = "would drop" if dry_run else "dropped"
+    for run in pruned.runs:
+        click.echo(f"{verb} run {run.run_id}: {run.model} v{run.model_version} partition {run.partition!r} "
+                   f"({run.role}, {run.status}, published {run.published_at:%Y-%m-%d %H:%M}, {run.rows:,} rows, "
+                   f"{run.bytes / 2**20:,.1f} MiB)")
+    summary = pruned.to_dict()
+    click.echo(f"{verb} {len(pruned.runs)} run(s), {summary['rows']:,} rows, {summary['bytes'] / 2**20:,.1f} MiB"
+               + ("" if dry_run else f"; {pruned.entities_unserved:,} entities no longer served"))
+
+
+@models.command("retain")
+@click.argument("name")
+@click.option("--keep-days", type=click.IntRange(min=1), help="Days a published run is served before it expires.")
+@click.option("--forever", is_flag=True, help="Remove the model's policy (PREDSTORE_KEEP_DAYS applies, if set).")
+@click.pass_obj
+def models_retain(settings: Settings, name: str, keep_days: int | None, forever: bool) -> None:
+    """Set how long NAME's published runs are kept; `runs prune` and the scheduler apply it daily."""
+    if (keep_days is None) == (not forever):
+        raise click.UsageError("give either --keep-days N or --forever")
+    from batch import retention
+
+    retention.retain(settings, name, keep_days)
+    click.echo(f"{name}: published runs are kept {keep_days} day(s)" if keep_days else
+               f"{name}: no policy of its own; " + (f"PREDSTORE_KEEP_DAYS={settings.keep_days} applies"
+                                                     if settings.keep_days else "runs are kept for ever"))
+
 @contextmanager
 def _conn(settings: Settings) -> Iterator[Any]:
     with connect(prepare(settings), autocommit=True) as conn:

@@ -21,7 +21,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.config import ScheduleConfig, check_models
-from scheduler.jobs import Context, fire, plural
+from scheduler.jobs import Context, apply_retention, fire, plural
 from store import ledger, schedules
 from store.db import connect
 from store.errors import PredstoreError
@@ -52,7 +52,8 @@ def start(settings: Settings, config: ScheduleConfig) -> Context:
 def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None = None) -> dict[str, str]:
     """Run every job once: score what has arrived, run each cron firing that is due and was not run.
 
-    Score jobs run before monitor jobs, so that the monitor sees this pass's predictions.
+    Score jobs run before monitor jobs, so that the monitor sees this pass's predictions; the
+    retention pass comes last.
     Raises `JobsFailed` if any failed.
     """
     ctx = start(settings, config)
@@ -62,6 +63,7 @@ def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None
         if ctx.stop.is_set():
             break
         outcomes[job.id] = fire(ctx, job.id, now=now)
+    apply_retention(ctx, now=now)
     failed = [job_id for job_id, outcome in outcomes.items() if outcome == "failed"]
     if failed:
         raise JobsFailed(f"{len(failed)} of {len(config.jobs)} jobs failed: {', '.join(failed)}; "
@@ -73,7 +75,7 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
     """Run the scheduler until SIGTERM or SIGINT; each job fires once at start to catch up."""
     ctx = start(settings, config)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # jobs log what fired; _on_event what did not
-    executor = ThreadPoolExecutor(max_workers=min(len(config.jobs), 8))
+    executor = ThreadPoolExecutor(max_workers=min(len(config.jobs) + 1, 8))
     scheduler = BlockingScheduler(
         timezone=UTC,
         executors={"default": executor},
@@ -85,6 +87,9 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
         scheduler.add_job(fire, trigger, args=[ctx, job.id], id=job.id, name=f"{job.kind} {job.model}",
                           next_run_time=now)
         log.info("job %s: %s %s, %s", job.id, job.kind, job.model, job.describe())
+    # Retention once a day (and at start), whatever the jobs: runs past their model's age limit go.
+    scheduler.add_job(apply_retention, IntervalTrigger(days=1), args=[ctx], id="retention", name="retention",
+                      next_run_time=now)
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     _on_signals(lambda: scheduler.shutdown(wait=False) if scheduler.running else None, ctx.stop)
     log.info("scheduler started (pid %d) with %s from %s; each job fires once now to catch up", os.getpid(),

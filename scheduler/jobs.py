@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from apscheduler.triggers.cron import CronTrigger
 
+from batch.retention import prune_runs
 from batch.runner import ScoreRequest, score_partition
 from scheduler import hooks
 from scheduler.config import Job, ScheduleConfig
@@ -108,6 +109,24 @@ def fire(ctx: Context, job_id: str, *, now: datetime | None = None) -> str:
             log.info("job %s runs again", job.id)
         return outcome
     return "failed"
+
+
+def apply_retention(ctx: Context, *, now: datetime | None = None) -> str:
+    """The daily retention pass (`predstore runs prune` with each model's policy), by one replica at a
+    time; returns 'idle', 'succeeded' or 'failed' and, like `fire`, never raises."""
+    try:
+        with _control(ctx) as conn:
+            if not schedules.try_lock(conn, "retention"):
+                return "idle"  # another replica is pruning
+            pruned = prune_runs(ctx.settings, now=now)
+    except (PredstoreError, psycopg.Error) as exc:
+        log.error("retention could not run: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        return "failed"
+    if not pruned.runs:
+        return "idle"
+    log.info("retention dropped %s (%s rows); %s no longer served", plural(len(pruned.runs), "run"),
+             f"{sum(r.rows for r in pruned.runs):,}", plural(pruned.entities_unserved, "entity"))
+    return "succeeded"
 
 
 def plural(n: int, noun: str) -> str:

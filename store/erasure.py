@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from store import serving
 from store.predictions import PUBLISH_CHANNEL
 from store.schema import PARTITION_SCHEMA
 
@@ -46,6 +47,7 @@ def erase_entity(conn: psycopg.Connection, entity_id: str, *, model: str | None 
             predictions += deleted
             runs.append(int(run_id))
             models.add(str(model_name))
+    serving.forget_entity(conn, entity_id, model=model)
     labels = conn.execute(
         "DELETE FROM labels WHERE entity_id = %s AND (%s::text IS NULL OR model_name = %s)", [entity_id, model, model]
     ).rowcount

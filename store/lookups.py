@@ -1,17 +1,21 @@
-"""Read queries of the lookup API, over the published views only, one function each.
+"""Read queries of the lookup API, one function each.
 
-The current prediction of (model, entity) comes from the most recently published run of the model
-that holds the entity. The planner walks the model's few published runs and probes each run's
-partition by its primary key (run_id, entity_id), pruning the other partitions at run time.
-Pooled connections prepare statements on first use: they run the same few queries all day.
+The current prediction of (model, entity) is the row of the most recently published run of the
+model that holds the entity, which the serving directory (`store.serving`) keeps: a lookup, hit or
+miss, is one probe of its primary key, however many runs and partitions the store keeps. A lookup
+of a given version reads the directory too; only an entity whose newest served row is of another
+version is looked up in that version's published runs, named one by one so that the planner opens
+those tables alone. Pooled connections prepare statements on first use: they run the same few
+queries all day.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -54,44 +58,46 @@ class PublishedRun:
 
 #: In the order of `Prediction`'s fields, which rows are built from positionally.
 _COLUMNS = """entity_id, model_name AS model, model_version, run_id, partition_key AS partition,
-              coalesce(scored_at, published_at) AS scored_at, prediction, label, scores"""
+              scored_at, prediction, label, scores"""
 
-_ONE = f"""SELECT {_COLUMNS} FROM published_predictions
-           WHERE model_name = %s AND entity_id = %s {{version}}
-           ORDER BY published_at DESC, run_id DESC LIMIT 1"""
+#: The served row of one entity; without a version, of the 'current' role, else the newest of both
+#: roles (whether it is of the version asked for is checked by the caller).
+_ONE = f"SELECT {_COLUMNS} FROM served_predictions WHERE model_name = %s AND entity_id = %s AND role = 'current'"
+_NEWEST = f"""SELECT {_COLUMNS} FROM served_predictions WHERE model_name = %s AND entity_id = %s
+              ORDER BY published_at DESC, run_id DESC LIMIT 1"""
 
 # A batch is rendered by PostgreSQL: building a thousand JSON objects there costs a fraction of
 # what loading the rows into Python and encoding them again does. The object is the same one
 # `lookup_api.service.present` builds for a single lookup (a test holds the two together).
-_MANY = f"""SELECT entity_id, age > %(max_age)s AS stale, json_build_object(
+_JSON = """SELECT entity_id, age > %(max_age)s AS stale, json_build_object(
                 'entity_id', entity_id, 'model', model, 'model_version', model_version, 'run_id', run_id,
                 'partition', partition,
                 'scored_at', to_char(scored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), 'age', age,
                 'stale', coalesce(age > %(max_age)s, false),
                 'prediction', prediction, 'label', label, 'scores', scores)::text
             FROM (SELECT *, round(greatest(0, %(now)s - extract(epoch FROM scored_at))::numeric, 3) AS age
-                  FROM (SELECT DISTINCT ON (entity_id) {_COLUMNS} FROM published_predictions
-                        WHERE model_name = %(model)s AND entity_id = ANY(%(ids)s::text[]) {{version}}
-                        ORDER BY entity_id, published_at DESC, run_id DESC) AS newest) AS aged"""
+                  FROM ({rows}) AS found) AS aged"""
+_MANY = _JSON.format(rows=f"""SELECT {_COLUMNS} FROM served_predictions
+    WHERE model_name = %(model)s AND role = 'current' AND entity_id = ANY(%(ids)s::text[])""")
+#: Of a version: the entities whose newest served row is of it, and the others' newest row among
+#: the version's published runs ({runs}, spelled out).
+_MANY_OF_VERSION = _JSON.format(rows=f"""
+    WITH newest AS (
+        SELECT DISTINCT ON (entity_id) {_COLUMNS} FROM served_predictions
+        WHERE model_name = %(model)s AND entity_id = ANY(%(ids)s::text[])
+        ORDER BY entity_id, published_at DESC, run_id DESC)
+    SELECT * FROM newest WHERE model_version = %(version)s
+    UNION ALL
+    SELECT * FROM ({{older}}) AS older
+    WHERE entity_id IN (SELECT entity_id FROM newest WHERE model_version <> %(version)s)""")
+#: The newest row of some entities among the runs {runs}.
+_IN_RUNS = f"""SELECT DISTINCT ON (entity_id) {_COLUMNS}
+               FROM published_predictions WHERE run_id IN ({{runs}}) AND entity_id = ANY(%(ids)s::text[])
+               ORDER BY entity_id, published_at DESC, run_id DESC"""
 
-_BY_VERSION = "AND model_version = %s"
-_CURRENT_ROLE = "AND role = 'current'"
-
-QUERIES = {
-    # Without a version, only the served ('current') runs; with one, any published run of it,
-    # challenger runs included.
-    ("one", False): _ONE.format(version=_CURRENT_ROLE),
-    ("one", True): _ONE.format(version=_BY_VERSION),
-    ("many", False): _MANY.format(version=_CURRENT_ROLE),
-    ("many", True): _MANY.format(version="AND model_version = %(version)s"),
-}
-
-
-#: Session settings of lookup connections: a generic plan keeps the nested loop with run-time
-#: partition pruning for every entity, and a lookup never waits for parallel workers or JIT.
+#: Session settings of lookup connections: a lookup never waits for parallel workers or JIT.
 #: Timestamps come in UTC, whether PostgreSQL or Python renders them.
-READER_OPTIONS = ("-c plan_cache_mode=force_generic_plan -c max_parallel_workers_per_gather=0 -c jit=off "
-                  "-c TimeZone=UTC")
+READER_OPTIONS = "-c max_parallel_workers_per_gather=0 -c jit=off -c TimeZone=UTC"
 
 
 def make_reader_pool(url: str, *, size: int, name: str = "predstore-lookup") -> ConnectionPool:
@@ -139,9 +145,21 @@ def current_prediction(
     conn: psycopg.Connection, model: str, entity_id: str, *, version: int | None = None
 ) -> Prediction | None:
     """The current published prediction of ``entity_id`` by ``model`` (restricted to ``version``)."""
-    params: list[Any] = [model, entity_id] + ([version] if version is not None else [])
-    row = conn.execute(QUERIES["one", version is not None], params).fetchone()  # a tuple: the cheapest row
-    return Prediction(*row) if row is not None else None
+    if version is None:
+        row = conn.execute(_ONE, [model, entity_id]).fetchone()  # a tuple: the cheapest row
+        return Prediction(*row) if row is not None else None
+    with _snapshot(conn):
+        row = conn.execute(_NEWEST, [model, entity_id]).fetchone()
+        if row is None:
+            return None  # no published run holds it
+        found = Prediction(*row)
+        if found.model_version == version:
+            return found
+        runs = _runs_of(conn, model, version)
+        if not runs:
+            return None
+        older = conn.execute(_IN_RUNS.format(runs=runs), {"ids": [entity_id]}, prepare=False).fetchone()
+        return Prediction(*older) if older is not None else None
 
 
 def current_predictions_json(
@@ -152,8 +170,30 @@ def current_predictions_json(
     (entity id, stale, the JSON object the API answers), its age taken at ``now`` (epoch seconds)
     and stale when older than ``max_age`` seconds."""
     params = {"model": model, "ids": list(entity_ids), "version": version, "now": now, "max_age": max_age}
-    rows = conn.execute(QUERIES["many", version is not None], params).fetchall()
+    if version is None:
+        rows = conn.execute(_MANY, params).fetchall()
+    else:
+        with _snapshot(conn):
+            runs = _runs_of(conn, model, version) or "NULL"
+            query = _MANY_OF_VERSION.format(older=_IN_RUNS.format(runs=runs))
+            rows = conn.execute(query, params, prepare=False).fetchall()
     return [(entity_id, bool(stale), text) for entity_id, stale, text in rows]
+
+
+def _runs_of(conn: psycopg.Connection, model: str, version: int) -> str:
+    """The published runs of ``model`` ``version`` as a list of SQL literals ('' if none)."""
+    rows = conn.execute("SELECT run_id FROM published_runs WHERE model_name = %s AND model_version = %s",
+                        [model, version]).fetchall()
+    return ", ".join(str(int(r[0])) for r in rows)
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection) -> Iterator[None]:
+    """One read-only REPEATABLE READ transaction: the statements of a lookup that needs more than
+    one see the same published state."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def check_model(conn: psycopg.Connection, model: str, *, version: int | None = None) -> None:

@@ -16,8 +16,9 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
+from store import serving
 from store.errors import RunNotRunning
-from store.schema import PARTITION_SCHEMA
+from store.schema import run_table
 
 #: The columns a run may write, as the Arrow types its batches must have.
 ARROW_TYPES = {"entity_id": pa.string(), "row_number": pa.int64(), "prediction": pa.float64(),
@@ -27,10 +28,6 @@ ARROW_TYPES = {"entity_id": pa.string(), "row_number": pa.int64(), "prediction":
 PUBLISH_CHANNEL = "predstore_published"
 
 DUPLICATE_REASON = "duplicate entity_id: a later row of the partition has the same id and is the one kept"
-
-
-def run_table(run_id: int) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(PARTITION_SCHEMA), sql.Identifier(f"run_{run_id}"))
 
 
 def create_run_table(conn: psycopg.Connection, run_id: int) -> None:
@@ -116,7 +113,8 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
             role: str = "current") -> int | None:
     """Attach the run's table and make it the published run of (model, partition, role).
 
-    Returns the run it supersedes. Visible to readers when the caller commits.
+    Returns the run it supersedes. Visible to readers when the caller commits, the serving
+    directory (`store.serving`) updated with it.
     """
     table = run_table(run_id)
     # The CHECK lets ATTACH skip scanning the table to prove its rows belong to the partition.
@@ -135,9 +133,11 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
     if conn.execute("UPDATE runs SET status = 'published', published_at = %s WHERE run_id = %s "
                     "AND status = 'running'", [at, run_id]).rowcount != 1:
         raise RunNotRunning(run_id, None)  # reaped meanwhile: the caller's transaction rolls back
+    previous_id = int(previous[0]) if previous else None
+    serving.serve_run(conn, run_id, superseded=previous_id)
     # Delivered at commit: lookup services drop what they cached for this model.
     conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
-    return int(previous[0]) if previous else None
+    return previous_id
 
 
 def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:

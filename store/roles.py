@@ -20,8 +20,8 @@ from psycopg import sql
 from store.schema import PARTITION_SCHEMA
 
 #: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
-READER_GRANTS = ("published_predictions", "current_predictions", "published_runs", "models", "model_aliases",
-                 "api_keys", "alembic_version")
+READER_GRANTS = ("served_predictions", "published_predictions", "current_predictions", "published_runs", "models",
+                 "model_aliases", "api_keys", "alembic_version")
 #: Tables the analyst may not read.
 ANALYST_DENIED = ("api_keys",)
 

@@ -23,10 +23,17 @@ from sqlalchemy import (
     func,
     text,
 )
+from psycopg import sql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 #: Schema holding one table per scoring run; each is attached to ``predictions`` when published.
 PARTITION_SCHEMA = "predstore_partitions"
+
+
+def run_table(run_id: int) -> sql.Composed:
+    """The name of the table holding one run's predictions."""
+    return sql.SQL("{}.{}").format(sql.Identifier(PARTITION_SCHEMA), sql.Identifier(f"run_{run_id}"))
+
 
 metadata = MetaData(
     naming_convention={
@@ -39,7 +46,7 @@ metadata = MetaData(
 )
 
 RUN_ROLES = ("current", "challenger")
-RUN_STATUSES = ("running", "published", "superseded", "skipped", "failed", "abandoned", "dropped")
+RUN_STATUSES = ("running", "published", "superseded", "skipped", "failed", "abandoned", "dropped", "expired")
 
 models = Table(
     "models",
@@ -134,6 +141,40 @@ predictions = Table(
     Column("label", Text),
     Column("scores", ARRAY(Float(53))),
     postgresql_partition_by="LIST (run_id)",
+)
+
+# The serving directory: the prediction each (model, role, entity) is served, copied from the most
+# recently published run that holds the entity. `store.predictions.publish` keeps it in the publish
+# transaction, so a lookup is one B-tree probe whatever the number of runs the store keeps; its
+# columns are those of the ``published_predictions`` view, in that order.
+served_predictions = Table(
+    "served_predictions",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Integer, nullable=False),
+    Column("run_id", BigInteger, nullable=False),
+    Column("partition_key", Text, nullable=False),
+    Column("entity_id", Text(collation="C"), primary_key=True),
+    Column("row_number", BigInteger, nullable=False),
+    Column("prediction", Float(53)),
+    Column("label", Text),
+    Column("scores", ARRAY(Float(53))),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("role", Text, primary_key=True),
+    # Room on each page for the next publish's version of a row: its update stays on the page (HOT).
+    postgresql_with={"fillfactor": 70},
+)
+
+# Retention by age: each model's published runs are dropped (status 'expired') once older than
+# keep_days; without a row here, PREDSTORE_KEEP_DAYS applies (unset: kept for ever).
+retention = Table(
+    "retention",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("keep_days", Integer),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("keep_days > 0", name="keep_days"),
 )
 
 rejected_rows = Table(

@@ -20,6 +20,9 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(".predstore"))
     database_url: str | None = None
     keep_runs: int = 3
+    #: Days a published run is kept before retention drops it, for models without a policy of their
+    #: own (`predstore models retain`); None keeps them for ever.
+    keep_days: int | None = None
     api_max_batch: int = 1000
     api_reader_url: str | None = None
     #: Maximum prediction age in seconds per model; ``"*"`` applies to every other model. Empty: no limit.
@@ -59,6 +62,8 @@ class Settings:
             home=Path(get("PREDSTORE_HOME") or ".predstore").expanduser(),
             database_url=get("PREDSTORE_DATABASE_URL"),
             keep_runs=_int(get("PREDSTORE_KEEP_RUNS"), "PREDSTORE_KEEP_RUNS", default=3, minimum=1),
+            keep_days=_int(raw_days, "PREDSTORE_KEEP_DAYS", default=0, minimum=1)
+            if (raw_days := get("PREDSTORE_KEEP_DAYS")) else None,
             api_max_batch=_int(get("PREDSTORE_API_MAX_BATCH"), "PREDSTORE_API_MAX_BATCH", default=1000, minimum=1),
             api_reader_url=get("PREDSTORE_API_DATABASE_URL"),
             api_max_age=_max_age(get("PREDSTORE_API_MAX_AGE")),
