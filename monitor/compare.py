@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from monitor.performance import canonical_all, probabilities
+from monitor.performance import LOG_LOSS_FLOOR, canonical_all, probabilities
 from monitor.report import fmt, lines
 from monitor.stats import psi
 from store import challengers, profiles, registry
@@ -34,7 +34,6 @@ from store.errors import NotFound
 from store.migrate import prepare
 from store.settings import Settings
 
-LOG_LOSS_FLOOR = 1e-15
 #: Labeled entities needed before any verdict.
 MIN_LABELS = 100
 #: The confidence sequence is tightest near this many labeled entities (or ``min_labels``, if more).

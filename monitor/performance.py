@@ -15,6 +15,8 @@ from sklearn import metrics
 HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1_macro", "roc_auc", "r2"})
 #: The metric shown first for each task (in tables and the report).
 HEADLINE = {"regression": "mae", "classification": "accuracy"}
+#: Probabilities are clipped to this before a log loss.
+LOG_LOSS_FLOOR = 1e-15
 
 
 def regression(actual: Sequence[float], predicted: Sequence[float]) -> dict[str, float | None]:

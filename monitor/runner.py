@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from monitor import evaluate, report, sequential, stats
+from monitor import evaluate, realized, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
@@ -69,7 +69,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
             if run_id is not None and ledger.get_run(conn, run_id)["model_name"] != model_name:
                 raise ConfigError(f"run {run_id} is not a run of model {model_name!r}")
             candidates = _check_drift(conn, model_name, versions, run_id, since, config, result)
-            for outcome in (evaluate.realized(conn, model_name, versions, config, force=since is not None),
+            for outcome in (realized.update(conn, model_name, versions, config, force=since is not None),
                             evaluate.estimated(conn, model_name, versions, config)):
                 result.performance += outcome.rows
                 result.labels = outcome.labels or result.labels

@@ -22,7 +22,9 @@ PROFILED = ("published", "superseded", "dropped")
 RESULT_COLUMNS = ("column_name", "role", "kind", "metric", "value", "warning", "alert", "status")
 PERFORMANCE_COLUMNS = ("model_name", "model_version", "scope", "run_id", "run_role", "window_start", "window_end",
                        "metric", "value", "training_value", "estimated", "status", "labels", "predictions",
-                       "coverage")
+                       "coverage", "low", "high", "backfill", "reference")
+#: Values of the columns a performance row may leave out.
+PERFORMANCE_DEFAULTS = {"low": None, "high": None, "backfill": False, "reference": None}
 
 
 def lock_model(conn: psycopg.Connection, model_name: str) -> None:
@@ -146,7 +148,8 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
                                   ORDER BY event_time DESC LIMIT 1) AS last
                    WHERE last.label = s.label AND last.label_value IS NOT DISTINCT FROM s.label_value))
                ON CONFLICT (model_name, entity_id, event_time) DO UPDATE
-                   SET label = excluded.label, label_value = excluded.label_value, arrival_time = now()
+                   SET label = excluded.label, label_value = excluded.label_value, arrival_time = now(),
+                       matched_at = NULL
                    WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
                RETURNING (xmax = 0) AS inserted),
            scored AS (
@@ -197,6 +200,130 @@ def matched_labels(conn: psycopg.Connection, model_name: str, *, window: str) ->
     ).fetchall()
 
 
+#: What `match_labels` and `label_matches` return per match: +1 counts it, -1 takes back a count.
+MATCH_COLUMNS = ("sign", "run_id", "model_version", "run_role", "event_time", "matched_as", "actual", "actual_value",
+                 "prediction", "predicted", "scores")
+
+
+def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
+    """Match the labels that wait for it (new, or corrected since); returns the `MATCH_COLUMNS` of
+    what changed, to be added to (or, sign -1, taken from) the performance tallies.
+
+    A new label at event time t is matched once per run role, among retained runs, to the
+    prediction for its entity from the run published most recently at or before t (the one in
+    force at t: published_at <= t < superseded_at, unless it was replaced by a run without that
+    entity: 'latest_before'); when no run holding the entity was published by t (a backfill),
+    to the earliest one, as 'earliest'. The match keeps a copy of the prediction, so a corrected
+    label keeps its match even after the run's table was dropped. Labels whose entity no retained
+    run scored wait for such a run.
+    """
+    params = {"model": model_name, "retained": list(RETAINED)}
+    run = """SELECT r.run_id, r.model_version, r.published_at, r.superseded_at, p.prediction, p.label AS predicted,
+                    p.scores
+             FROM candidates r JOIN predictions p ON p.run_id = r.run_id AND p.entity_id = l.entity_id COLLATE "C"
+             WHERE r.role = o.role AND {when}"""
+    return conn.execute(
+        f"""WITH pending AS MATERIALIZED (
+                SELECT l.entity_id, l.event_time, l.label, l.label_value,
+                       EXISTS (SELECT 1 FROM label_matches m WHERE m.model_name = l.model_name
+                               AND m.entity_id = l.entity_id AND m.event_time = l.event_time) AS corrected
+                FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL),
+            candidates AS MATERIALIZED (
+                SELECT run_id, model_version, role, published_at, superseded_at FROM runs
+                WHERE model_name = %(model)s AND status = ANY(%(retained)s)),
+            found AS MATERIALIZED (
+                SELECT l.entity_id, l.event_time, l.label, l.label_value, o.role AS run_role,
+                       coalesce(b.run_id, a.run_id) AS run_id, coalesce(b.model_version, a.model_version) AS version,
+                       CASE WHEN b.run_id IS NULL THEN 'earliest'
+                            WHEN l.event_time < coalesce(b.superseded_at, 'infinity') THEN 'in_force'
+                            ELSE 'latest_before' END AS matched_as,
+                       coalesce(b.prediction, a.prediction) AS prediction,
+                       coalesce(b.predicted, a.predicted) AS predicted, coalesce(b.scores, a.scores) AS scores
+                FROM pending l CROSS JOIN (VALUES ('current'), ('challenger')) AS o(role)
+                LEFT JOIN LATERAL ({run.format(when="r.published_at <= l.event_time")}
+                                   ORDER BY r.published_at DESC, r.run_id DESC LIMIT 1) AS b ON true
+                LEFT JOIN LATERAL ({run.format(when="r.published_at > l.event_time")}
+                                   ORDER BY r.published_at, r.run_id LIMIT 1) AS a ON b.run_id IS NULL
+                WHERE NOT l.corrected AND coalesce(b.run_id, a.run_id) IS NOT NULL),
+            previous AS MATERIALIZED (
+                SELECT m.*, l.label AS new_label, l.label_value AS new_value
+                FROM pending l JOIN label_matches m ON m.model_name = %(model)s AND m.entity_id = l.entity_id
+                                                   AND m.event_time = l.event_time
+                WHERE l.corrected),
+            saved AS (
+                INSERT INTO label_matches (model_name, entity_id, event_time, run_role, run_id, model_version,
+                                           matched_as, label, label_value, prediction, predicted, scores)
+                SELECT %(model)s, entity_id, event_time, run_role, run_id, version, matched_as, label, label_value,
+                       prediction, predicted, scores FROM found),
+            fixed AS (
+                UPDATE label_matches m SET label = p.new_label, label_value = p.new_value, matched_at = now()
+                FROM previous p WHERE m.model_name = %(model)s AND m.entity_id = p.entity_id
+                  AND m.event_time = p.event_time AND m.run_role = p.run_role),
+            done AS (
+                UPDATE labels l SET matched_at = now()
+                FROM (SELECT entity_id, event_time FROM found UNION SELECT entity_id, event_time FROM previous) AS d
+                WHERE l.model_name = %(model)s AND l.entity_id = d.entity_id AND l.event_time = d.event_time)
+            SELECT 1, run_id, version, run_role, event_time, matched_as, label, label_value, prediction,
+                   predicted, scores FROM found
+            UNION ALL
+            SELECT -1, run_id, model_version, run_role, event_time, matched_as, label, label_value, prediction,
+                   predicted, scores FROM previous
+            UNION ALL
+            SELECT 1, run_id, model_version, run_role, event_time, matched_as, new_label, new_value, prediction,
+                   predicted, scores FROM previous""",
+        params,
+    ).fetchall()
+
+
+def label_matches(conn: psycopg.Connection, model_name: str) -> Iterator[list[tuple[Any, ...]]]:
+    """Every match of the model as `MATCH_COLUMNS` (sign 1), 200,000 at a time (a server-side
+    cursor: run inside a transaction)."""
+    with conn.cursor(name=f"predstore_matches_{abs(hash(model_name))}") as cursor:
+        cursor.execute(
+            """SELECT 1, run_id, model_version, run_role, event_time, matched_as, label, label_value, prediction,
+                      predicted, scores
+               FROM label_matches WHERE model_name = %s""", [model_name])
+        while rows := cursor.fetchmany(200_000):
+            yield rows
+
+
+def match_counts(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
+    """How the served runs' labels matched ('in_force', 'latest_before', 'earliest'), and how
+    many labels the model has."""
+    rows = conn.execute(
+        """SELECT matched_as, count(*) FROM label_matches WHERE model_name = %s AND run_role = 'current'
+           GROUP BY 1""", [model_name]).fetchall()
+    total = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s", [model_name]).fetchone()
+    return {"labels": int(total[0]) if total else 0, **{str(k): int(v) for k, v in rows}}
+
+
+def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Add (run_id, day, backfill, model_version, run_role, tally, labels) rows to the stored
+    tallies, element by element."""
+    conn.cursor().executemany(
+        """INSERT INTO performance_tallies AS t (run_id, day, backfill, model_version, run_role, tally, labels,
+                                                 model_name)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (run_id, day, backfill) DO UPDATE
+               SET tally = (SELECT array_agg(a + b ORDER BY i)
+                            FROM unnest(t.tally, excluded.tally) WITH ORDINALITY AS u(a, b, i)),
+                   labels = t.labels + excluded.labels, updated_at = now()""",
+        [[*row, model_name] for row in rows],
+    )
+
+
+def tallies(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
+    """The model's tallies: (run_id, day, backfill, model_version, run_role, tally, labels)."""
+    return conn.execute(
+        """SELECT run_id, day, backfill, model_version, run_role, tally, labels FROM performance_tallies
+           WHERE model_name = %s AND labels > 0 ORDER BY run_id, day""", [model_name]).fetchall()
+
+
+def delete_tallies(conn: psycopg.Connection, model_name: str) -> None:
+    """Forget the model's tallies (to count every match again)."""
+    conn.execute("DELETE FROM performance_tallies WHERE model_name = %s", [model_name])
+
+
 def label_counts(conn: psycopg.Connection, model_name: str, *, window: str) -> dict[datetime, int]:
     """How many labels each time window holds (matched or not)."""
     rows = conn.execute(
@@ -239,7 +366,7 @@ def insert_performance(conn: psycopg.Connection, rows: Iterable[dict[str, Any]])
     conn.cursor().executemany(
         f"""INSERT INTO performance_results ({', '.join(PERFORMANCE_COLUMNS)})
             VALUES ({', '.join(['%s'] * len(PERFORMANCE_COLUMNS))})""",
-        [[r[k] for k in PERFORMANCE_COLUMNS] for r in rows],
+        [[r[k] if k in r else PERFORMANCE_DEFAULTS[k] for k in PERFORMANCE_COLUMNS] for r in rows],
     )
 
 

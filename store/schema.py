@@ -197,6 +197,50 @@ labels = Table(
     Column("label", Text, nullable=False),
     Column("label_value", Float(53)),
     Column("arrival_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # NULL until the monitor has matched the label (again, after a correction) to a prediction.
+    Column("matched_at", DateTime(timezone=True)),
+    Index("ix_labels_model_name_unmatched", "model_name", postgresql_where=text("matched_at IS NULL")),
+)
+
+MATCH_KINDS = ("in_force", "latest_before", "earliest")
+
+# Each label matched once per run role to the prediction it is judged against, with a copy of that
+# prediction: the match, and the performance counted from it, outlive the run's dropped table.
+label_matches = Table(
+    "label_matches",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("entity_id", Text, primary_key=True),
+    Column("event_time", DateTime(timezone=True), primary_key=True),
+    Column("run_role", Text, primary_key=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("matched_as", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("label_value", Float(53)),
+    Column("prediction", Float(53)),
+    Column("predicted", Text),
+    Column("scores", ARRAY(Float(53))),
+    Column("matched_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("matched_as IN " + str(MATCH_KINDS), name="matched_as"),
+    Index("ix_label_matches_run_id", "run_id"),
+)
+
+# Sufficient statistics of realized performance (`monitor.tallies`) per run, UTC day of the labels'
+# event time, and kind of match (``backfill``: labels older than every run holding their entity).
+performance_tallies = Table(
+    "performance_tallies",
+    metadata,
+    Column("run_id", BigInteger, primary_key=True),
+    Column("day", DateTime(timezone=True), primary_key=True),
+    Column("backfill", Boolean, primary_key=True),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("run_role", Text, nullable=False),
+    Column("tally", ARRAY(Float(53)), nullable=False),
+    Column("labels", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_performance_tallies_model_name", "model_name"),
 )
 
 api_keys = Table(
@@ -357,6 +401,13 @@ performance_results = Table(
     Column("predictions", BigInteger),
     Column("coverage", Float(53)),
     Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The metric's 95% interval, where it has a cheap one; a realized alert needs all of it past tolerance.
+    Column("low", Float(53)),
+    Column("high", Float(53)),
+    # Labels older than every run holding their entity, judged apart (no alert).
+    Column("backfill", Boolean, nullable=False, server_default="false"),
+    # What training_value was measured on: 'validation data' or 'training data (in-sample)'.
+    Column("reference", Text),
     ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
     ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE"),
     CheckConstraint("scope IN ('run', 'window')", name="scope"),

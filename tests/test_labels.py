@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
 from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
@@ -22,7 +23,8 @@ from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels
 from monitor.performance import canonical
 from monitor.runner import run_monitor
-from store import Settings, monitoring
+from store import Settings
+from store.schema import run_table
 from tests import factories
 
 QUIET = MonitorConfig(min_labels=20)
@@ -76,8 +78,8 @@ def test_labels_are_matched_to_the_run_in_force_at_their_event_time(
     register_model(settings, _refit(artifact, train, tmp_path / "v2.joblib"), name="amount", train_data=train,
                    target="amount", current=True)
     second = score_partition(settings, ScoreRequest(path=path, model_name="amount"))  # v2 supersedes v1's run
-    times: dict[int | None, datetime] = dict(conn.execute("SELECT run_id, published_at FROM runs WHERE run_id = ANY(%s)",
-                              [[first.run_id, second.run_id]]).fetchall())
+    times: dict[int | None, datetime] = dict(conn.execute(
+        "SELECT run_id, published_at FROM runs WHERE run_id = ANY(%s)", [[first.run_id, second.run_id]]).fetchall())
     between = times[first.run_id] + (times[second.run_id] - times[first.run_id]) / 2
     cases = {"e0": times[first.run_id] - timedelta(days=3),  # before any run: the earliest retained one
              "e1": between,                                  # v1's run was in force
@@ -86,7 +88,9 @@ def test_labels_are_matched_to_the_run_in_force_at_their_event_time(
     frame.to_parquet(tmp_path / "l.parquet", index=False)
     ingest_labels(settings, tmp_path / "l.parquet", model_name="amount", entity_col="id", label_col="truth",
                   time_col="at")
-    matched = {m["entity_id"]: m for m in monitoring.matched_labels(conn, "amount", window="week")}
+    run_monitor(settings, "amount", config=QUIET)
+    matched = {m[0]: {"run_id": m[1], "model_version": m[2], "matched_as": m[3]} for m in conn.execute(
+        "SELECT entity_id, run_id, model_version, matched_as FROM label_matches WHERE run_role = 'current'")}
     assert (matched["e0"]["run_id"], matched["e0"]["matched_as"]) == (first.run_id, "earliest")
     assert (matched["e1"]["run_id"], matched["e1"]["model_version"], matched["e1"]["matched_as"]) == \
         (first.run_id, 1, "in_force")
@@ -105,7 +109,8 @@ def _refit(artifact: Path, train: Path, out: Path) -> Path:
 def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regressor: tuple[pd.DataFrame, int],
                                                     tmp_path: Path, conn: psycopg.Connection) -> None:
     data, run_id = regressor
-    ingest_labels(settings, _labels(tmp_path, data.iloc[:100], "a.parquet"), model_name="amount",
+    t0 = datetime.now(UTC) + timedelta(hours=1)  # outcomes after the run was published: in force
+    ingest_labels(settings, _labels(tmp_path, data.iloc[:100], "a.parquet", when=t0), model_name="amount",
                   entity_col="id", label_col="truth", time_col="at")
     first = run_monitor(settings, "amount", config=QUIET)
     per_run = {r["metric"]: r for r in first.performance if r["scope"] == "run"}
@@ -115,7 +120,7 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     assert run_monitor(settings, "amount", config=QUIET).performance == []  # nothing new
 
     # A week later the world changed: the model is now badly wrong.
-    ingest_labels(settings, _labels(tmp_path, data.iloc[100:300], "b.parquet", when=T0 + timedelta(days=7), bias=8.0),
+    ingest_labels(settings, _labels(tmp_path, data.iloc[100:300], "b.parquet", when=t0 + timedelta(days=7), bias=8.0),
                   model_name="amount", entity_col="id", label_col="truth", time_col="at")
     second = run_monitor(settings, "amount", config=QUIET)
     per_run = {r["metric"]: r for r in second.performance if r["scope"] == "run"}
@@ -127,6 +132,48 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     assert [a.kind for a in second.alerts] == ["concept_drift"]
     stored = conn.execute("SELECT count(*) FROM performance_over_time WHERE scope = 'window' AND metric = 'mae'")
     assert stored.fetchone() == (2,)
+
+    # Outcomes from before the run (a backfill): reported apart, and they alert nobody.
+    ingest_labels(settings, _labels(tmp_path, data.iloc[300:], "c.parquet", when=t0 - timedelta(days=30), bias=8.0),
+                  model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    third = run_monitor(settings, "amount", config=QUIET)
+    backfill = [r for r in third.performance if r["backfill"] and r["metric"] == "mae"]
+    assert {r["scope"]: r["labels"] for r in backfill} == {"run": 100, "window": 100}
+    assert third.labels["earliest"] == 100 and third.labels["in_force"] == 300
+    assert not third.alerts and [a.kind for a in third.standing] == ["concept_drift"]
+
+
+def test_a_run_dropped_by_retention_keeps_its_matched_labels(settings: Settings, tmp_path: Path,
+                                                             conn: psycopg.Connection) -> None:
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    data = factories.frame(50, seed=2)
+    path = factories.write_parquet(tmp_path / "p.parquet", data)
+    first = score_partition(settings, ScoreRequest(path=path, model_name="amount"))
+    when = datetime.now(UTC) + timedelta(minutes=1)
+    ingest_labels(settings, _labels(tmp_path, data.iloc[:30], "a.parquet", when=when, bias=1.0),
+                  model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    before = run_monitor(settings, "amount", config=QUIET)
+    mae = next(r for r in before.performance if r["scope"] == "run" and r["metric"] == "mae")
+    assert mae["run_id"] == first.run_id and mae["labels"] == 30
+    # Retention drops the run: its table goes, its ledger row stays; a later run scores the same entities.
+    with conn.transaction():
+        conn.execute(sql.SQL("ALTER TABLE predictions DETACH PARTITION {}").format(run_table(first.run_id or 0)))
+        conn.execute(sql.SQL("DROP TABLE {}").format(run_table(first.run_id or 0)))
+        conn.execute("UPDATE runs SET status = 'expired' WHERE run_id = %s", [first.run_id])
+    later = score_partition(settings, ScoreRequest(path=path, model_name="amount", force=True))
+    # A correction of labels already matched to the dropped run: they stay with it.
+    ingest_labels(settings, _labels(tmp_path, data.iloc[:10], "fix.parquet", when=when, bias=2.0),
+                  model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    after = run_monitor(settings, "amount", config=QUIET, since=datetime(2000, 1, 1, tzinfo=UTC))
+    runs = {r["run_id"]: r for r in after.performance if r["scope"] == "run" and r["metric"] == "mae"}
+    assert set(runs) == {first.run_id} and runs[first.run_id]["labels"] == 30
+    corrected = conn.execute("""SELECT avg(abs(m.prediction - l.label_value)) FROM label_matches m
+                                JOIN labels l USING (model_name, entity_id, event_time)""").fetchone()
+    assert corrected is not None and runs[first.run_id]["value"] == pytest.approx(corrected[0], rel=1e-9)
+    assert runs[first.run_id]["value"] != pytest.approx(mae["value"])
+    matched = conn.execute("SELECT DISTINCT run_id FROM label_matches").fetchall()
+    assert matched == [(first.run_id,)] and later.run_id != first.run_id
 
 
 def test_labels_command_reads_csv_and_reports(settings: Settings, regressor: tuple[pd.DataFrame, int],

@@ -1,0 +1,183 @@
+"""Realized performance, kept up to date from new labels only: the I/O around `monitor.tallies`.
+
+Each label is matched once per run role (`store.monitoring.match_labels`), and its tally is added
+to its run's, for the UTC day of its event time; a corrected label takes its old tally back. The
+performance rows are then computed from the tallies alone, so a monitor run costs what the new
+labels cost, not what every label ever ingested costs, and a run whose table retention dropped
+keeps the performance its labels measured. Labels older than every run holding their entity
+(backfills, matched as 'earliest') are tallied and reported apart, and raise no alert. A window
+alerts only when the metric's whole 95% interval is past the tolerance.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from monitor import performance, tallies
+from monitor.alerts import Alert
+from monitor.config import MonitorConfig
+from monitor.evaluate import Evaluation
+from store import monitoring, registry
+
+Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
+
+
+def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
+             config: MonitorConfig, *, force: bool) -> Evaluation:
+    """Match and tally the labels that arrived (all matches again, with ``force``), and record
+    realized performance when anything it depends on changed."""
+    changed_at, last = monitoring.last_change(conn, model_name), monitoring.last_performance(conn, model_name)
+    changes = monitoring.match_labels(conn, model_name)
+    if force:
+        monitoring.delete_tallies(conn, model_name)
+        for chunk in monitoring.label_matches(conn, model_name):
+            monitoring.add_tallies(conn, model_name, count(chunk, versions))
+    elif changes:
+        monitoring.add_tallies(conn, model_name, count(changes, versions))
+    elif changed_at is None or (last is not None and last >= changed_at):
+        return Evaluation()
+    stored = monitoring.tallies(conn, model_name)
+    rows = performance_rows(stored, versions, config, sizes=monitoring.run_sizes(conn, model_name),
+                            in_window=monitoring.label_counts(conn, model_name, window=config.window))
+    monitoring.replace_performance(conn, model_name, rows)
+    counts = monitoring.match_counts(conn, model_name)
+    counts["matched"] = sum(v for k, v in counts.items() if k != "labels")
+    counts["unmatched"] = counts["labels"] - counts["matched"]
+    return Evaluation(rows=rows, alerts=alerts(model_name, rows, config), labels=counts)
+
+
+def count(changes: Iterable[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion]) -> list[tuple[Any, ...]]:
+    """The tallies of matched labels (`store.monitoring.MATCH_COLUMNS` rows), summed per run, UTC
+    day and kind of match: rows for `store.monitoring.add_tallies`."""
+    frame = pd.DataFrame(list(changes), columns=list(monitoring.MATCH_COLUMNS))
+    if frame.empty:
+        return []
+    frame["day"] = pd.to_datetime(frame["event_time"], utc=True).dt.floor("D")
+    frame["backfill"] = frame["matched_as"] == "earliest"
+    summed: dict[Key, list[Any]] = {}
+    for (run_id, day, backfill, version, role, sign), group in frame.groupby(
+            ["run_id", "day", "backfill", "model_version", "run_role", "sign"], sort=False):
+        model = versions[int(version)]
+        key = (int(run_id), day.to_pydatetime(), bool(backfill), int(version), str(role))
+        tally = int(sign) * _tally(model, group)
+        if key in summed:
+            summed[key][0] = summed[key][0] + tally
+            summed[key][1] += int(sign) * len(group)
+        else:
+            summed[key] = [tally, int(sign) * len(group)]
+    return [(*key, tally.tolist(), labels) for key, (tally, labels) in summed.items()]
+
+
+def _tally(model: registry.ModelVersion, group: pd.DataFrame) -> np.ndarray:
+    if model.task == "regression":
+        return tallies.regression(group["actual_value"].to_numpy(dtype=np.float64),
+                                  group["prediction"].to_numpy(dtype=np.float64))
+    classes = [str(c) for c in model.classes or []]
+    proba = performance.probabilities(group["prediction"].tolist(), group["scores"].tolist(), classes)
+    return tallies.classification(group["actual"].tolist(), group["predicted"].tolist(), proba, classes)
+
+
+def performance_rows(stored: list[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion],
+                     config: MonitorConfig, *, sizes: Mapping[int, int],
+                     in_window: Mapping[datetime, int]) -> list[dict[str, Any]]:
+    """Per run and per window (of ``config.window``), in-force and backfill apart: each metric
+    with its interval and status. Pure."""
+    runs: dict[tuple[Any, ...], list[Any]] = {}
+    windows: dict[tuple[Any, ...], list[Any]] = {}
+    for run_id, day, backfill, version, role, tally, labels in stored:
+        vector = np.asarray(tally, dtype=np.float64)
+        start = _window_start(day.astimezone(UTC), config.window)
+        for groups, key in ((runs, (run_id, version, role, backfill)), (windows, (start, version, role, backfill))):
+            if key in groups:
+                groups[key][0] = groups[key][0] + vector
+                groups[key][1] += labels
+            else:
+                groups[key] = [vector, labels]
+    rows: list[dict[str, Any]] = []
+    for (run_id, version, role, backfill), (vector, labels) in sorted(runs.items()):
+        size = sizes.get(run_id)
+        rows += _rows(versions[version], config, vector, labels, scope="run", role=role, backfill=backfill,
+                      run_id=run_id, predictions=size, coverage=labels / size if size else None)
+    for (start, version, role, backfill), (vector, labels) in sorted(windows.items()):
+        total = in_window.get(start)
+        rows += _rows(versions[version], config, vector, labels, scope="window", role=role, backfill=backfill,
+                      start=start, end=_window_end(start, config.window),
+                      coverage=min(labels / total, 1.0) if total else None)
+    return rows
+
+
+def _rows(model: registry.ModelVersion, config: MonitorConfig, vector: np.ndarray, labels: int, *, scope: str,
+          role: str, backfill: bool, run_id: int | None = None, start: datetime | None = None,
+          end: datetime | None = None, predictions: int | None = None,
+          coverage: float | None = None) -> list[dict[str, Any]]:
+    training = performance.training_values(model.training_metrics)
+    reference = (model.training_metrics or {}).get("evaluated_on")
+    out = []
+    for metric, (value, low, high) in tallies.metrics(model.task, len(model.classes or []), vector).items():
+        out.append({"model_name": model.name, "model_version": model.version, "scope": scope, "run_id": run_id,
+                    "run_role": role, "window_start": start, "window_end": end, "metric": metric, "value": value,
+                    "training_value": training.get(metric), "estimated": False,
+                    "status": judge(metric, value, low, high, training.get(metric),
+                                    tolerance=config.performance_tolerance, labels=labels,
+                                    min_labels=config.min_labels),
+                    "labels": labels, "predictions": predictions, "coverage": coverage, "low": low, "high": high,
+                    "backfill": backfill, "reference": reference})
+    return out
+
+
+def judge(metric: str, value: float | None, low: float | None, high: float | None, training: float | None, *,
+          tolerance: float, labels: int, min_labels: int) -> str:
+    """'alert' when even the favourable end of the metric's interval is degraded past
+    ``tolerance``; 'warning' when the value is degraded past half of it (or past it, for a
+    metric without an interval); 'n/a' without a registered value or ``min_labels`` labels."""
+    worse = performance.degradation(metric, value, training)
+    if worse is None or labels < min_labels:
+        return "n/a"
+    best = high if metric in performance.HIGHER_IS_BETTER else low
+    least = performance.degradation(metric, best, training)
+    if least is not None and least > tolerance:
+        return "alert"
+    return "warning" if worse > tolerance / 2 else "ok"
+
+
+def alerts(model_name: str, rows: list[dict[str, Any]], config: MonitorConfig) -> list[Alert]:
+    """A concept-drift alert per window of the served runs (backfills left out) with a metric in alert."""
+    degraded: dict[tuple[datetime, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["scope"] == "window" and r["run_role"] == "current" and not r["backfill"] and r["status"] == "alert":
+            degraded[(r["window_start"], r["model_version"])].append(r)
+    out = []
+    for (start, version), group in sorted(degraded.items()):
+        reference = group[0]["reference"] or "registration"
+        names = ", ".join(f"{r['metric']} {r['value']:.4g} (95% interval {r['low']:.4g} to {r['high']:.4g}; "
+                          f"{r['training_value']:.4g} on {reference})" for r in group)
+        out.append(Alert(model_name, version, "concept_drift", f"window:{start:%Y-%m-%d}:v{version}",
+                         f"performance degraded in the {config.window} of {start:%Y-%m-%d}: {names}, "
+                         f"on {group[0]['labels']} labels", None,
+                         {"window_start": start.isoformat(), "tolerance": config.performance_tolerance,
+                          "reference": group[0]["reference"],
+                          "metrics": {r["metric"]: [r["value"], r["low"], r["high"]] for r in group}}))
+    return out
+
+
+def _window_start(day: datetime, window: str) -> datetime:
+    if window == "day":
+        return day
+    if window == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _window_end(start: datetime, window: str) -> datetime:
+    if window == "day":
+        return start + timedelta(days=1)
+    if window == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=1) + timedelta(days=32)).replace(day=1)
