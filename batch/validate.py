@@ -17,9 +17,8 @@ import pyarrow.compute as pc
 
 from batch import faults
 from store.errors import InputError
+from store.schema import MAX_ENTITY_ID_LENGTH
 
-#: Longest entity id accepted; the lookup API refuses longer ones too.
-MAX_ENTITY_ID_LENGTH = 512
 #: Longest text kept of a rejected row's value (a 1 MB id is not kept whole in rejected_rows).
 MAX_RAW_TEXT = 1024
 

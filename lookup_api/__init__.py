@@ -47,7 +47,7 @@ def _start_timer() -> None:
 def _record(response: Response) -> Response:
     metrics = views.service().metrics
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+    metrics.count_request(route, request.method, response.status_code)
     if "started" in g:
         metrics.latency.labels(route).observe(time.perf_counter() - g.started)
     return response

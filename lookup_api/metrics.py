@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+#: The methods the request metric names; any other is counted as "other", so a client sending
+#: made-up methods cannot grow the metric without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 #: Latency buckets in seconds, fine below 10 ms where lookups should land.
 BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -25,6 +29,10 @@ class Metrics:
     latency: Histogram
     pool: Gauge
     cache: Counter
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        """Count one answered request; methods outside `METHODS` as "other"."""
+        self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
 
 
 def make_metrics() -> Metrics:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from werkzeug.exceptions import BadRequest
 
-#: Longest entity id, and longest model name, the API accepts (characters).
-MAX_ID_LENGTH = 256
+from store.schema import MAX_ENTITY_ID_LENGTH
+
+#: Longest entity id (the one limit scoring applies too), and longest model name, the API accepts.
+MAX_ID_LENGTH = MAX_ENTITY_ID_LENGTH
 MAX_NAME_LENGTH = 128
 MAX_VERSION = 2**31 - 1
 
@@ -42,6 +45,14 @@ def version(args: Mapping[str, str]) -> int | None:
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_VERSION:
         raise BadRequest(f"version={raw[:40]!r} is not a model version (a whole number from 1)")
     return int(raw)
+
+
+def json_body(data: bytes) -> Any:
+    """The JSON document of a request body; None when it is not JSON (nested too deep included)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested [ or {
+        return None
 
 
 def batch(body: Any, *, max_ids: int) -> list[str]:

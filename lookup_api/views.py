@@ -45,5 +45,5 @@ def get_prediction(name: str, entity_id: str) -> dict[str, Any]:
 def get_predictions(name: str) -> Response:
     model = parse.model_name(name)
     version = parse.version(request.args)
-    ids = parse.batch(request.get_json(force=True, silent=True), max_ids=service().settings.api_max_batch)
+    ids = parse.batch(parse.json_body(request.get_data()), max_ids=service().settings.api_max_batch)
     return Response(svc.predictions(service(), model, ids, version=version), mimetype="application/json")

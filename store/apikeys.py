@@ -1,9 +1,9 @@
 """API keys for the lookup API: created once, shown once, stored as a sha256 hash, revocable.
 
-A key reads ``psk_<key_id>_<secret>``. The key id is public (it names the key in lists and logs);
-the secret is 256 random bits, so a plain sha256 of the key cannot be brute-forced and checking
-it costs microseconds. Keys change rarely: changes are announced on `APIKEYS_CHANNEL` at commit
-so that running services reload them.
+A key reads ``psk_<key_id>_<secret>``. The key id is public (it names the key in lists and logs)
+and carries 64 random bits, so ids never collide in practice; the secret is 256 random bits, so
+a plain sha256 of the key cannot be brute-forced and checking it costs microseconds. Keys change
+rarely: changes are announced on `APIKEYS_CHANNEL` at commit so that running services reload them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from store.errors import InputError, NotFound
 APIKEYS_CHANNEL = "predstore_apikeys"
 
 PREFIX = "psk"
+#: Random bytes in a key id (64 bits).
+KEY_ID_BYTES = 8
 
 _COLUMNS = "key_id, name, created_at, revoked_at, models"
 
@@ -62,7 +64,7 @@ def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None 
     the key itself, which is shown only once."""
     if not name.strip():
         raise InputError("an API key needs a name saying who uses it")
-    key_id = secrets.token_hex(4)
+    key_id = secrets.token_hex(KEY_ID_BYTES)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     row = conn.cursor(row_factory=class_row(ApiKey)).execute(
         f"""INSERT INTO api_keys (key_id, name, key_hash, models) VALUES (%s, %s, %s, %s)

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from store.errors import ConfigError, StoreUnavailable, describe_target, from_database
@@ -50,6 +51,7 @@ def start_embedded(pgdata: Path) -> str:
     try:
         server = pgserver.get_server(pgdata, cleanup_mode=None)
         url = server.get_uri()
+        _make_private(Path(str(conninfo_to_dict(url)["host"])), owner=pgdata)
         if _configure_embedded(url):
             from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
@@ -60,6 +62,20 @@ def start_embedded(pgdata: Path) -> str:
             f"see {pgdata / 'log'}, or set PREDSTORE_DATABASE_URL to use another server"
         ) from exc
     return url
+
+
+def _make_private(socket_dir: Path, *, owner: Path) -> None:
+    """Let only the server's own user into its socket directory: the server trusts every local
+    login, so a socket others can reach (or a directory they can write) would let them in.
+
+    The socket lives in ``pgdata`` (mode 0700) unless that path is too long for a socket; then
+    pgserver uses a runtime directory, which it makes world-writable when running as root.
+    """
+    st = owner.stat()
+    if os.geteuid() == 0 and socket_dir.stat().st_uid != st.st_uid:
+        os.chown(socket_dir, st.st_uid, st.st_gid)
+    if socket_dir.stat().st_mode & 0o077:
+        socket_dir.chmod(0o700)
 
 
 def stop_embedded(pgdata: Path) -> bool:

@@ -28,6 +28,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 #: Schema holding one table per scoring run; each is attached to ``predictions`` when published.
 PARTITION_SCHEMA = "predstore_partitions"
+#: Longest entity id stored: scoring rejects longer ones, and the lookup API refuses them.
+MAX_ENTITY_ID_LENGTH = 512
 
 
 def run_table(run_id: int) -> sql.Composed:

@@ -72,6 +72,7 @@ def test_retention_finalizes_an_interrupted_detach(settings: Settings, database_
             keep_one = Settings(home=settings.home, database_url=database_url, keep_runs=1)
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert [s for _, s in sorted(ledger.statuses(conn, runs).items())] == ["dropped", "dropped", "published"]
-        tables = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'predstore_partitions'")}
+        tables = {t for (t,) in conn.execute("SELECT tablename FROM pg_tables "
+                                             "WHERE schemaname = 'predstore_partitions'")}
         assert tables == {f"run_{runs[2]}"}
         assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (200,)

@@ -133,7 +133,7 @@ def test_missing_things_are_404_json(client: FlaskClient, seeded: dict[str, int]
 
 
 @pytest.mark.parametrize(("path", "message"), [
-    ("/v1/models/churn/predictions/" + "x" * 257, "the entity id is 257 characters long; the limit is 256"),
+    ("/v1/models/churn/predictions/" + "x" * 513, "the entity id is 513 characters long; the limit is 512"),
     ("/v1/models/churn/predictions/e1?version=two", "version='two' is not a model version"),
     ("/v1/models/churn/predictions/e1?version=0", "version='0' is not a model version"),
     ("/v1/models/churn/predictions/a%00b", "the entity id contains a NUL character"),
@@ -181,7 +181,7 @@ def test_batch_and_single_lookups_answer_the_same_objects(client: FlaskClient, s
     (b'{"entity_ids": [""]}', "entity_ids[0] is empty"),
     (b'{"entity_ids": ["e1"], "extra": 1}', "unknown field(s) in the body: 'extra'"),
     (b'{"entity_ids": ["a", "b", "c", "d"]}', "4 entity ids in one request; the limit is 3"),
-    (('{"entity_ids": ["' + "x" * 300 + '"]}').encode(), "entity_ids[0] is 300 characters long"),
+    (('{"entity_ids": ["' + "x" * 600 + '"]}').encode(), "entity_ids[0] is 600 characters long"),
 ])
 def test_malformed_batches_are_400(settings: Settings, seeded: dict[str, int], body: bytes, message: str) -> None:
     app = make_app(settings, api_max_batch=3)
@@ -195,7 +195,7 @@ def test_malformed_batches_are_400(settings: Settings, seeded: dict[str, int], b
 
 
 def test_a_body_too_large_is_413_json(client: FlaskClient) -> None:
-    response = client.post("/v1/models/churn/predictions:batch", data=b"[" * 2_000_000,
+    response = client.post("/v1/models/churn/predictions:batch", data=b"[" * 4_000_000,
                            content_type="application/json")
     assert response.status_code == 413 and error_of(response)["code"] == "request_entity_too_large"
 

@@ -1,0 +1,86 @@
+"""Smaller holes: deep JSON, made-up methods, key ids, one entity id limit, security-barrier
+views, and the embedded server's socket directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg.conninfo import conninfo_to_dict
+
+from batch.validate import MAX_ENTITY_ID_LENGTH
+from lookup_api import close_app, create_app, parse
+from store import apikeys
+from store.db import start_embedded, stop_embedded
+from store.settings import Settings
+from tests.test_lookup_api import publish_run
+
+
+@pytest.fixture
+def app(settings: Settings, conn: psycopg.Connection) -> Iterator[Flask]:
+    publish_run(conn, "churn", "p", [("e1", 0.2), ("x" * MAX_ENTITY_ID_LENGTH, 0.9)])
+    app = create_app(settings)
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def test_deeply_nested_json_is_a_400(client: FlaskClient) -> None:
+    for body in (b"[" * 50_000, b'{"entity_ids": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"):
+        response = client.post("/v1/models/churn/predictions:batch", data=body)
+        assert response.status_code == 400, response.get_data(as_text=True)[:200]
+        assert response.get_json()["error"]["code"] == "bad_request"
+
+
+def test_made_up_methods_are_counted_as_other(client: FlaskClient) -> None:
+    for i in range(5):
+        assert client.open("/v1/models", method=f"BREW{i}").status_code == 405
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'method="other"' in metrics and "BREW" not in metrics
+
+
+def test_every_id_scoring_stores_can_be_looked_up(client: FlaskClient) -> None:
+    assert parse.MAX_ID_LENGTH == MAX_ENTITY_ID_LENGTH
+    longest = "x" * MAX_ENTITY_ID_LENGTH
+    assert client.get(f"/v1/models/churn/predictions/{longest}").status_code == 200
+    batch = client.post("/v1/models/churn/predictions:batch", json={"entity_ids": [longest]})
+    assert batch.status_code == 200 and batch.get_json()["missing"] == []
+    assert client.get(f"/v1/models/churn/predictions/{longest}x").status_code == 400
+
+
+def test_api_key_ids_carry_64_random_bits(conn: psycopg.Connection) -> None:
+    ids = {apikeys.create_key(conn, f"k{i}")[0].key_id for i in range(20)}
+    assert len(ids) == 20 and all(len(k) == 16 and int(k, 16) >= 0 for k in ids)
+
+
+def test_the_views_the_reader_reads_are_security_barriers(conn: psycopg.Connection) -> None:
+    options = dict(conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+                                [["published_predictions", "current_predictions", "published_runs"]]).fetchall())
+    assert options == dict.fromkeys(options, ["security_barrier=true"]) and len(options) == 3
+
+
+def test_the_embedded_socket_directory_is_private(tmp_path: Path) -> None:
+    """A PREDSTORE_HOME too deep for a socket path: pgserver falls back to a runtime directory."""
+    pgdata = tmp_path.joinpath(*["deep" * 8] * 4, "pgdata")
+    url = start_embedded(pgdata)
+    try:
+        socket_dir = Path(str(conninfo_to_dict(url)["host"]))
+        assert socket_dir != pgdata  # the fallback this test is about
+        mode = socket_dir.stat().st_mode
+        assert not mode & (stat.S_IWOTH | stat.S_IWGRP | stat.S_IROTH | stat.S_IXOTH), oct(mode)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        if os.geteuid() == 0:  # the server runs as another user: the directory is that user's
+            assert socket_dir.stat().st_uid == pgdata.stat().st_uid
+    finally:
+        stop_embedded(pgdata)
