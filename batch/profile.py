@@ -78,6 +78,28 @@ def profile_outputs(scores: Scores, base: list[dict[str, Any]]) -> dict[str, dic
     return out
 
 
+def profile_rejects(rejects: list[tuple[int, str | None, str, dict[str, Any]]], base: list[dict[str, Any]],
+                    known: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
+    """Count the rows `batch.validate` rejected for a column's value into that column: a row
+    rejected because the column is missing adds to its ``null_count``, one rejected for a category
+    never seen in training adds to ``other`` and ``unseen``. So a rise in either shows in the
+    profile even where the schema rejects such rows. (Other columns of a rejected row are not
+    counted, as before: the row is not scored.)"""
+    out = {}
+    for column in base:
+        if column["role"] != "feature":
+            continue
+        name = column["column_name"]
+        missing, unseen = f"column {name!r} is missing", f"column {name!r} has a category not seen in training"
+        values = [None if reason == missing else record.get(name)
+                  for _, _, reason, record in rejects if reason in (missing, unseen)]
+        if not values:
+            continue
+        out[name] = count_numeric(np.full(len(values), np.nan), column["edges"]) if column["kind"] == "numeric" \
+            else count_categorical(np.asarray(values, dtype=object), column["categories"], known.get(name))
+    return out
+
+
 def add(total: dict[str, dict[str, Any]], part: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The sum of two profiles (counts add, extremes combine)."""
     result = dict(total)

@@ -117,7 +117,9 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
                                 rejects[i].write_row((target.run_id, *row))
                             result.targets[i].rows_rejected += len(checked.rejects)
                             if target.baseline:
-                                counted = profile.profile_features(checked.features, target.baseline, known[i])
+                                counted = profile.add(
+                                    profile.profile_features(checked.features, target.baseline, known[i]),
+                                    profile.profile_rejects(checked.rejects, target.baseline, known[i]))
                                 with lock:
                                     result.targets[i].profile = profile.add(result.targets[i].profile, counted)
                         result.stages["read_validate_s"] += time.perf_counter() - t

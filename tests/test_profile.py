@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import psycopg
@@ -118,3 +119,29 @@ def test_the_output_baseline_comes_from_held_out_rows(settings: Settings, tmp_pa
     refused = runner.invoke(main, ["models", "register", str(artifact), "--name", "x", "--train-data", str(train),
                                    "--target", "y", "--trust-joblib", "--baseline-cv", "1"], env=cli_env)
     assert refused.exit_code != 0 and "--baseline-cv" in refused.output and "Traceback" not in refused.output
+
+
+def test_rows_rejected_for_a_missing_value_or_an_unseen_category_are_profiled(tmp_path: Path) -> None:
+    """A schema that rejects missing f0 and unseen colors: those rows still count as f0's nulls
+    and color's unseen categories, so a rise in either shows."""
+    import pyarrow as pa
+
+    from batch.features import infer_schema
+    from batch.validate import validate
+
+    artifact, train = factories.pipeline_classifier(tmp_path, handle_unknown="error")
+    frame = pd.read_parquet(train).drop(columns=["y"])
+    schema = infer_schema(joblib.load(artifact), frame)
+    base = profile.baseline(frame, schema, Scores(prediction=np.zeros(len(frame))))
+    known = {"color": ["blue", "green", "red"]}
+    batch = pa.RecordBatch.from_pydict({
+        "entity_id": [f"e{i}" for i in range(6)], "f0": [1.0, None, None, 0.5, 2.0, None],
+        "f1": [0.0] * 6, "f2": [1.0] * 6, "color": ["red", "red", "purple", "pink", "blue", "red"],
+    })
+    checked = validate(batch, schema, entity_col="entity_id", first_row=0)
+    assert len(checked.features) == 2  # rows 0 and 4
+    counted = profile.add(profile.profile_features(checked.features, base, known),
+                          profile.profile_rejects(checked.rejects, base, known))
+    assert counted["f0"]["null_count"] == 3 and counted["f0"]["n"] == 2  # rows 1, 2 and 5 are missing f0
+    assert counted["color"]["unseen"] == 1 and counted["color"]["n"] == 3  # 'pink' (row 2 is rejected for f0)
+    assert counted["color"]["counts"][-1] == 1
