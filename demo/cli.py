@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import click
 
@@ -27,12 +28,15 @@ def demo(settings: Settings, serve: bool, port: int, weeks: int | None) -> None:
                f"monitored; {result.alerts} alerts stand (drift and error growing away from Jan-Feb 2011).\n")
     click.echo(f"  report     {result.report}")
     click.echo('  SQL        psql "$(predstore db url)" -c "SELECT * FROM run_summary ORDER BY run_id DESC LIMIT 5"')
-    click.echo(f"  API        predstore serve --port {port}   (then)   "
+    click.echo(f"  API        predstore serve --port {port} --no-key-required   (then)   "
                f"curl http://127.0.0.1:{port}/v1/models/{MODEL}/predictions/2012-12-31T17")
     click.echo(f"  runs       predstore runs list --model {MODEL}")
     click.echo(f"  monitor    predstore monitor --model {MODEL} --report {result.workdir / 'report.html'}")
     if serve:
         from lookup_api import create_app
+        from lookup_api.cli import say_how_keys_are_checked
 
+        local = replace(settings, api_require_key=False)  # the demo serves on 127.0.0.1, without keys
         click.echo(f"\nserving the lookup API on http://127.0.0.1:{port} (Ctrl-C stops it)")
-        create_app(settings).run(host="127.0.0.1", port=port)
+        say_how_keys_are_checked(local)
+        create_app(local).run(host="127.0.0.1", port=port)

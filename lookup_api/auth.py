@@ -1,9 +1,10 @@
-"""API keys: ``Authorization: Bearer <key>`` on every /v1 request once keys are configured.
+"""API keys: ``Authorization: Bearer <key>`` on every /v1 request.
 
-Keys are configured when any was ever created (revoking them all keeps the API closed) or when
-``PREDSTORE_API_REQUIRE_KEY`` is true. A key may be scoped to some models: it is refused (403) on
-any other model, and lists show only its models. The process keeps the hashes of the valid keys, reloaded
-when the listener hears that keys changed, and at least every `RELOAD_SECONDS`.
+Keys are required unless ``PREDSTORE_API_REQUIRE_KEY`` is false (for local development), and
+then as soon as any key was ever created (revoking them all keeps the API closed). A key may be
+scoped to some models: it is refused (403) on any other model, and lists show only its models.
+The process keeps the hashes of the valid keys, reloaded when the listener hears that keys
+changed, and at least every `RELOAD_SECONDS`.
 """
 
 from __future__ import annotations

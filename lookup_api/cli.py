@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from dataclasses import replace
 
 import click
 
@@ -16,14 +17,20 @@ from store.settings import Settings
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--no-key-required", is_flag=True,
+              help="Answer /v1 without an API key until the first key is created (local development only; "
+                   "the same as PREDSTORE_API_REQUIRE_KEY=false).")
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, no_key_required: bool) -> None:
     """Run the lookup API with Flask's development server.
 
     In production run gunicorn instead: gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
     """
     from lookup_api import close_app, create_app
 
+    if no_key_required:
+        settings = replace(settings, api_require_key=False)
+    say_how_keys_are_checked(settings)
     if not settings.api_reader_url:
         migrate.prepare(settings)  # the embedded store starts and migrates on first use
     app = create_app(settings)
@@ -33,9 +40,18 @@ def serve(settings: Settings, host: str, port: int) -> None:
         close_app(app)
 
 
+def say_how_keys_are_checked(settings: Settings) -> None:
+    """Print, before serving, whether /v1 requests need a key."""
+    if settings.api_require_key:
+        click.echo("every /v1 request needs an API key (`predstore apikeys create NAME` makes one)", err=True)
+    else:
+        click.echo("warning: /v1 answers without an API key until the first key is created "
+                   "(PREDSTORE_API_REQUIRE_KEY=false); for local development only", err=True)
+
+
 @click.group()
 def apikeys() -> None:
-    """API keys of the lookup API: once one exists, every /v1 request needs a valid one."""
+    """API keys of the lookup API: every /v1 request needs a valid one."""
 
 
 @apikeys.command("create")

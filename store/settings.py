@@ -29,8 +29,9 @@ class Settings:
     api_max_age: tuple[tuple[str, int], ...] = ()
     #: What the API does with a prediction older than its maximum age: ``flag`` it or ``hide`` it (404).
     api_stale_policy: str = "flag"
-    #: Refuse /v1 requests without a valid key even before the first key is created.
-    api_require_key: bool = False
+    #: Refuse /v1 requests without a valid key, even before the first key is created. False (for
+    #: local development only) leaves the API open until the first key exists.
+    api_require_key: bool = True
     #: Seconds a request waits for a pooled connection before answering 503.
     api_pool_timeout: float = 2.0
     api_pool_size: int = 4
@@ -69,7 +70,7 @@ class Settings:
             api_max_age=_max_age(get("PREDSTORE_API_MAX_AGE")),
             api_stale_policy=_choice(get("PREDSTORE_API_STALE_POLICY"), "PREDSTORE_API_STALE_POLICY",
                                      ("flag", "hide")),
-            api_require_key=_bool(get("PREDSTORE_API_REQUIRE_KEY"), "PREDSTORE_API_REQUIRE_KEY"),
+            api_require_key=_bool(get("PREDSTORE_API_REQUIRE_KEY"), "PREDSTORE_API_REQUIRE_KEY", default=True),
             api_pool_timeout=_float(get("PREDSTORE_API_POOL_TIMEOUT"), "PREDSTORE_API_POOL_TIMEOUT", default=2.0),
             api_pool_size=_int(get("PREDSTORE_API_POOL_SIZE"), "PREDSTORE_API_POOL_SIZE", default=4, minimum=1),
             api_cache_size=_int(get("PREDSTORE_API_CACHE_SIZE"), "PREDSTORE_API_CACHE_SIZE", default=100_000,
@@ -124,9 +125,9 @@ def _choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
     return raw.lower()
 
 
-def _bool(raw: str | None, name: str) -> bool:
+def _bool(raw: str | None, name: str, *, default: bool = False) -> bool:
     if raw is None:
-        return False
+        return default
     value = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
              "off": False}.get(raw.lower())
     if value is None:

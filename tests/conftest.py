@@ -94,8 +94,9 @@ def database_url(server_url: str, template_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    """Settings for a test: its own database and its own PREDSTORE_HOME."""
-    return Settings(home=tmp_path / "home", database_url=database_url)
+    """Settings for a test: its own database and its own PREDSTORE_HOME; the lookup API open until
+    a key exists (tests of keys ask for them)."""
+    return Settings(home=tmp_path / "home", database_url=database_url, api_require_key=False)
 
 
 @pytest.fixture
@@ -110,4 +111,5 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTORE_")}
     env["PREDSTORE_HOME"] = str(settings.home)
     env["PREDSTORE_DATABASE_URL"] = settings.database_url or ""
+    env["PREDSTORE_API_REQUIRE_KEY"] = "true" if settings.api_require_key else "false"
     return env

@@ -68,7 +68,8 @@ def test_outage_under_load_gives_503_then_recovers_within_5_s(tmp_path: Path) ->
         with psycopg.connect(url) as conn:
             publish_run(conn, "churn", "p", [(f"e{i}", 0.5) for i in range(ENTITIES)])
         # No cache: every request needs the database, as a request for an id not asked before does.
-        app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5, api_cache_size=0))
+        app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5, api_cache_size=0,
+                                  api_require_key=False))
         server = make_server("127.0.0.1", 0, app, threaded=True)
         port = server.server_port
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -143,7 +143,7 @@ def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
         upgrade(url)
         with psycopg.connect(url) as conn:
             publish_run(conn, "churn", "p", [(f"e{i}", 0.5) for i in range(100)])
-        app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5))
+        app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5, api_require_key=False))
         client = app.test_client()
         assert client.get("/v1/models/churn/predictions/e0").status_code == 200
 
