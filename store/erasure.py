@@ -51,6 +51,9 @@ def erase_entity(conn: psycopg.Connection, entity_id: str, *, model: str | None 
     labels = conn.execute(
         "DELETE FROM labels WHERE entity_id = %s AND (%s::text IS NULL OR model_name = %s)", [entity_id, model, model]
     ).rowcount
+    # The monitor's matches copy the entity's predictions and labels (performance tallies hold sums only).
+    conn.execute("DELETE FROM label_matches WHERE entity_id = %s AND (%s::text IS NULL OR model_name = %s)",
+                 [entity_id, model, model])
     rejected = conn.execute(
         """DELETE FROM rejected_rows q USING runs r
            WHERE q.run_id = r.run_id AND q.entity_id = %s AND (%s::text IS NULL OR r.model_name = %s)""",

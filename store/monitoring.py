@@ -170,36 +170,6 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
             "unchanged": distinct - inserted - updated, "unscored": unscored}
 
 
-def matched_labels(conn: psycopg.Connection, model_name: str, *, window: str) -> list[dict[str, Any]]:
-    """Every label of the model with the prediction it is judged against, point in time, once per
-    run role (the served 'current' runs, and 'challenger' runs scored beside them).
-
-    A label at event time t is matched to the prediction for its entity from the run published
-    most recently at or before t among retained runs (the one in force at t: published_at <= t <
-    superseded_at, unless it was replaced by a run without that entity). When no run containing
-    the entity was published by t (backfills, simulated time), the earliest retained run
-    containing it is used instead, and ``matched_as`` says 'earliest'. Labels whose entity no
-    retained run scored are not returned. ``window_start`` truncates t (UTC) to ``window``.
-    """
-    return conn.cursor(row_factory=dict_row).execute(
-        """SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
-                  l.entity_id, l.event_time, l.label AS actual, l.label_value AS actual_value, r.role AS run_role,
-                  date_trunc(%(window)s, l.event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS window_start,
-                  r.run_id, r.model_version, p.prediction, p.label AS predicted, p.scores,
-                  CASE WHEN r.published_at > l.event_time THEN 'earliest'
-                       WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
-                       ELSE 'latest_before' END AS matched_as
-           FROM labels l
-           JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
-           JOIN runs r ON r.run_id = p.run_id
-           WHERE l.model_name = %(model)s AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
-           ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
-                    CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC,
-                    r.published_at, r.run_id""",
-        {"model": model_name, "retained": list(RETAINED), "window": window},
-    ).fetchall()
-
-
 #: What `match_labels` and `label_matches` return per match: +1 counts it, -1 takes back a count.
 MATCH_COLUMNS = ("sign", "run_id", "model_version", "run_role", "event_time", "matched_as", "actual", "actual_value",
                  "prediction", "predicted", "scores")
@@ -217,34 +187,27 @@ def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, .
     label keeps its match even after the run's table was dropped. Labels whose entity no retained
     run scored wait for such a run.
     """
-    params = {"model": model_name, "retained": list(RETAINED)}
-    run = """SELECT r.run_id, r.model_version, r.published_at, r.superseded_at, p.prediction, p.label AS predicted,
-                    p.scores
-             FROM candidates r JOIN predictions p ON p.run_id = r.run_id AND p.entity_id = l.entity_id COLLATE "C"
-             WHERE r.role = o.role AND {when}"""
     return conn.execute(
-        f"""WITH pending AS MATERIALIZED (
+        """WITH pending AS MATERIALIZED (
                 SELECT l.entity_id, l.event_time, l.label, l.label_value,
                        EXISTS (SELECT 1 FROM label_matches m WHERE m.model_name = l.model_name
                                AND m.entity_id = l.entity_id AND m.event_time = l.event_time) AS corrected
                 FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL),
-            candidates AS MATERIALIZED (
-                SELECT run_id, model_version, role, published_at, superseded_at FROM runs
-                WHERE model_name = %(model)s AND status = ANY(%(retained)s)),
             found AS MATERIALIZED (
-                SELECT l.entity_id, l.event_time, l.label, l.label_value, o.role AS run_role,
-                       coalesce(b.run_id, a.run_id) AS run_id, coalesce(b.model_version, a.model_version) AS version,
-                       CASE WHEN b.run_id IS NULL THEN 'earliest'
-                            WHEN l.event_time < coalesce(b.superseded_at, 'infinity') THEN 'in_force'
+                SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
+                       l.entity_id, l.event_time, l.label, l.label_value, r.role AS run_role, r.run_id,
+                       r.model_version AS version,
+                       CASE WHEN r.published_at > l.event_time THEN 'earliest'
+                            WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
                             ELSE 'latest_before' END AS matched_as,
-                       coalesce(b.prediction, a.prediction) AS prediction,
-                       coalesce(b.predicted, a.predicted) AS predicted, coalesce(b.scores, a.scores) AS scores
-                FROM pending l CROSS JOIN (VALUES ('current'), ('challenger')) AS o(role)
-                LEFT JOIN LATERAL ({run.format(when="r.published_at <= l.event_time")}
-                                   ORDER BY r.published_at DESC, r.run_id DESC LIMIT 1) AS b ON true
-                LEFT JOIN LATERAL ({run.format(when="r.published_at > l.event_time")}
-                                   ORDER BY r.published_at, r.run_id LIMIT 1) AS a ON b.run_id IS NULL
-                WHERE NOT l.corrected AND coalesce(b.run_id, a.run_id) IS NOT NULL),
+                       p.prediction, p.label AS predicted, p.scores
+                FROM pending l
+                JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
+                JOIN runs r ON r.run_id = p.run_id
+                WHERE NOT l.corrected AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
+                ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
+                         CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC,
+                         r.published_at, r.run_id),
             previous AS MATERIALIZED (
                 SELECT m.*, l.label AS new_label, l.label_value AS new_value
                 FROM pending l JOIN label_matches m ON m.model_name = %(model)s AND m.entity_id = l.entity_id
@@ -271,7 +234,7 @@ def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, .
             UNION ALL
             SELECT 1, run_id, model_version, run_role, event_time, matched_as, new_label, new_value, prediction,
                    predicted, scores FROM previous""",
-        params,
+        {"model": model_name, "retained": list(RETAINED)},
     ).fetchall()
 
 
