@@ -19,9 +19,9 @@ from store.settings import Settings
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 #: Metrics shown in the drift table, per column kind.
-SHOWN = {"numeric": ("psi", "jensen_shannon", "wasserstein", "ks", "null_rate_change"),
-         "categorical": ("psi", "jensen_shannon", "cramers_v", "unseen_share", "null_rate_change")}
-HEADERS = ("psi", "js", "wass|V", "ks|unseen", "null +/-")
+SHOWN = {"numeric": ("psi", "jensen_shannon", "wasserstein", "ks", "null_rate_change", "p_adjusted"),
+         "categorical": ("psi", "jensen_shannon", "cohens_w", "unseen_share", "null_rate_change", "p_adjusted")}
+HEADERS = ("psi", "js", "wass|w", "ks|unseen", "null +/-", "p (corr.)")
 
 
 @click.group(invoke_without_command=True)
@@ -121,6 +121,8 @@ def _print(result: MonitorResult, report_path: Path | None) -> None:
             else f"window of {len(check['run_ids'])} runs"
         click.echo(f"\n{where}, v{check['model_version']}: {check['rows']:,} rows, {_share(check)}")
         _table(check["results"])
+        for note in check.get("notes", []):
+            click.echo(f"  note: {note}")
     _performance_table([r for r in result.performance if r["scope"] == "window"], result.labels)
     estimates: dict[int, list[dict[str, Any]]] = {}
     for r in result.performance:

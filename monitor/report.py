@@ -18,8 +18,8 @@ COLORS = {"baseline": "#8da0cb", "batch": "#fc8d62", "ok": "#e7f5e7", "warning":
           "n/a": "#eeeeee", "line": "#1b6ca8", "reference": "#999999", "coverage": "#d9e6f2"}
 #: The metric shown per column kind in the drift-over-time table.
 TREND_METRIC = {"numeric": "wasserstein", "categorical": "jensen_shannon"}
-TABLE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "cramers_v", "null_rate_change", "unseen_share",
-                 "p_value")
+TABLE_METRICS = ("psi", "jensen_shannon", "wasserstein", "ks", "cohens_w", "null_rate_change", "unseen_share",
+                 "p_value", "p_adjusted", "cusum_up", "cusum_down")
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -56,6 +56,8 @@ class ReportData:
     history: Sequence[Mapping[str, Any]]
     performance: Sequence[Mapping[str, Any]]
     alerts: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    #: What the latest check's baseline could not support (see `monitor.stats.baseline_notes`).
+    notes: Sequence[str] = field(default_factory=list)
 
 
 def render(data: ReportData) -> str:
@@ -109,6 +111,7 @@ def _latest(data: ReportData) -> list[str]:
                    f"<td class='l {_cls(row['status'])}'>{_e(row['status'])}</td>"
                    + "".join(f"<td>{fmt(row.get(m))}</td>" for m in TABLE_METRICS) + "</tr>")
     out.append("</table>")
+    out += [f"<p class='note'>{_e(note)}</p>" for note in data.notes]
     if data.histograms:
         out.append("<h2>Baseline against batch</h2><div>")
         out += [f"<div class='hist'>{bars(h)}</div>" for h in data.histograms]

@@ -226,16 +226,18 @@ def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12
         latest = monitoring.latest_check(conn, model_name)
         rows: list[dict[str, Any]] = []
         histograms: list[report.Histogram] = []
+        notes: list[str] = []
         if latest is not None:
             rows = monitoring.check_drift(conn, latest["check_id"])
             base = profiles.get_baseline(conn, model_name, latest["model_version"])
             profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
             histograms = _histograms(base, profile, rows, max_histograms)
+            notes = stats.baseline_notes(base)
         return report.ReportData(
             model=model_name, task=versions[0].task, generated_at=datetime.now().astimezone(), latest=latest,
             latest_rows=rows, histograms=histograms, history=monitoring.drift_history(conn, model_name),
             performance=monitoring.performance_history(conn, model_name),
-            alerts=monitoring.recent_alerts(conn, model_name))
+            alerts=monitoring.recent_alerts(conn, model_name), notes=notes)
 
 
 def _histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],

@@ -371,21 +371,14 @@ def check(baseline: Sequence[Mapping[str, Any]], profile: Mapping[str, Mapping[s
     drifted: list[str] = []
     outputs_drifted: list[str] = []
     warnings: list[str] = []
-    notes: list[str] = []
     features = rows = 0
     for column, rows_of in zip(measured, _verdicts(measured, config), strict=True):
         base = column.base
         name, role = base["column_name"], base["role"]
         verdict = rows_of[-1]
-        if role == "output" and base.get("source", "in_sample") == "in_sample" \
-                and not config.in_sample_output_alerts and verdict.status == "alert":
+        if _in_sample(base) and not config.in_sample_output_alerts and verdict.status == "alert":
             verdict = Result(name, role, base["kind"], VERDICT, 0.0, None, None, "warning")
             rows_of = [*rows_of[:-1], verdict]
-            notes.append(f"{name}: its baseline is in-sample (the model's own training rows), so its drift is a "
-                         "warning; register with --validation-data or --baseline-cv for an alert")
-        if base["kind"] == "numeric" and base.get("sums") is None and base["edges"]:
-            notes.append(f"{name}: no Wasserstein distance, the baseline has no per-bin sums (registered before "
-                         "they were recorded); register the model version again to compute it")
         results.extend(rows_of)
         if role == "feature":
             features += verdict.status != "n/a"
@@ -396,7 +389,28 @@ def check(baseline: Sequence[Mapping[str, Any]], profile: Mapping[str, Mapping[s
         elif verdict.status == "warning":
             warnings.append(name)
     return DriftCheck(results=results, rows=rows, features=features, drifted=drifted,
-                      outputs_drifted=outputs_drifted, warnings=warnings, notes=notes)
+                      outputs_drifted=outputs_drifted, warnings=warnings,
+                      notes=baseline_notes([m.base for m in measured]))
+
+
+def baseline_notes(baseline: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a check of this baseline cannot do, in words: outputs profiled in-sample, numeric
+    columns recorded without per-bin sums."""
+    notes = []
+    for base in baseline:
+        name = base["column_name"]
+        if _in_sample(base):
+            notes.append(f"{name}: its baseline is in-sample (the model's own training rows), so its drift is only "
+                         "a warning (unless in_sample_output_alerts); register with --validation-data or "
+                         "--baseline-cv K for alerts")
+        if base["kind"] == "numeric" and base.get("sums") is None and base["edges"]:
+            notes.append(f"{name}: no Wasserstein distance, the baseline has no per-bin sums (recorded before they "
+                         "were kept); register the model version again to compute it")
+    return notes
+
+
+def _in_sample(base: Mapping[str, Any]) -> bool:
+    return base["role"] == "output" and base.get("source", "in_sample") == "in_sample"
 
 
 def status_of(value: float | None, limits: tuple[float, float] | None) -> str:
