@@ -133,11 +133,12 @@ runs = Table(
     Index("ix_runs_model_name_started_at", "model_name", "started_at"),
 )
 
+# Each partition (a run's table) has a unique index on entity_id alone: run_id is constant in it.
 predictions = Table(
     "predictions",
     metadata,
-    Column("run_id", BigInteger, primary_key=True),
-    Column("entity_id", Text(collation="C"), primary_key=True),
+    Column("run_id", BigInteger, nullable=False),
+    Column("entity_id", Text(collation="C"), nullable=False),
     Column("row_number", BigInteger, nullable=False),
     Column("prediction", Float(53)),
     Column("label", Text),

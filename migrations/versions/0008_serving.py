@@ -8,7 +8,8 @@ Create Date: 2026-11-29
 published run that holds the entity: the lookup API probes its primary key once, however many
 runs and partitions the store keeps. It is filled here from the runs already published and kept
 by every publish from now on. ``current_predictions`` reads it (same columns). ``retention`` holds
-each model's ``keep_days``; runs dropped by age end ``expired``.
+each model's ``keep_days``; runs dropped by age end ``expired``. Each run's table is keyed by a
+unique index on ``entity_id`` alone instead of the parent's (run_id, entity_id) key.
 """
 
 from __future__ import annotations
@@ -35,7 +36,19 @@ CURRENT_PREDICTIONS_0006 = """
 """
 
 
+def _run_tables() -> list[str]:
+    rows = op.get_bind().execute(sa.text(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'predstore_partitions' AND tablename ~ '^run_[0-9]+$'"))
+    return [r[0] for r in rows]
+
+
 def upgrade() -> None:
+    # Dropping the parent's key drops its partitions' keys; unattached run tables have their own.
+    op.drop_constraint(op.f('pk_predictions'), 'predictions', type_='primary')
+    for table in _run_tables():
+        run_id = table.removeprefix('run_')
+        op.execute(f'ALTER TABLE predstore_partitions.{table} DROP CONSTRAINT IF EXISTS pk_run_{run_id}')
+        op.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS uq_run_{run_id} ON predstore_partitions.{table} (entity_id)')
     op.create_table('served_predictions',
     sa.Column('model_name', sa.Text(), nullable=False),
     sa.Column('model_version', sa.Integer(), nullable=False),
@@ -78,3 +91,6 @@ def downgrade() -> None:
     op.drop_table('retention')
     op.execute(f"CREATE OR REPLACE VIEW current_predictions AS {CURRENT_PREDICTIONS_0006}")
     op.drop_table('served_predictions')
+    for table in _run_tables():
+        op.execute(f"DROP INDEX IF EXISTS predstore_partitions.uq_run_{table.removeprefix('run_')}")
+    op.create_primary_key(op.f('pk_predictions'), 'predictions', ['run_id', 'entity_id'])
