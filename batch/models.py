@@ -15,7 +15,8 @@ from batch import profile
 from batch.artifacts import artifact_format, read_model, store_artifact
 from batch.features import infer_schema, model_input, task_of
 from batch.score import Scores, classifier_scores, predict
-from store import audit, profiles, registry
+from monitor import calibration
+from store import audit, monitoring, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
 from store.migrate import prepare
@@ -85,6 +86,11 @@ def register_model(
         if evaluated is not None and target else None
     if scores is not None:
         scores["evaluated_on"] = "validation data" if validation_data else "training data (in-sample)"
+    calibrated = None
+    if validation is not None and target:  # what the monitor's estimates before labels need
+        outputs_v = _predict(model, validation.drop(columns=[target]), schema)
+        calibrated = calibration.fit_scores(outputs_v.prediction, outputs_v.proba, validation[target].tolist(),
+                                            classes=classes, task=task)
     base = None
     if train is not None and features is not None:
         outputs, source = output_scores(model, train, schema, task=task, validation=validation, target=target,
@@ -103,6 +109,8 @@ def register_model(
                               task=task, feature_schema=schema, classes=classes, training_metrics=scores)
         if base:
             profiles.insert_baseline(conn, name, version, base)
+        if calibrated:
+            monitoring.insert_calibration(conn, name, version, calibrated.to_json())
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
         audit.record(conn, "model.register", target=f"{name} v{version}", actor=actor,

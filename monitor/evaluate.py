@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from monitor import performance
+from monitor import calibration, performance
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from store import monitoring, registry
@@ -27,30 +27,30 @@ class Evaluation:
 
 def estimated(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
               config: MonitorConfig) -> Evaluation:
-    """Expected performance of each classifier run not estimated yet (its predictions never change)."""
+    """Expected performance of each run not estimated yet (its predictions never change): a
+    classifier's from its probabilities, calibrated when its version has a calibration, and a
+    calibrated regressor's expected absolute error. A calibrated estimate is compared with the
+    same estimate on the validation data, and alerts only when its whole band is past tolerance."""
     outcome = Evaluation()
+    fitted = {v: calibration.Calibration.from_json(c) for v, c in monitoring.calibrations(conn, model_name).items()}
     for run in monitoring.runs_without_estimate(conn, model_name):
         model = versions[run["model_version"]]
-        classes = [str(c) for c in model.classes or []]
-        if len(classes) < 2:
+        calib = fitted.get(model.version)
+        values = _estimate(conn, run["run_id"], model, calib)
+        if values is None:
             continue
-        index = {c: i for i, c in enumerate(classes)}
-        counts = np.zeros((3, len(classes) + 1))
-        for rows in monitoring.run_predictions(conn, run["run_id"]):
-            proba = performance.probabilities([r[0] for r in rows], [r[2] for r in rows], classes)
-            counts += performance.expected_counts(proba, [index.get(r[1] or "", 0) for r in rows])
-        total = int(counts[0, -1])
-        if not total:
-            continue
-        training = performance.training_values(model.training_metrics)
+        total, metrics = values
+        training = calib.reference if calib else performance.training_values(model.training_metrics)
+        reference = "validation data (estimated)" if calib else (model.training_metrics or {}).get("evaluated_on")
         estimates = [{"model_name": model_name, "model_version": model.version, "scope": "run",
                       "run_id": run["run_id"], "run_role": run["run_role"], "window_start": None, "window_end": None,
                       "metric": metric, "value": value, "training_value": training.get(metric), "estimated": True,
-                      "status": performance.status(metric, value, training.get(metric),
-                                                   tolerance=config.performance_tolerance, labels=total,
-                                                   min_labels=config.min_labels),
-                      "labels": 0, "predictions": total, "coverage": None}
-                     for metric, value in performance.expected_from_counts(counts).items()]
+                      "status": performance.judge(metric, value, low, high, training.get(metric),
+                                                  tolerance=config.performance_tolerance, labels=total,
+                                                  min_labels=config.min_labels),
+                      "labels": 0, "predictions": total, "coverage": None, "low": low, "high": high,
+                      "reference": reference}
+                     for metric, (value, low, high) in metrics.items()]
         monitoring.insert_performance(conn, estimates)
         outcome.rows.extend(estimates)
         degraded = [r for r in estimates if r["status"] == "alert"]
@@ -62,3 +62,40 @@ def estimated(conn: psycopg.Connection, model_name: str, versions: Mapping[int, 
                                 f"probabilities, before labels) degraded: {names}", run["run_id"],
                                 {"estimated": True, "metrics": {r["metric"]: r["value"] for r in degraded}}))
     return outcome
+
+
+Estimate = dict[str, tuple[float | None, float | None, float | None]]
+
+
+def _estimate(conn: psycopg.Connection, run_id: int, model: registry.ModelVersion,
+              calib: calibration.Calibration | None) -> tuple[int, Estimate] | None:
+    """A run's predictions read once: (rows, each metric's (estimate, low, high))."""
+    if model.task == "regression":
+        if calib is None:
+            return None
+        predictions = np.concatenate([np.asarray([r[0] for r in rows], dtype=np.float64)
+                                      for rows in monitoring.run_predictions(conn, run_id)] or [np.zeros(0)])
+        predictions = predictions[np.isfinite(predictions)]
+        return (len(predictions), {"mae": calibration.expected_mae(calib, predictions)}) if len(predictions) else None
+    classes = [str(c) for c in model.classes or []]
+    if len(classes) < 2:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    counts, spread = np.zeros((3, len(classes) + 1)), 0.0
+    for rows in monitoring.run_predictions(conn, run_id):
+        proba = performance.probabilities([r[0] for r in rows], [r[2] for r in rows], classes)
+        if calib is not None:
+            proba = calib.probabilities(proba)
+        chosen = np.asarray([index.get(r[1] or "", 0) for r in rows])
+        counts += performance.expected_counts(proba, chosen)
+        right = proba[np.arange(len(chosen)), chosen]
+        spread += float((right * (1 - right)).sum())
+    total = int(counts[0, -1])
+    if not total:
+        return None
+    metrics: Estimate = {m: (v, None, None) for m, v in performance.expected_from_counts(counts).items()}
+    accuracy = metrics["accuracy"][0] or 0.0
+    variance = spread / total ** 2 + (accuracy * (1 - accuracy) / calib.rows if calib else 0.0)
+    half = calibration.Z95 * variance ** 0.5
+    metrics["accuracy"] = (accuracy, max(accuracy - half, 0.0), min(accuracy + half, 1.0))
+    return total, metrics

@@ -114,14 +114,19 @@ def degradation(metric: str, value: float | None, training: float | None) -> flo
     return worse / abs(training) if training else worse
 
 
-def status(metric: str, value: float | None, training: float | None, *, tolerance: float, labels: int,
-           min_labels: int) -> str:
-    """'alert' past ``tolerance`` of degradation, 'warning' past half of it; 'n/a' without a
-    registered value or with fewer than ``min_labels`` labels."""
+def judge(metric: str, value: float | None, low: float | None, high: float | None, training: float | None, *,
+          tolerance: float, labels: int, min_labels: int) -> str:
+    """'alert' when even the favourable end of the metric's interval is degraded past
+    ``tolerance``; 'warning' when the value is degraded past half of it (or past it, for a
+    metric without an interval); 'n/a' without a registered value or ``min_labels`` labels."""
     worse = degradation(metric, value, training)
     if worse is None or labels < min_labels:
         return "n/a"
-    return "alert" if worse > tolerance else "warning" if worse > tolerance / 2 else "ok"
+    best = high if metric in HIGHER_IS_BETTER else low
+    least = degradation(metric, best, training)
+    if least is not None and least > tolerance:
+        return "alert"
+    return "warning" if worse > tolerance / 2 else "ok"
 
 
 def probabilities(predictions: Sequence[float | None], scores: Sequence[Any], classes: Sequence[str]) -> np.ndarray:

@@ -124,27 +124,12 @@ def _rows(model: registry.ModelVersion, config: MonitorConfig, vector: np.ndarra
         out.append({"model_name": model.name, "model_version": model.version, "scope": scope, "run_id": run_id,
                     "run_role": role, "window_start": start, "window_end": end, "metric": metric, "value": value,
                     "training_value": training.get(metric), "estimated": False,
-                    "status": judge(metric, value, low, high, training.get(metric),
+                    "status": performance.judge(metric, value, low, high, training.get(metric),
                                     tolerance=config.performance_tolerance, labels=labels,
                                     min_labels=config.min_labels),
                     "labels": labels, "predictions": predictions, "coverage": coverage, "low": low, "high": high,
                     "backfill": backfill, "reference": reference})
     return out
-
-
-def judge(metric: str, value: float | None, low: float | None, high: float | None, training: float | None, *,
-          tolerance: float, labels: int, min_labels: int) -> str:
-    """'alert' when even the favourable end of the metric's interval is degraded past
-    ``tolerance``; 'warning' when the value is degraded past half of it (or past it, for a
-    metric without an interval); 'n/a' without a registered value or ``min_labels`` labels."""
-    worse = performance.degradation(metric, value, training)
-    if worse is None or labels < min_labels:
-        return "n/a"
-    best = high if metric in performance.HIGHER_IS_BETTER else low
-    least = performance.degradation(metric, best, training)
-    if least is not None and least > tolerance:
-        return "alert"
-    return "warning" if worse > tolerance / 2 else "ok"
 
 
 def alerts(model_name: str, rows: list[dict[str, Any]], config: MonitorConfig) -> list[Alert]:

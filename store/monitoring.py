@@ -333,12 +333,28 @@ def insert_performance(conn: psycopg.Connection, rows: Iterable[dict[str, Any]])
     )
 
 
+def insert_calibration(conn: psycopg.Connection, model_name: str, version: int, calibration: dict[str, Any]) -> None:
+    """Keep a version's calibration (`monitor.calibration.Calibration.to_json`)."""
+    conn.execute("INSERT INTO calibrations (model_name, model_version, calibration) VALUES (%s, %s, %s)",
+                 [model_name, version, Jsonb(calibration)])
+
+
+def calibrations(conn: psycopg.Connection, model_name: str) -> dict[int, dict[str, Any]]:
+    """The model's calibrations by version."""
+    rows = conn.execute("SELECT model_version, calibration FROM calibrations WHERE model_name = %s",
+                        [model_name]).fetchall()
+    return {int(version): data for version, data in rows}
+
+
 def runs_without_estimate(conn: psycopg.Connection, model_name: str) -> list[dict[str, Any]]:
-    """Retained runs of a classifier that have no expected-performance estimate yet."""
+    """Retained runs with no expected-performance estimate yet: a classifier's, or a calibrated
+    regressor's."""
     return conn.cursor(row_factory=dict_row).execute(
         """SELECT r.run_id, r.model_version, r.role AS run_role, r.rows_scored - r.rows_duplicate AS predictions
            FROM runs r JOIN models m ON m.name = r.model_name AND m.version = r.model_version
-           WHERE r.model_name = %s AND r.status = ANY(%s) AND m.task = 'classification'
+           WHERE r.model_name = %s AND r.status = ANY(%s)
+             AND (m.task = 'classification' OR EXISTS (SELECT 1 FROM calibrations c
+                                                         WHERE c.model_name = m.name AND c.model_version = m.version))
              AND NOT EXISTS (SELECT 1 FROM performance_results e WHERE e.run_id = r.run_id AND e.estimated)
            ORDER BY r.run_id""",
         [model_name, list(RETAINED)],

@@ -229,6 +229,18 @@ label_matches = Table(
     Index("ix_label_matches_run_id", "run_id"),
 )
 
+# What a version's performance estimates need (`monitor.calibration`), fitted at registration on
+# --validation-data: per-class isotonic knots (classifier) or expected error by prediction (regressor).
+calibrations = Table(
+    "calibrations",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("calibration", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"], ondelete="CASCADE"),
+)
+
 # Sufficient statistics of realized performance (`monitor.tallies`) per run, UTC day of the labels'
 # event time, and kind of match (``backfill``: labels older than every run holding their entity).
 performance_tallies = Table(

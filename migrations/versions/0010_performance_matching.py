@@ -8,7 +8,8 @@ Create Date: 2026-11-29
 judged against, so the match outlives a run whose table retention drops. ``labels.matched_at``:
 NULL while a label waits to be matched (every label stored before this revision is matched again
 by the next monitor run). ``performance_tallies``: per run, day and kind of match, the sums
-realized performance is computed from. ``performance_results`` gains the metric's interval
+realized performance is computed from. ``calibrations``: per version, what its expected-performance
+estimates need, fitted on --validation-data at registration. ``performance_results`` gains the metric's interval
 (``low``, ``high``), ``backfill`` and ``reference``; ``performance_over_time`` shows them.
 """
 
@@ -71,6 +72,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('run_id', 'day', 'backfill', name=op.f('pk_performance_tallies')),
     )
     op.create_index(op.f('ix_performance_tallies_model_name'), 'performance_tallies', ['model_name'], unique=False)
+    op.create_table(
+        'calibrations',
+        sa.Column('model_name', sa.Text(), nullable=False),
+        sa.Column('model_version', sa.Integer(), nullable=False),
+        sa.Column('calibration', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.ForeignKeyConstraint(['model_name', 'model_version'], ['models.name', 'models.version'],
+                                name=op.f('fk_calibrations_model_name_models'), ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('model_name', 'model_version', name=op.f('pk_calibrations')),
+    )
     op.add_column('performance_results', sa.Column('low', sa.Float(precision=53), nullable=True))
     op.add_column('performance_results', sa.Column('high', sa.Float(precision=53), nullable=True))
     op.add_column('performance_results', sa.Column('backfill', sa.Boolean(), server_default='false',
@@ -87,6 +98,7 @@ def downgrade() -> None:
     op.drop_column('performance_results', 'backfill')
     op.drop_column('performance_results', 'high')
     op.drop_column('performance_results', 'low')
+    op.drop_table('calibrations')
     op.drop_index(op.f('ix_performance_tallies_model_name'), table_name='performance_tallies')
     op.drop_table('performance_tallies')
     op.drop_index(op.f('ix_label_matches_run_id'), table_name='label_matches')
