@@ -247,8 +247,7 @@ def noise_floors(base: Mapping[str, Any], n: int, config: DriftConfig,
     return {metric: float(np.mean(values)) for metric, values in floors.items()}
 
 
-def bin_positions(column: Mapping[str, Any], counts: Sequence[float], sums: Sequence[float] | None,
-                  edges: Sequence[float]) -> np.ndarray | None:
+def bin_positions(counts: Sequence[float], sums: Sequence[float] | None, edges: Sequence[float]) -> np.ndarray | None:
     """Where each numeric bin's mass sits: the mean of its values (sum / count); an empty bin at
     its middle (or outer edge). None without per-bin sums."""
     if sums is None or not edges:
@@ -301,8 +300,8 @@ def _measure(base: Mapping[str, Any], profile: Mapping[str, Any] | None, config:
         values["jensen_shannon"] = float(jensen_shannon(p_counts, q_counts))
         if kind == "numeric":
             edges = base["edges"]
-            base_at = bin_positions(base, p_counts, base.get("sums"), edges)
-            batch_at = bin_positions(base, q_counts, profile.get("sums"), edges)
+            base_at = bin_positions(p_counts, base.get("sums"), edges)
+            batch_at = bin_positions(q_counts, profile.get("sums"), edges)
             values["wasserstein"] = None if base_at is None or batch_at is None else \
                 wasserstein(base_at, p_counts, batch_at, q_counts, scale_of(base))
             statistic = float(ks(p_counts, q_counts))

@@ -296,3 +296,19 @@ def test_a_baseline_without_bin_sums_says_what_it_cannot_compute() -> None:
     assert got["wasserstein"].value is None and got["wasserstein"].status == "n/a"
     assert got["drift"].status == "alert"  # the other distances still judge it
     assert "per-bin sums" in checked.notes[0]
+
+
+def test_noise_floors_are_what_sampling_noise_reads_at_the_batch_size() -> None:
+    """The floor of each distance is its mean over quiet batches of that size: checked against
+    direct draws from the same bins, and shrinking as 1/sqrt(n) for Wasserstein."""
+    rng = np.random.default_rng(15)
+    base = profile._numeric_baseline("x", "feature", rng.lognormal(size=20_000))
+    at = stats.bin_positions(base["counts"], base["sums"], base["edges"])
+    assert at is not None
+    small, large = (stats.noise_floors(base, n, stats.DriftConfig(simulations=2000), at) for n in (100, 10_000))
+    assert small["wasserstein"] / large["wasserstein"] == pytest.approx(10, rel=0.15)
+    shares = np.asarray(base["counts"]) / sum(base["counts"])
+    direct = [sps.wasserstein_distance(at, at, shares, rng.multinomial(100, shares)) / base["std"]
+              for _ in range(2000)]
+    assert small["wasserstein"] == pytest.approx(np.mean(direct), rel=0.05)
+    assert small["psi"] > large["psi"] > 0 and small["ks"] > large["ks"] > 0
