@@ -123,7 +123,14 @@ def _print(result: MonitorResult, report_path: Path | None) -> None:
         _table(check["results"])
         for note in check.get("notes", []):
             click.echo(f"  note: {note}")
-    _performance_table([r for r in result.performance if r["scope"] == "window"], result.labels)
+    _performance_table([r for r in result.performance if r["scope"] == "window" and not r.get("backfill")],
+                       result.labels)
+    backfill = [r for r in result.performance if r["scope"] == "run" and r.get("backfill") and r["metric"] in
+                ("accuracy", "mae")]
+    if backfill:
+        click.echo("backfill (labels older than every run holding their entity; judged apart, no alert): "
+                   + ", ".join(f"run {r['run_id']} {r['metric']} {fmt(r['value'])} on {r['labels']}"
+                               for r in backfill[-6:]))
     estimates: dict[int, list[dict[str, Any]]] = {}
     for r in result.performance:
         if r["estimated"]:

@@ -44,12 +44,18 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     elif changed_at is None or (last is not None and last >= changed_at):
         return Evaluation()
     stored = monitoring.tallies(conn, model_name)
+    pending = monitoring.pending_counts(conn, model_name, window=config.window)
+    in_window: dict[datetime, int] = defaultdict(int, {k.astimezone(UTC): v for k, v in pending.items()})
+    served = [row for row in stored if row[4] == "current"]
+    for _, day, _, _, _, _, labels in served:
+        in_window[_window_start(day.astimezone(UTC), config.window)] += labels
     rows = performance_rows(stored, versions, config, sizes=monitoring.run_sizes(conn, model_name),
-                            in_window=monitoring.label_counts(conn, model_name, window=config.window))
+                            in_window=in_window)
     monitoring.replace_performance(conn, model_name, rows)
-    counts = monitoring.match_counts(conn, model_name)
-    counts["matched"] = sum(v for k, v in counts.items() if k != "labels")
-    counts["unmatched"] = counts["labels"] - counts["matched"]
+    matched = sum(row[6] for row in served)
+    earliest = sum(row[6] for row in served if row[2])
+    counts = {"labels": matched + sum(pending.values()), "matched": matched, "in_force": matched - earliest,
+              "earliest": earliest, "unmatched": sum(pending.values())}
     return Evaluation(rows=rows, alerts=alerts(model_name, rows, config), labels=counts)
 
 

@@ -159,7 +159,7 @@ def _history(history: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _performance(rows: Sequence[Mapping[str, Any]], task: str) -> list[str]:
-    windows = [r for r in rows if r["scope"] == "window" and not r["estimated"]]
+    windows = [r for r in rows if r["scope"] == "window" and not r["estimated"] and not r.get("backfill")]
     served = [r for r in windows if r["run_role"] == "current"]
     estimates = [r for r in rows if r["estimated"]]
     if not windows and not estimates:

@@ -250,16 +250,6 @@ def label_matches(conn: psycopg.Connection, model_name: str) -> Iterator[list[tu
             yield rows
 
 
-def match_counts(conn: psycopg.Connection, model_name: str) -> dict[str, int]:
-    """How the served runs' labels matched ('in_force', 'latest_before', 'earliest'), and how
-    many labels the model has."""
-    rows = conn.execute(
-        """SELECT matched_as, count(*) FROM label_matches WHERE model_name = %s AND run_role = 'current'
-           GROUP BY 1""", [model_name]).fetchall()
-    total = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s", [model_name]).fetchone()
-    return {"labels": int(total[0]) if total else 0, **{str(k): int(v) for k, v in rows}}
-
-
 def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[Any, ...]]) -> None:
     """Add (run_id, day, backfill, model_version, run_role, tally, labels) rows to the stored
     tallies, element by element."""
@@ -287,20 +277,21 @@ def delete_tallies(conn: psycopg.Connection, model_name: str) -> None:
     conn.execute("DELETE FROM performance_tallies WHERE model_name = %s", [model_name])
 
 
-def label_counts(conn: psycopg.Connection, model_name: str, *, window: str) -> dict[datetime, int]:
-    """How many labels each time window holds (matched or not)."""
+def pending_counts(conn: psycopg.Connection, model_name: str, *, window: str) -> dict[datetime, int]:
+    """How many labels wait to be matched, per time window of their event time."""
     rows = conn.execute(
         """SELECT date_trunc(%s, event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', count(*)
-           FROM labels WHERE model_name = %s GROUP BY 1""",
+           FROM labels WHERE model_name = %s AND matched_at IS NULL GROUP BY 1""",
         [window, model_name],
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
 
 
 def last_change(conn: psycopg.Connection, model_name: str) -> datetime | None:
-    """When the model last got a label or a published run: what realized performance depends on."""
+    """When the model last got a label still to match, or a published run: what realized
+    performance depends on beyond the labels already tallied."""
     row = conn.execute(
-        """SELECT greatest((SELECT max(arrival_time) FROM labels WHERE model_name = %s),
+        """SELECT greatest((SELECT max(arrival_time) FROM labels WHERE model_name = %s AND matched_at IS NULL),
                            (SELECT max(greatest(published_at, superseded_at)) FROM runs WHERE model_name = %s))""",
         [model_name, model_name],
     ).fetchone()
