@@ -262,7 +262,8 @@ def serve(server: str, app: str, *, url: str, port: int, scratch: Path, cache: b
                      "--bind", f"{HOST}:{port}"],
         "gunicorn-w2": [sys.executable, "-m", "gunicorn", app, "-w", "2", "--bind", f"{HOST}:{port}"],
         "granian": [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "2", "--factory",
-                    "--host", HOST, "--port", str(port), "--no-log", app.removesuffix("()")],
+                    "--blocking-threads", "2", "--host", HOST, "--port", str(port), "--no-log",
+                    "lookup_api.server:app" if app == "lookup_api:create_app()" else app.removesuffix("()")],
     }[server]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):

@@ -1,9 +1,10 @@
-"""`predstore serve` (development server) and `predstore apikeys create|list|revoke`."""
+"""`predstore serve` and `predstore apikeys create|list|revoke`."""
 
 from __future__ import annotations
 
 import getpass
 import json
+import os
 from dataclasses import replace
 
 import click
@@ -17,27 +18,41 @@ from store.settings import Settings
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: the CPUs this process may "
+              "use, cgroup quota included).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads per worker running requests.")
+@click.option("--dev", is_flag=True, help="Run Flask's development server instead (one process, debug-friendly).")
 @click.option("--no-key-required", is_flag=True,
               help="Answer /v1 without an API key until the first key is created (local development only; "
                    "the same as PREDSTORE_API_REQUIRE_KEY=false).")
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, no_key_required: bool) -> None:
-    """Run the lookup API with Flask's development server.
+def serve(settings: Settings, host: str, port: int, workers: int | None, threads: int, dev: bool,
+          no_key_required: bool) -> None:
+    """Run the lookup API under granian (a WSGI server written in Rust), one worker per core.
 
-    In production run gunicorn instead: gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
+    gunicorn runs the same app: gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
     """
-    from lookup_api import close_app, create_app
+    from lookup_api import server
 
     if no_key_required:
         settings = replace(settings, api_require_key=False)
+        os.environ["PREDSTORE_API_REQUIRE_KEY"] = "false"  # the workers read their settings from the environment
     say_how_keys_are_checked(settings)
     if not settings.api_reader_url:
         migrate.prepare(settings)  # the embedded store starts and migrates on first use
-    app = create_app(settings)
-    try:
-        app.run(host=host, port=port, threaded=True)
-    finally:
-        close_app(app)
+    if dev:
+        from lookup_api import close_app, create_app
+
+        app = create_app(settings)
+        try:
+            app.run(host=host, port=port, threaded=True)
+        finally:
+            close_app(app)
+        return
+    workers = workers or server.available_cpus()
+    click.echo(f"serving on http://{host}:{port} with {workers} worker(s) x {threads} thread(s)", err=True)
+    server.run(host=host, port=port, workers=workers, threads=threads)
 
 
 def say_how_keys_are_checked(settings: Settings) -> None:

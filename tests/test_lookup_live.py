@@ -116,10 +116,12 @@ def assert_connections_spread(server_pid: int, port: int, clients: int = 16) -> 
     assert len(per_worker) == 2 and all(per_worker.values()), per_worker
 
 
-def test_predstore_serve_runs_the_development_server(cli_env: dict[str, str], seeded: int) -> None:
+@pytest.mark.parametrize("kind", ["granian", "dev"])
+def test_predstore_serve_serves_lookups(cli_env: dict[str, str], seeded: int, kind: str) -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "store", "serve", "--port", str(port)], cwd=REPO, env=cli_env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = ["--workers", "2"] if kind == "granian" else ["--dev"]
+    server = subprocess.Popen([sys.executable, "-m", "store", "serve", "--port", str(port), *args], cwd=REPO,
+                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(150):
             try:
