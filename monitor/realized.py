@@ -27,6 +27,8 @@ from monitor.evaluate import Evaluation
 from store import monitoring, registry
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
+#: Labels matched per query (what one query's result holds in memory).
+MATCH_CHUNK = 200_000
 
 
 def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
@@ -34,14 +36,21 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     """Match and tally the labels that arrived (all matches again, with ``force``), and record
     realized performance when anything it depends on changed."""
     changed_at, last = monitoring.last_change(conn, model_name), monitoring.last_performance(conn, model_name)
-    changes = monitoring.match_labels(conn, model_name)
     if force:
         monitoring.delete_tallies(conn, model_name)
         for chunk in monitoring.label_matches(conn, model_name):
             monitoring.add_tallies(conn, model_name, count(chunk, versions))
-    elif changes:
-        monitoring.add_tallies(conn, model_name, count(changes, versions))
-    elif changed_at is None or (last is not None and last >= changed_at):
+    changed, after = False, None
+    while True:  # the waiting labels, a bounded number at a time
+        upto = monitoring.pending_bound(conn, model_name, after=after, size=MATCH_CHUNK)
+        changes = monitoring.match_labels(conn, model_name, after=after, upto=upto)
+        if changes:
+            monitoring.add_tallies(conn, model_name, count(changes, versions))
+            changed = True
+        if upto is None:
+            break
+        after = upto
+    if not (force or changed) and (changed_at is None or (last is not None and last >= changed_at)):
         return Evaluation()
     stored = monitoring.tallies(conn, model_name)
     pending = monitoring.pending_counts(conn, model_name, window=config.window)

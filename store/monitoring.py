@@ -175,9 +175,29 @@ MATCH_COLUMNS = ("sign", "run_id", "model_version", "run_role", "event_time", "m
                  "prediction", "predicted", "scores")
 
 
-def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
-    """Match the labels that wait for it (new, or corrected since); returns the `MATCH_COLUMNS` of
-    what changed, to be added to (or, sign -1, taken from) the performance tallies.
+LabelKey = tuple[str, datetime]
+
+
+def pending_bound(conn: psycopg.Connection, model_name: str, *, after: LabelKey | None,
+                  size: int) -> LabelKey | None:
+    """The key (entity_id, event_time) of the ``size``-th label waiting to be matched after
+    ``after``, in key order; None when fewer wait."""
+    row = conn.execute(
+        """SELECT entity_id, event_time FROM labels
+           WHERE model_name = %(model)s AND matched_at IS NULL
+             AND (%(entity)s::text IS NULL OR (entity_id, event_time) > (%(entity)s, %(time)s))
+           ORDER BY entity_id, event_time OFFSET %(offset)s LIMIT 1""",
+        {"model": model_name, "entity": after[0] if after else None, "time": after[1] if after else None,
+         "offset": size - 1},
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey | None = None,
+                 upto: LabelKey | None = None) -> list[tuple[Any, ...]]:
+    """Match the labels that wait for it (new, or corrected since), those with keys in
+    (``after``, ``upto``]; returns the `MATCH_COLUMNS` of what changed, to be added to (or, sign
+    -1, taken from) the performance tallies.
 
     A new label at event time t is matched once per run role, among retained runs, to the
     prediction for its entity from the run published most recently at or before t (the one in
@@ -192,7 +212,9 @@ def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, .
                 SELECT l.entity_id, l.event_time, l.label, l.label_value,
                        EXISTS (SELECT 1 FROM label_matches m WHERE m.model_name = l.model_name
                                AND m.entity_id = l.entity_id AND m.event_time = l.event_time) AS corrected
-                FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL),
+                FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL
+                  AND (%(after)s::text IS NULL OR (l.entity_id, l.event_time) > (%(after)s, %(after_time)s))
+                  AND (%(upto)s::text IS NULL OR (l.entity_id, l.event_time) <= (%(upto)s, %(upto_time)s))),
             found AS MATERIALIZED (
                 SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
                        l.entity_id, l.event_time, l.label, l.label_value, r.role AS run_role, r.run_id,
@@ -234,7 +256,9 @@ def match_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, .
             UNION ALL
             SELECT 1, run_id, model_version, run_role, event_time, matched_as, new_label, new_value, prediction,
                    predicted, scores FROM previous""",
-        {"model": model_name, "retained": list(RETAINED)},
+        {"model": model_name, "retained": list(RETAINED), "after": after[0] if after else None,
+         "after_time": after[1] if after else None, "upto": upto[0] if upto else None,
+         "upto_time": upto[1] if upto else None},
     ).fetchall()
 
 

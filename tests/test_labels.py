@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from monitor import realized
 from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels
 from monitor.performance import canonical
@@ -107,8 +108,10 @@ def _refit(artifact: Path, train: Path, out: Path) -> Path:
 
 
 def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regressor: tuple[pd.DataFrame, int],
-                                                    tmp_path: Path, conn: psycopg.Connection) -> None:
+                                                    tmp_path: Path, conn: psycopg.Connection,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     data, run_id = regressor
+    monkeypatch.setattr(realized, "MATCH_CHUNK", 37)  # labels are matched 37 at a time
     t0 = datetime.now(UTC) + timedelta(hours=1)  # outcomes after the run was published: in force
     ingest_labels(settings, _labels(tmp_path, data.iloc[:100], "a.parquet", when=t0), model_name="amount",
                   entity_col="id", label_col="truth", time_col="at")
