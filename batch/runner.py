@@ -280,8 +280,10 @@ def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: di
                 for task in tasks:
                     total_profile = profile.add(total_profile, task.targets[i].profile)
                 profiles.insert_run_profile(conn, run_id, total_profile)
+            publishing = time.perf_counter()
             result.superseded_run = predictions.publish(conn, run_id, model_name=model_row.name,
                                                         partition_key=partition.key, role=role)
+            result.stages["publish_s"] = round(time.perf_counter() - publishing, 3)
             result.status = "published"
             _measure(result, started)
             paired = {r: i for r, i in run_ids.items() if r != role}
