@@ -145,3 +145,33 @@ def test_rows_rejected_for_a_missing_value_or_an_unseen_category_are_profiled(tm
     assert counted["f0"]["null_count"] == 3 and counted["f0"]["n"] == 2  # rows 1, 2 and 5 are missing f0
     assert counted["color"]["unseen"] == 1 and counted["color"]["n"] == 3  # 'pink' (row 2 is rejected for f0)
     assert counted["color"]["counts"][-1] == 1
+
+
+def test_baselines_recorded_before_sources_and_bin_sums_still_work(database_url: str) -> None:
+    """The migration marks an older baseline's outputs in-sample and leaves its bin sums NULL; the
+    monitor still checks it, saying what it cannot compute."""
+    from alembic import command
+
+    from monitor import stats
+    from store.migrate import alembic_config, upgrade
+
+    command.downgrade(alembic_config(database_url), "0008")
+    rng = np.random.default_rng(3)
+    old = [profile._numeric_baseline("x", "feature", rng.normal(size=2000)),
+           profile._numeric_baseline(profile.PREDICTION, "output", rng.random(2000))]
+    columns = ("column_name", "role", "kind", "edges", "categories", "counts", "null_count", "n", "mean", "std")
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO models (name, version, artifact_uri, sha256, format, task, feature_schema) "
+                     "VALUES ('old', 1, 'file:///m', 'abc', 'joblib', 'regression', '{}')")
+        for b in old:
+            conn.execute(f"INSERT INTO baselines (model_name, model_version, {', '.join(columns)}) "
+                         f"VALUES ('old', 1, {', '.join(['%s'] * len(columns))})", [b[k] for k in columns])
+    upgrade(database_url)
+    with psycopg.connect(database_url) as conn:
+        base = get_baseline(conn, "old", 1)
+    assert [(b["source"], b["sums"]) for b in base] == [("training", None), ("in_sample", None)]
+    batch = {"x": profile.count_numeric(rng.normal(size=500) + 1.0, base[0]["edges"]),
+             profile.PREDICTION: profile.count_numeric(rng.random(500) * 0.5, base[1]["edges"])}
+    checked = stats.check(base, batch, stats.DriftConfig())
+    assert checked.drifted == ["x"] and checked.outputs_drifted == [] and checked.warnings == [profile.PREDICTION]
+    assert any("in-sample" in n for n in checked.notes) and any("per-bin sums" in n for n in checked.notes)
