@@ -9,18 +9,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from batch.executors import EXECUTORS, ExecutorSpec
-from batch.models import register_model
-from batch.runner import Progress, RunResult, ScoreRequest, score_partition, verify_run
 from store import audit, ledger, profiles, registry
 from store.db import connect
 from store.errors import RunFailed
 from store.migrate import prepare
 from store.settings import Settings
+
+if TYPE_CHECKING:  # the jobs (scikit-learn, pandas, pyarrow) load inside the commands that run them
+    from batch.runner import Progress, RunResult
 
 log = logging.getLogger("predstore.score")
 #: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
@@ -54,6 +55,8 @@ def models_register(settings: Settings, artifact: Path, name: str, train_data: P
                     validation_data: Path | None, baseline_cv: int | None, entity_col: str | None, current: bool,
                     trust_joblib: bool, trusted_types: tuple[str, ...]) -> None:
     """Register a fitted scikit-learn estimator or Pipeline (a .skops file, or with --trust-joblib a .joblib)."""
+    from batch.models import register_model
+
     model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
                            validation_data=validation_data, baseline_cv=baseline_cv, entity_col=entity_col,
                            current=current,
@@ -226,6 +229,8 @@ def score(settings: Settings, paths: tuple[Path, ...], model_name: str, version:
     """
     if partition_key and len(paths) > 1:
         raise click.UsageError("--partition names one partition; give one PATH with it")
+    from batch.runner import ScoreRequest, score_partition
+
     spec = ExecutorSpec(kind=executor, workers=workers, dask_address=dask_address)
     failures = []
     for path in paths:
@@ -284,6 +289,8 @@ def runs_show(settings: Settings, run_id: int, rejects: int) -> None:
 @click.pass_obj
 def runs_verify(settings: Settings, run_id: int) -> None:
     """Re-score a run's recorded input with its recorded model and compare digests (publishes nothing)."""
+    from batch.runner import verify_run
+
     outcome = verify_run(settings, run_id)
     if outcome["match"]:
         click.echo(f"run {run_id} verified: {outcome['rows_in']} rows re-scored, digest {outcome['recorded'][:16]} "

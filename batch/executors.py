@@ -9,10 +9,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from batch.reader import Slice
-from batch.tasks import TaskContext, TaskResult, score_task
 from store.errors import ConfigError, PredstoreError
+
+if TYPE_CHECKING:  # the scoring task (numpy, pyarrow, the model's libraries) loads when a run starts
+    from batch.reader import Slice
+    from batch.tasks import TaskContext, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class ExecutorSpec:
 def run_tasks(slices: list[Slice], ctx: TaskContext, spec: ExecutorSpec,
               progress: Callable[[int], None] | None = None) -> list[TaskResult]:
     """Run every slice's task; results in slice order. The first failure is raised."""
+    from batch.tasks import score_task
+
     if spec.kind == "local" and spec.workers == 1:
         return [score_task(part, ctx, progress) for part in slices]
     if spec.kind == "local":
@@ -63,6 +68,8 @@ def _limit_threads(workers: int) -> None:
 
 def _processes(slices: list[Slice], ctx: TaskContext, workers: int,
                progress: Callable[[int], None] | None) -> list[TaskResult]:
+    from batch.tasks import score_task
+
     # spawn, not fork: a forked child would share this process's database connections.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(workers,)) as pool:
@@ -90,6 +97,8 @@ def _dask(slices: list[Slice], ctx: TaskContext, spec: ExecutorSpec,
         from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("--executor dask needs dask.distributed: pip install 'predstore[dask]'") from None
+    from batch.tasks import score_task
+
     cluster = None
     try:
         if spec.dask_address == "local":

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from store import audit, erasure, registry
+from store import audit, registry
 from store.db import connect
 from store.errors import ConfigError
 from store.migrate import prepare
@@ -26,6 +26,8 @@ def forget_entity(settings: Settings, entity_id: str, *, model: str | None = Non
     """Erase ``entity_id`` (from ``model``'s runs and labels only, if given) and audit it, atomically."""
     if not entity_id or "\x00" in entity_id:
         raise ConfigError("give the entity id to forget (a non-empty text without NUL characters)")
+    from store import erasure  # the partitions' schema (SQLAlchemy) loads only when erasing
+
     with connect(prepare(settings), application_name="predstore-forget") as conn, conn.transaction():
         if model is not None:
             registry.get_model(conn, model)  # NotFound names what exists

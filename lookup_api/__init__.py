@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from flask import Flask, Response, g, request
-
-from lookup_api import errors, ops, parse, views
-from lookup_api.service import Service, make_service
 from store.settings import Settings
+
+if TYPE_CHECKING:  # Flask and the service load when an app is made, not when `predstore` lists its commands
+    from flask import Flask, Response
+
+    from lookup_api.service import Service
 
 __all__ = ["create_app", "close_app"]
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
     """The lookup API for ``settings`` (default: from the environment)."""
+    from flask import Flask
+
+    from lookup_api import errors, ops, parse, views
+    from lookup_api.service import make_service
+
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -41,10 +48,16 @@ def close_app(app: Flask) -> None:
 
 
 def _start_timer() -> None:
+    from flask import g
+
     g.started = time.perf_counter()
 
 
 def _record(response: Response) -> Response:
+    from flask import g, request
+
+    from lookup_api import views
+
     metrics = views.service().metrics
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.count_request(route, request.method, response.status_code)

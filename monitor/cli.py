@@ -6,16 +6,14 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from monitor.config import MonitorConfig
-from monitor.files import profile_file
-from monitor.labels import ingest_labels
-from monitor.report import fmt
-from monitor.runner import MonitorResult, run_monitor, write_report
 from store.settings import Settings
+
+if TYPE_CHECKING:  # the monitor (pandas, scipy, scikit-learn's metrics) loads inside the commands that run it
+    from monitor.runner import MonitorResult
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
 #: Metrics shown in the drift table, per column kind.
@@ -47,6 +45,9 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
         raise click.UsageError("--model is required")
     if run_id is not None and since is not None:
         raise click.UsageError("give --run or --since, not both")
+    from monitor.config import MonitorConfig
+    from monitor.runner import run_monitor, write_report
+
     settings: Settings = ctx.obj
     config = MonitorConfig.from_env()
     result = run_monitor(settings, model_name, run_id=run_id, since=_utc(since), config=config)
@@ -69,6 +70,9 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
 def monitor_profile(settings: Settings, path: Path, model_name: str, version: int | None, as_json: bool) -> None:
     """Profile a data file (Parquet file or directory, or CSV) against a model's baseline, as a
     scoring run would, and show its drift. Records nothing. Exit status 1 when a feature drifted."""
+    from monitor.config import MonitorConfig
+    from monitor.files import profile_file
+
     outcome = profile_file(settings, path, model_name, version=version, config=MonitorConfig.from_env())
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), default=str))
@@ -100,6 +104,8 @@ def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: s
     """Upsert labels from a Parquet or CSV file. Idempotent: ingesting the same file again changes
     nothing; a changed label replaces the old one. Labels for entities never scored are kept,
     counted and reported."""
+    from monitor.labels import ingest_labels
+
     counts = ingest_labels(settings, path, model_name=model_name, entity_col=entity_col, label_col=label_col,
                            time_col=time_col, event_time=_utc(event_time))
     if as_json:
@@ -114,6 +120,8 @@ def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: s
 
 
 def _print(result: MonitorResult, report_path: Path | None) -> None:
+    from monitor.report import fmt
+
     if not result.checks and not result.performance:
         click.echo(f"{result.model}: nothing new to check (every profiled run is checked; no new labels)")
     for check in result.checks:
@@ -153,6 +161,8 @@ def _print(result: MonitorResult, report_path: Path | None) -> None:
 
 def _performance_table(windows: list[dict[str, Any]], labels: dict[str, int], *, last: int = 12) -> None:
     """One line per window and model version: its metrics side by side, and the worst status."""
+    from monitor.report import fmt
+
     if not windows:
         return
     metrics = list(dict.fromkeys(r["metric"] for r in windows))
@@ -186,6 +196,8 @@ def _share(check: dict[str, Any]) -> str:
 
 
 def _table(results: Sequence[dict[str, Any]]) -> None:
+    from monitor.report import fmt
+
     by_column: dict[str, dict[str, Any]] = {}
     for r in results:
         by_column.setdefault(r["column_name"], {"kind": r["kind"]})[r["metric"]] = r

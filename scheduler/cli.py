@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from scheduler.config import Job, load_config
-from scheduler.daemon import run_once, serve
 from store import schedules
 from store.db import connect
 from store.migrate import prepare
 from store.settings import Settings
+
+if TYPE_CHECKING:  # the scheduler (APScheduler, the jobs it fires) loads inside the commands that use it
+    from scheduler.config import Job
 
 CONFIG_HELP = "The schedule file (TOML); see schedule.example.toml."
 
@@ -44,6 +45,9 @@ def schedule(settings: Settings, config_path: Path, once: bool, now: datetime | 
     """
     if now is not None and not once:
         raise click.UsageError("--now goes with --once")
+    from scheduler.config import load_config
+    from scheduler.daemon import run_once, serve
+
     config = load_config(config_path)
     if once:
         outcomes = run_once(settings, config, now=now)
@@ -58,6 +62,8 @@ def schedule(settings: Settings, config_path: Path, once: bool, now: datetime | 
 @click.pass_obj
 def jobs(settings: Settings, config_path: Path, as_json: bool) -> None:
     """List the config's jobs with their schedule, next firing, last firing and its outcome."""
+    from scheduler.config import load_config
+
     config = load_config(config_path)
     with connect(prepare(settings), autocommit=True) as conn:
         last = schedules.last_firings(conn, [j.id for j in config.jobs])

@@ -13,12 +13,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from store.schema import AUDIT_ACTIONS
-
 
 def record(conn: psycopg.Connection, action: str, *, target: str | None = None, actor: str | None = None,
            details: dict[str, Any] | None = None) -> int:
     """Append one audit row; ``actor`` defaults to the database role. Returns its id."""
+    from store.schema import AUDIT_ACTIONS  # SQLAlchemy's metadata: not for commands that never write the audit
+
     assert action in AUDIT_ACTIONS, action
     row = conn.execute(
         """INSERT INTO audit (actor, action, target, details) VALUES (coalesce(%s, session_user), %s, %s, %s)

@@ -1,12 +1,12 @@
-"""The `predstore` command: a root group whose subcommands come from each component's entry point,
-and the `predstore db` commands. Errors become one line on stderr and an exit code."""
+"""The `predstore` command: the root group, which imports each subcommand from its component on
+first use, and the `predstore db` commands. Errors become one line on stderr and an exit code."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
-from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -17,25 +17,41 @@ from store import ledger, migrate
 from store.errors import ConfigError, PredstoreError, mask_secrets
 from store.settings import Settings
 
-ENTRY_POINT_GROUP = "predstore.commands"
+#: Every subcommand but `db`, as ``module:attribute``: `predstore score` is ``batch.cli:score``.
+#: They are imported when a command line names them (or --help lists them), so `predstore db url`
+#: never imports scikit-learn, and `store` never imports the packages above it at import time.
+SUBCOMMANDS = {
+    "apikeys": "lookup_api.cli:apikeys",
+    "demo": "demo.cli:demo",
+    "forget": "batch.forget:forget",
+    "jobs": "scheduler.cli:jobs",
+    "labels": "monitor.cli:labels",
+    "models": "batch.cli:models",
+    "monitor": "monitor.cli:monitor",
+    "runs": "batch.cli:runs",
+    "schedule": "scheduler.cli:schedule",
+    "score": "batch.cli:score",
+    "serve": "lookup_api.cli:serve",
+}
 
 
-class ComponentGroup(click.Group):
-    """Loads subcommands lazily from the ``predstore.commands`` entry points, so that
-    ``predstore db url`` does not import scikit-learn, and `store` never imports the jobs."""
+class LazyGroup(click.Group):
+    """A group whose subcommands are import strings, loaded on first use (click's lazy group)."""
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            return command
-        for ep in entry_points(group=ENTRY_POINT_GROUP, name=cmd_name):
-            loaded = ep.load()
-            assert isinstance(loaded, click.Command), ep
-            return loaded
-        return None
+        if cmd_name not in self.lazy_subcommands:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = self.lazy_subcommands[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), self.lazy_subcommands[cmd_name]
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,7 +64,7 @@ class ComponentGroup(click.Group):
             ctx.exit(130)
 
 
-@click.group(cls=ComponentGroup)
+@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
 @click.version_option(package_name="predstore")
 @click.pass_context

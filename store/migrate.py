@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
 
 import migrations
 from store.db import connect, database_url
 from store.errors import SchemaOutdated
 from store.settings import Settings
+
+if TYPE_CHECKING:  # Alembic and SQLAlchemy load only when a command migrates, so the CLI starts fast.
+    from alembic.config import Config
 
 #: Advisory lock key held while migrating, so two processes never migrate at once.
 MIGRATION_LOCK = 727_001
@@ -22,6 +22,8 @@ MIGRATION_LOCK = 727_001
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config pointing at the packaged ``migrations`` directory."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     if url:
@@ -38,9 +40,32 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def head_revision() -> str:
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert len(heads) == 1, f"migrations have several heads: {heads}"
-    return heads[0]
+    """The newest migration, from the ``revision`` and ``down_revision`` each file assigns.
+
+    Read with `ast` rather than Alembic's ScriptDirectory, which imports SQLAlchemy and every
+    revision: every command checks the head, and that would cost each one about a second.
+    The tests check that both agree.
+    """
+    revisions: dict[str, tuple[str, ...]] = {}
+    for path in (Path(migrations.__file__).parent / "versions").glob("*.py"):
+        values = _assignments(path)
+        if "revision" in values:
+            down = values.get("down_revision")
+            revisions[values["revision"]] = (down,) if isinstance(down, str) else tuple(down or ())
+    heads = set(revisions) - {down for downs in revisions.values() for down in downs}
+    assert len(heads) == 1, f"migrations have several heads: {sorted(heads)}"
+    return heads.pop()
+
+
+def _assignments(path: Path) -> dict[str, Any]:
+    """The names a module assigns literal values to at its top level (``revision: str = '0011'``)."""
+    values = {}
+    for node in ast.parse(path.read_bytes()).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            values[node.target.id] = node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = node.value
+    return {name: ast.literal_eval(value) for name, value in values.items() if name.endswith("revision")}
 
 
 def current_revision(conn: psycopg.Connection) -> str | None:
@@ -54,6 +79,10 @@ def current_revision(conn: psycopg.Connection) -> str | None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision``, holding an advisory lock while doing so."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
     engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
     try:
         with engine.begin() as connection:

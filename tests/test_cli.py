@@ -1,0 +1,69 @@
+"""The `predstore` root: every subcommand reached by an import from the root, and commands that
+load only what they use (how fast they start is measured by benchmarks/bench_cli.py)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from alembic.script import ScriptDirectory
+
+from store.cli import SUBCOMMANDS, main
+from store.migrate import alembic_config, head_revision
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Libraries a command that does not score, monitor, schedule or serve must not import.
+HEAVY = ("sklearn", "skops", "pandas", "pyarrow", "scipy", "apscheduler", "flask", "sqlalchemy", "alembic")
+
+PROBE = """
+import sys
+from store.cli import main
+try:
+    main(sys.argv[1:], prog_name="predstore")
+except SystemExit as exc:
+    code = exc.code
+print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[0].split(","))))
+print(code)
+"""
+
+
+def loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """The heavy libraries a fresh `predstore ARGS` process imported, and its exit code."""
+    done = subprocess.run([sys.executable, "-c", PROBE.replace("sys.argv[0]", repr(",".join(HEAVY))), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    *_, modules, code = done.stdout.strip().splitlines()
+    return ast.literal_eval(modules), code
+
+
+def test_the_root_imports_every_subcommand_from_its_component() -> None:
+    ctx = click.Context(main)
+    assert set(main.list_commands(ctx)) == {"db", *SUBCOMMANDS}
+    for name, target in SUBCOMMANDS.items():
+        module, _, attribute = target.partition(":")
+        command = main.get_command(ctx, name)
+        assert command is getattr(importlib.import_module(module), attribute)
+        assert command.name == name
+
+
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["runs", "list", "--help"],
+                                  ["monitor", "--help"], ["schedule", "--help"], ["serve", "--help"]])
+def test_help_loads_no_heavy_library(args: list[str]) -> None:
+    assert loaded(args) == ([], "0")
+
+
+def test_runs_list_loads_no_heavy_library(cli_env: dict[str, str]) -> None:
+    assert loaded(["runs", "list"], env=cli_env) == ([], "0")
+
+
+def test_score_loads_what_it_needs_only_when_it_runs(cli_env: dict[str, str], tmp_path: Path) -> None:
+    modules, code = loaded(["score", str(tmp_path / "missing.parquet"), "--model", "none"], env=cli_env)
+    assert code == "2" and "sklearn" in modules  # the probe sees what a command imports
+
+
+def test_head_revision_read_from_the_files_is_alembics() -> None:
+    assert [head_revision()] == ScriptDirectory.from_config(alembic_config()).get_heads()
