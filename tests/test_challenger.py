@@ -15,7 +15,15 @@ from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
-from monitor.compare import Verdict, compare_models, confidence_sequence, decide, entity_means, t_interval
+from monitor.compare import (
+    Verdict,
+    compare_models,
+    confidence_sequence,
+    decide,
+    entity_means,
+    row_losses,
+    t_interval,
+)
 from monitor.labels import ingest_labels
 from store import RunFailed, Settings, lookups
 from store.cli import main
@@ -186,3 +194,10 @@ def test_promote_flags_are_checked(settings: Settings, tmp_path: Path, cli_env: 
     assert same.exit_code == 2 and "already the current version" in same.output
     none = runner.invoke(main, ["models", "compare", "churn"], env=cli_env)
     assert none.exit_code == 2 and "has no challenger" in none.output
+
+
+def test_float_target_classes_meet_integer_labels_in_comparisons() -> None:
+    losses = row_losses("classification", [0.8, 0.3], [None, None], ["1", "0"], [None, None], ["0.0", "1.0"])
+    assert np.allclose(losses, [-np.log(0.8), -np.log(0.7)])
+    unknown = row_losses("classification", [0.8], [None], ["maybe"], [None], ["0", "1"])
+    assert np.isnan(unknown).all()  # a label that is no class is left out, not counted as a loss
