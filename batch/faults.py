@@ -4,16 +4,20 @@
 SIGKILL, as an operator's ``kill -9`` or the OOM killer would; ``copy@3`` kills at the third time
 it is reached. A suffix picks another fault: ``committed:raise`` raises `Fault` (an unexpected
 error, such as a lost COMMIT acknowledgement), ``committed:interrupt`` raises KeyboardInterrupt
-(Ctrl-C). Unset (always, outside tests) a point costs one comparison. The variable is read once
-per process, the first time any point is reached; tests run real ``predstore`` processes with it
-set and check what the store looks like afterwards (tests/test_faults.py).
+(Ctrl-C), ``copy@2:pause`` prints ``predstore fault: paused at copy`` to stderr and sleeps
+`PAUSE_SECONDS` (time for a test to stop the database at that stage). Unset (always, outside
+tests) a point costs one comparison. The variable is read once per process, the first time any
+point is reached; tests run real ``predstore`` processes with it set and check what the store
+looks like afterwards (tests/test_faults.py).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
+import time
 from functools import lru_cache
 
 ENV = "PREDSTORE_FAULT_POINT"
@@ -36,7 +40,10 @@ POINTS = {
 }
 
 #: What an armed point does: the default first.
-ACTIONS = ("kill", "raise", "interrupt")
+ACTIONS = ("kill", "raise", "interrupt", "pause")
+
+#: How long a ``:pause`` point sleeps.
+PAUSE_SECONDS = 10.0
 
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
@@ -70,4 +77,8 @@ def point(name: str) -> None:
         raise Fault(f"fault injected at {name}")
     if target[2] == "interrupt":
         raise KeyboardInterrupt
+    if target[2] == "pause":
+        print(f"predstore fault: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(PAUSE_SECONDS)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

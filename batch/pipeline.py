@@ -119,5 +119,19 @@ def fan_out(items: Iterable[T], consumers: list[Callable[[Iterator[T]], None]], 
             put(slot, _DONE)
         for thread in threads:
             thread.join()
+        if errors:
+            _close(items, errors)
     if errors:
         raise errors[0]
+
+
+def _close(items: Iterable[object], errors: list[BaseException]) -> None:
+    """Close a producer stopped early, so that it releases what it holds now (a COPY holds its
+    connection's lock until its block exits: left open, the connection could never roll back)."""
+    close = getattr(items, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # a lost connection fails the COPY's exit too; the first error is the one shown
+        errors.append(exc)

@@ -30,7 +30,7 @@ from batch.tasks import Target, TaskContext, TaskResult, digest_task, run_digest
 from batch.validate import check_columns, required_columns
 from store import ledger, predictions, profiles, registry
 from store.db import connect
-from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed
+from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, from_database
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -167,7 +167,7 @@ def _score(settings: Settings, url: str, control: psycopg.Connection, due: dict[
         except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
             if not isinstance(exc, PredstoreError | psycopg.Error | KeyboardInterrupt):
                 log.debug("unexpected error in the run", exc_info=exc)  # the traceback, with --verbose
-            _after_error(control, run_ids, results, exc, partition=partition, started=started,
+            _after_error(control, run_ids, results, exc, url=url, partition=partition, started=started,
                          cpu_started=cpu_started)
     finally:
         for run_id in run_ids.values():
@@ -176,7 +176,8 @@ def _score(settings: Settings, url: str, control: psycopg.Connection, due: dict[
 
 
 def _after_error(control: psycopg.Connection, run_ids: dict[str, int], results: dict[str, RunResult],
-                 exc: BaseException, *, partition: reader.Partition, started: float, cpu_started: float) -> None:
+                 exc: BaseException, *, url: str, partition: reader.Partition, started: float,
+                 cpu_started: float) -> None:
     """Settle the runs after ``exc``, going by what the ledger says now, not by how far the code got.
 
     Runs the ledger shows published (the error came after the publish COMMIT: in retention, on
@@ -185,14 +186,14 @@ def _after_error(control: psycopg.Connection, run_ids: dict[str, int], results: 
     tables dropped. If the ledger cannot be read, nothing is touched: the next run of the
     partition marks them abandoned.
     """
-    message = _describe(exc)
+    message = _describe(exc, url)
     first = run_ids.get("current") or next(iter(run_ids.values()))
     try:
         now = ledger.statuses(control, list(run_ids.values()))
-    except psycopg.Error as lost:
-        raise _run_failed(results, f"run {first} did not finish: {message}; the ledger cannot be read "
-                                   f"({_describe(lost)}), so `predstore runs show {first}` tells whether it "
-                                   "was published") from exc
+    except psycopg.Error:
+        raise _run_failed(results, f"run {first} did not finish: {message}; once the database is back, "
+                                   f"`predstore runs show {first}` tells whether it was published, and the "
+                                   "next run of the partition marks it abandoned if not") from exc
     if all(now.get(run_id) == "published" for run_id in run_ids.values()):
         for role in run_ids:
             results[role].status = "published"
@@ -391,12 +392,11 @@ def _counts(result: RunResult) -> dict[str, Any]:
             "rows_per_s": result.rows_per_s, "peak_rss_bytes": result.peak_rss_bytes}
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, url: str) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, psycopg.Error):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"database error: {first}"
+        return str(from_database(exc, conninfo=url, connecting=False))
     if isinstance(exc, PredstoreError):
         return str(exc)
     first = (str(exc).strip().splitlines() or [""])[0]

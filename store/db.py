@@ -7,6 +7,7 @@ import os
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -18,7 +19,7 @@ from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_CONF", "connect", "database_url", "describe_target", "make_pool", "start_embedded",
+__all__ = ["EMBEDDED_CONF", "LIVENESS", "connect", "database_url", "describe_target", "make_pool", "start_embedded",
            "stop_embedded", "with_database"]
 
 #: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
@@ -29,6 +30,13 @@ EMBEDDED_CONF = {
     "max_connections": "200",
     "maintenance_work_mem": "256MB",
 }
+
+
+#: Bounds on waiting for a server that went away without closing its connections (a crashed
+#: host, a cut network): TCP keepalives, and a limit on unacknowledged sends. A server that shuts
+#: down closes them itself; libpq ignores these on a Unix socket.
+LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+            "tcp_user_timeout": 30_000}
 
 
 def database_url(settings: Settings) -> str:
@@ -132,7 +140,8 @@ def with_database(url: str, dbname: str) -> str:
 def connect(url: str, *, autocommit: bool = False, application_name: str = "predstore") -> psycopg.Connection:
     """Open a connection, translating failure into `StoreUnavailable` (or `ConfigError`) that names the host."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5)
+        return psycopg.connect(url, autocommit=autocommit, application_name=application_name, connect_timeout=5,
+                               **LIVENESS)
     except psycopg.Error as exc:
         raise from_database(exc, conninfo=url) from exc
 
@@ -145,6 +154,6 @@ def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "pr
         max_size=max_size,
         open=False,
         name=name,
-        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
+        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5, **LIVENESS},
         check=ConnectionPool.check_connection,
     )

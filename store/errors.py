@@ -107,16 +107,19 @@ def describe_target(conninfo: str) -> str:
     return f"{user}{host}{port}{dbname}"
 
 
-def from_database(exc: psycopg.Error, *, conninfo: str, doing: str = "connect to") -> PredstoreError:
-    """The predstore error for a database error met while trying to ``doing`` the server at
-    ``conninfo``: one line, no password."""
+def from_database(exc: psycopg.Error, *, conninfo: str, connecting: bool = True) -> PredstoreError:
+    """The predstore error for a database error met connecting to ``conninfo`` (or, with
+    ``connecting=False``, using a connection to it): one line, no password."""
     first = mask_secrets((str(exc).strip().splitlines() or [type(exc).__name__])[0], conninfo)
     if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:  # libpq refused the string
         return ConfigError(f"PREDSTORE_DATABASE_URL is not a valid PostgreSQL URL ({first}); "
                            "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] == "08"
                                                       or exc.sqlstate in ("57P01", "57P02", "57P03")):
-        return StoreUnavailable(f"database unavailable: cannot {doing} PostgreSQL at {describe_target(conninfo)}: "
+        if not connecting:
+            return StoreUnavailable(f"database unavailable: lost the connection to PostgreSQL at "
+                                    f"{describe_target(conninfo)}: {first}")
+        return StoreUnavailable(f"database unavailable: cannot connect to PostgreSQL at {describe_target(conninfo)}: "
                                 f"{first}; check that the server is running and PREDSTORE_DATABASE_URL is right")
     return PredstoreError(f"database error: {first}")
 

@@ -1,0 +1,79 @@
+"""The database stops in the middle of each stage of a run (reading, COPY, the index build, the
+publish): `predstore score` ends within seconds with one line, ``database unavailable: ...``,
+exit 1; after a restart the next run marks it abandoned and publishes exactly once."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from batch.models import register_model
+from batch.runner import ScoreRequest, score_partition
+from store.db import start_embedded, stop_embedded
+from store.migrate import upgrade
+from store.settings import Settings
+from tests import factories
+
+ROWS = 30_000
+
+#: A point of each stage, where the run pauses while the test stops the database.
+STAGES = ["read@2", "copy@2", "indexed", "published"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_path: Path) -> None:
+    # Not under pytest's basetemp: a concurrent pytest session makes that 0700, and the server's
+    # user could no longer reach its own directory to stop.
+    server_home = Path(tempfile.mkdtemp(prefix="predstore-dbloss-"))
+    pgdata = server_home / "pgdata"
+    url = start_embedded(pgdata)
+    try:
+        upgrade(url)
+        settings = Settings(home=tmp_path / "home", database_url=url)
+        artifact, train = factories.logistic(tmp_path / "m")
+        register_model(settings, artifact, name="churn", train_data=train, target="y")
+        path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(ROWS), row_group_size=5_000)
+        env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
+               "PREDSTORE_FAULT_POINT": f"{stage}:pause"}
+        with subprocess.Popen([sys.executable, "-m", "store", "score", str(path), "--model", "churn",
+                               "--partition", "p"], env=env, stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stderr is not None
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if line.startswith("predstore fault: paused at"):
+                    break
+            assert lines and lines[-1].startswith("predstore fault: paused"), "".join(lines)
+            stop_embedded(pgdata)
+            stopped = time.monotonic()
+            rest = proc.stderr.read()
+            proc.wait(timeout=60)
+            took = time.monotonic() - stopped
+        last = rest.strip().splitlines()[-1]
+        assert proc.returncode == 1, rest
+        assert "Traceback" not in rest, rest
+        assert last.startswith("predstore: error: run 1 did not finish: database unavailable: "), last
+        assert took < 30, took  # the pause itself is 10 s of it
+
+        # Started again from another process, as an operator would (pgserver remembers, per process,
+        # the servers it started).
+        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
+        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
+        again = score_partition(settings, ScoreRequest(path=path, model_name="churn", partition_key="p"))
+        assert again.status == "published", again.message
+        with psycopg.connect(url) as conn:
+            runs = conn.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+            assert runs == [(1, "abandoned"), (2, "published")]
+            assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (ROWS,)
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'predstore_partitions'"
+                                ).fetchone() == (1,)
+    finally:
+        stop_embedded(pgdata)
+        shutil.rmtree(server_home, ignore_errors=True)
