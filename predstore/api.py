@@ -1,0 +1,228 @@
+"""The Python facade over the jobs and the store: the same functions the commands call, with
+frames in and frames out. No SQL here: reads go through `store`'s queries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from store.errors import ConfigError
+from store.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from batch.runner import RunResult
+    from monitor.runner import MonitorResult
+    from store.registry import ModelVersion
+
+
+@dataclass(frozen=True)
+class Store:
+    """A prediction store: ``url`` (default ``PREDSTORE_DATABASE_URL``, else the embedded server)
+    and ``home`` (default ``PREDSTORE_HOME``, else ``./.predstore``) for its artifacts and server."""
+
+    url: str | None = None
+    home: str | Path | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The environment's settings, with this store's url and home where given."""
+        settings = Settings.from_env()
+        if self.url is not None:
+            settings = replace(settings, database_url=self.url)
+        if self.home is not None:
+            settings = replace(settings, home=Path(self.home).expanduser())
+        return settings
+
+    def register(self, model: Any, *, name: str, train: Any = None, target: str | None = None,
+                 validation: Any = None, entity_col: str | None = None, current: bool = False) -> ModelVersion:
+        """Register a fitted estimator as the next version of ``name`` (saved with skops), with its
+        training frame for the feature types, baselines and metrics (``target`` its label column),
+        and a held-out ``validation`` frame to measure it on. The first version becomes current."""
+        import skops.io as sio
+
+        from batch.models import register_model
+
+        with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
+            folder = Path(tmp)
+            artifact = folder / f"{name}.skops"
+            sio.dump(model, artifact)
+            return register_model(
+                self.settings, artifact, name=name, train_data=_parquet(train, folder / "train.parquet"),
+                target=target, validation_data=_parquet(validation, folder / "validation.parquet"),
+                entity_col=entity_col, current=current,
+                trusted_types=tuple(sio.get_untrusted_types(file=artifact)),  # dumped here, from this process
+            )
+
+    def score(self, data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
+              version: int | None = None, force: bool = False) -> RunResult:
+        """Score ``data`` (a DataFrame, an Arrow table, or the path of a Parquet file, a directory of
+        Parquet or a CSV file) with ``model`` and publish it as ``partition``: by default the file's
+        name, or for a frame ``frame-`` and the start of its content's sha256, so scoring the same
+        frame again is skipped unless ``force``. Raises `RunFailed` if the run fails."""
+        from batch.runner import ScoreRequest, score_partition
+
+        if isinstance(data, str | Path):
+            if str(data).startswith("file://"):
+                data = str(data)[len("file://"):]
+            request = ScoreRequest(path=Path(data), model_name=model, version=version, entity_col=entity_col,
+                                   partition_key=partition, force=force)
+            return score_partition(self.settings, request)
+        with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
+            path = _parquet(data, Path(tmp) / "frame.parquet")
+            assert path is not None
+            key = partition or f"frame-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+            request = ScoreRequest(path=path, model_name=model, version=version, entity_col=entity_col,
+                                   partition_key=key, force=force)
+            return score_partition(self.settings, request)
+
+    def labels(self, data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
+               event_time: datetime | None = None) -> dict[str, int]:
+        """Ingest the true outcomes in ``data`` (a frame or a file) for ``model``, as
+        `predstore labels ingest` does; returns what happened, counted."""
+        from monitor.labels import ingest_labels
+
+        with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
+            path = _parquet(data, Path(tmp) / "labels.parquet")
+            assert path is not None
+            counts = ingest_labels(self.settings, path, model_name=model, entity_col=entity_col, label_col=label_col,
+                                   time_col=time_col, event_time=event_time or datetime.now(UTC))
+        return {key: value for key, value in counts.items() if key != "path"}  # the frame's file is gone
+
+    def monitor(self, model: str) -> MonitorResult:
+        """Check what is new for ``model`` (drift of the runs not checked yet, performance on the
+        labels), record it and raise alerts, as `predstore monitor --model` does."""
+        from monitor.runner import run_monitor
+
+        return run_monitor(self.settings, model)
+
+    def predictions(self, model: str, entity_ids: Sequence[str], *, version: int | None = None) -> pd.DataFrame:
+        """The current published predictions of ``entity_ids`` (those that have one), as the lookup
+        API answers them: one row per entity, with its run, partition, time and scores."""
+        import pandas as pd
+
+        from store import lookups
+
+        with self._connect() as conn:
+            lookups.check_model(conn, model, version=version)
+            rows = lookups.current_predictions_json(conn, model, [str(e) for e in entity_ids], version=version,
+                                                    now=time.time(), max_age=None)
+        frame = pd.DataFrame([json.loads(text) for _, _, text in rows],
+                             columns=["entity_id", "model", "model_version", "run_id", "partition", "scored_at",
+                                      "age", "stale", "prediction", "label", "scores"])
+        frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
+        return frame.drop(columns=["age", "stale"])
+
+    def drift(self, model: str, since: datetime | None = None) -> pd.DataFrame:
+        """The model's drift results, one row per check, column and metric, oldest first
+        (the ``drift_over_time`` view), from checks of runs published since ``since``."""
+        import pandas as pd
+
+        from store import monitoring, registry
+
+        with self._connect() as conn:
+            registry.get_model(conn, model)  # NotFound names the models there are
+            frame = pd.DataFrame(monitoring.drift_history(conn, model, limit=100_000))
+        return _since(frame, since, ("published_at", "window_end"))
+
+    def performance(self, model: str, since: datetime | None = None) -> pd.DataFrame:
+        """The model's realized (and estimated) performance, one row per run or window and metric,
+        oldest first (the ``performance_over_time`` view), since ``since``."""
+        import pandas as pd
+
+        from store import monitoring, registry
+
+        with self._connect() as conn:
+            registry.get_model(conn, model)
+            frame = pd.DataFrame(monitoring.performance_history(conn, model))
+        return _since(frame, since, ("window_start", "published_at"))
+
+    def _connect(self) -> Any:
+        from store.db import connect
+        from store.migrate import prepare
+
+        return connect(prepare(self.settings), autocommit=True)
+
+
+def _parquet(data: Any, path: Path) -> Path | None:
+    """Write a DataFrame or an Arrow table to ``path`` as Parquet; a path is returned as it is."""
+    if data is None:
+        return None
+    if isinstance(data, str | Path):
+        return Path(data)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(data, pa.Table):
+        try:
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            raise ConfigError(f"cannot use a {type(data).__name__} as data ({exc}); pass a pandas DataFrame, "
+                              "a pyarrow Table, or the path of a Parquet or CSV file") from exc
+    pq.write_table(data, path)
+    return path
+
+
+def _since(frame: pd.DataFrame, since: datetime | None, columns: tuple[str, str]) -> pd.DataFrame:
+    """The rows whose first non-null of ``columns`` is at or after ``since`` (all rows if None)."""
+    if since is None or frame.empty:
+        return frame
+    import pandas as pd
+
+    moment = pd.Timestamp(since)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment
+    when = pd.to_datetime(frame[columns[0]].fillna(frame[columns[1]]), utc=True)
+    return frame[when >= moment].reset_index(drop=True)
+
+
+#: The store the module functions use: the environment's, read at each call.
+_DEFAULT = Store()
+
+
+def register(model: Any, *, name: str, train: Any = None, target: str | None = None, validation: Any = None,
+             entity_col: str | None = None, current: bool = False) -> ModelVersion:
+    """`Store.register` on the default store."""
+    return _DEFAULT.register(model, name=name, train=train, target=target, validation=validation,
+                             entity_col=entity_col, current=current)
+
+
+def score(data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
+          version: int | None = None, force: bool = False) -> RunResult:
+    """`Store.score` on the default store."""
+    return _DEFAULT.score(data, model=model, entity_col=entity_col, partition=partition, version=version,
+                          force=force)
+
+
+def labels(data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
+           event_time: datetime | None = None) -> dict[str, int]:
+    """`Store.labels` on the default store."""
+    return _DEFAULT.labels(data, model=model, entity_col=entity_col, label_col=label_col, time_col=time_col,
+                           event_time=event_time)
+
+
+def monitor(model: str) -> MonitorResult:
+    """`Store.monitor` on the default store."""
+    return _DEFAULT.monitor(model)
+
+
+def predictions(model: str, entity_ids: Sequence[str], *, version: int | None = None) -> pd.DataFrame:
+    """`Store.predictions` on the default store."""
+    return _DEFAULT.predictions(model, entity_ids, version=version)
+
+
+def drift(model: str, since: datetime | None = None) -> pd.DataFrame:
+    """`Store.drift` on the default store."""
+    return _DEFAULT.drift(model, since)
+
+
+def performance(model: str, since: datetime | None = None) -> pd.DataFrame:
+    """`Store.performance` on the default store."""
+    return _DEFAULT.performance(model, since)
