@@ -29,7 +29,7 @@ from batch.executors import ExecutorSpec, run_tasks
 from batch.tasks import Target, TaskContext, TaskResult, digest_task, run_digest
 from batch.validate import check_columns, required_columns
 from store import ledger, predictions, profiles, registry
-from store.db import connect
+from store.db import connect, without_password
 from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, from_database
 from store.migrate import prepare
 from store.settings import Settings
@@ -246,7 +246,7 @@ def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: di
     ctx = _context(url, entity_col, control, partition, request.max_reject_fraction,
                    [(run_ids[role], due[role]) for role in roles])
     slices = reader.plan(partition, pieces=request.executor.pieces)
-    ctx = replace(ctx, sole_task=len(slices) == 1)
+    ctx = replace(ctx, url=task_url(url, request.executor), sole_task=len(slices) == 1)
     total = sum(s.rows or 0 for s in slices) if all(s.rows is not None for s in slices) else None
     with control.transaction():
         for run_id in run_ids.values():
@@ -303,6 +303,15 @@ def _run(url: str, control: psycopg.Connection, run_ids: dict[str, int], due: di
                               f"({verb})")
         faults.point("published")
     faults.point("committed")
+
+
+def task_url(url: str, executor: ExecutorSpec) -> str:
+    """The database URL the run's tasks get: without its password when they run on a Dask
+    cluster elsewhere, whose workers take it from their own environment (``PGPASSWORD``, or a
+    ``~/.pgpass``), so that it never travels in a task."""
+    if executor.kind == "dask" and executor.dask_address != "local":
+        return without_password(url)
+    return url
 
 
 def _context(url: str, entity_col: str, conn: psycopg.Connection, partition: reader.Partition,

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from store.errors import ConfigError, StoreUnavailable, describe_target, from_database
@@ -20,7 +20,7 @@ from store.settings import Settings
 log = logging.getLogger(__name__)
 
 __all__ = ["EMBEDDED_CONF", "LIVENESS", "connect", "database_url", "describe_target", "make_pool", "start_embedded",
-           "stop_embedded", "with_database"]
+           "stop_embedded", "with_database", "without_password"]
 
 #: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
 #: WAL for a run's table, which is created and filled in one transaction (no replicas to feed).
@@ -129,6 +129,14 @@ def _configure_embedded(url: str) -> bool:
 def _normal(value: str | None) -> str | None:
     # pg_settings reports memory in kB units: 262144 for 256MB.
     return {"256MB": "262144"}.get(value, value) if value else value
+
+
+def without_password(conninfo: str) -> str:
+    """``conninfo`` less its password, as a keyword DSN (libpq then takes the password from
+    ``PGPASSWORD`` or ``~/.pgpass`` where it connects)."""
+    params = conninfo_to_dict(conninfo)
+    params.pop("password", None)
+    return make_conninfo("", **params)
 
 
 def with_database(url: str, dbname: str) -> str:

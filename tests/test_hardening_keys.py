@@ -83,3 +83,4 @@ def test_compose_runs_the_api_as_the_reader_with_keys_and_keeps_dask_private() -
     role = services["grant"]["command"][services["grant"]["command"].index("--role") + 1]
     assert env["PREDSTORE_API_DATABASE_URL"].startswith(f"postgresql://{role}:{env['PREDSTORE_READER_PASSWORD']}@")
     assert "ports" not in services["dask-scheduler"] and "ports" not in services["dask-worker"]
+    assert services["dask-worker"]["environment"]["PGPASSWORD"] == "${POSTGRES_PASSWORD}"

@@ -10,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
+from batch.executors import ExecutorSpec
+from batch.runner import task_url
 from lookup_api import close_app, create_app
 from store.cli import main
 from store.errors import describe_target, mask_secrets
@@ -64,3 +66,10 @@ def test_the_demo_does_not_print_the_database_url(cli_env: dict[str, str], datab
     assert result.exit_code == 0, result.output
     assert database_url not in result.output
     assert 'psql "$(predstore db url)"' in result.output
+
+
+@pytest.mark.parametrize("conninfo", UNREACHABLE)
+def test_tasks_for_a_remote_dask_cluster_carry_no_password(conninfo: str) -> None:
+    remote = task_url(conninfo, ExecutorSpec(kind="dask", dask_address="tcp://dask-scheduler:8786"))
+    assert SECRET not in remote and describe_target(remote) == "alice@127.0.0.1:1/store"
+    assert task_url(conninfo, ExecutorSpec(kind="local", workers=2)) == conninfo  # this machine's processes
