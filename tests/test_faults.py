@@ -86,7 +86,8 @@ def test_sigkill_at_each_point_publishes_exactly_once(kill: str, settings: Setti
     assert seen <= {(OLD_ROWS, 1), (new_rows, 1)}, seen  # one whole run at a time, never part of one
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        statuses = dict(conn.execute("SELECT run_id, status FROM runs WHERE run_id > %s", [first]).fetchall())
+        statuses: dict[int, str] = dict(
+            conn.execute("SELECT run_id, status FROM runs WHERE run_id > %s", [first]).fetchall())
         committed = kill == "committed"
         assert set(statuses.values()) <= ({"published"} if committed else {"running"}), statuses
         served = conn.execute("SELECT count(*), min(run_id) FROM published_predictions").fetchone()
@@ -181,7 +182,8 @@ def test_an_exception_at_each_point_fails_the_run_or_keeps_it_published(
 
     new_rows = NEW_ROWS - BAD_ROWS
     with psycopg.connect(database_url, autocommit=True) as conn:
-        statuses = dict(conn.execute("SELECT run_id, status FROM runs WHERE run_id > %s", [first]).fetchall())
+        statuses: dict[int, str] = dict(
+            conn.execute("SELECT run_id, status FROM runs WHERE run_id > %s", [first]).fetchall())
         assert list(statuses.values()) == ["published" if committed else "failed"], statuses
         served = conn.execute("SELECT count(*), min(run_id) FROM published_predictions").fetchone()
         assert served == ((new_rows, max(statuses)) if committed else (OLD_ROWS, first))

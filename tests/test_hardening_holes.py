@@ -3,15 +3,22 @@ views, and the embedded server's socket directory."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
+import string
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
 from batch.validate import MAX_ENTITY_ID_LENGTH
@@ -64,8 +71,9 @@ def test_api_key_ids_carry_64_random_bits(conn: psycopg.Connection) -> None:
 
 
 def test_the_views_the_reader_reads_are_security_barriers(conn: psycopg.Connection) -> None:
-    options = dict(conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
-                                [["published_predictions", "current_predictions", "published_runs"]]).fetchall())
+    views = ["published_predictions", "current_predictions", "published_runs"]
+    options: dict[str, list[str]] = dict(
+        conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)", [views]).fetchall())
     assert options == dict.fromkeys(options, ["security_barrier=true"]) and len(options) == 3
 
 
@@ -84,3 +92,32 @@ def test_the_embedded_socket_directory_is_private(tmp_path: Path) -> None:
             assert socket_dir.stat().st_uid == pgdata.stat().st_uid
     finally:
         stop_embedded(pgdata)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20)
+BODIES = st.one_of(
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.lists(st.text(max_size=600), max_size=5).map(lambda ids: json.dumps({"entity_ids": ids}).encode()),
+    st.binary(max_size=300),
+    st.integers(1, 60_000).map(lambda depth: b"[" * depth),
+    st.integers(1, 60_000).map(lambda depth: b'{"entity_ids": ' + b"[" * depth + b"]" * depth + b"}"),
+)
+METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]) | st.text(
+    alphabet=string.ascii_uppercase, min_size=1, max_size=12)
+PATHS = st.sampled_from(["/v1/models", "/v1/models/churn", "/v1/models/churn/predictions/e1",
+                         "/v1/models/churn/predictions:batch", "/readyz", "/metrics"]) | st.text(max_size=40).map(
+    lambda tail: "/v1/models/" + quote(tail, safe="/:?=&%"))
+
+
+@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=METHODS, path=PATHS, body=BODIES)
+def test_fuzzed_requests_get_an_answer_never_a_500(client: FlaskClient, method: str, path: str, body: bytes) -> None:
+    response = client.open(path, method=method, data=body, content_type="application/json")
+    assert response.status_code < 500, (method, path, body[:80], response.get_data(as_text=True)[:300])
+    if response.status_code >= 400 and method != "HEAD":
+        assert set(response.get_json()["error"]) == {"code", "message"}
+    methods = {m for m in re.findall(r'method="([^"]*)"', client.get("/metrics").get_data(as_text=True))}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods

@@ -58,16 +58,16 @@ def test_retention_finalizes_an_interrupted_detach(settings: Settings, database_
     artifact, train = factories.logistic(tmp_path / "m")
     register_model(settings, artifact, name="churn", train_data=train, target="y")
     keep_one = Settings(home=settings.home, database_url=database_url, keep_runs=1)
-    runs = []
+    runs: list[int] = []
     for seed in range(3):
         path = factories.write_parquet(tmp_path / f"p{seed}.parquet", factories.frame(200, seed=seed))
         result = score_partition(keep_one, ScoreRequest(path=path, model_name="churn", partition_key="p"))
         assert result.status == "published", result.message
+        assert result.run_id is not None
         runs.append(result.run_id)
         if seed == 0:  # the first run's table stays attached, superseded, until retention drops it
             keep_one = Settings(home=settings.home, database_url=database_url, keep_runs=2)
         if seed == 1:
-            assert runs[0] is not None
             detach_pending(database_url, runs[0])
             keep_one = Settings(home=settings.home, database_url=database_url, keep_runs=1)
     with psycopg.connect(database_url, autocommit=True) as conn:
