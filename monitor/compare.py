@@ -168,7 +168,8 @@ def t_interval(x: np.ndarray, confidence: float) -> Interval | None:
 
 def confidence_sequence(x: np.ndarray, confidence: float, *, tightest_at: int = TIGHTEST_AT) -> Interval | None:
     """Mean of ``x`` with a two-sided asymptotic confidence sequence: the chance that the true mean
-    ever leaves the interval, over every prefix of an i.i.d. sequence, is at most 1 - confidence.
+    ever leaves the interval, over every prefix of an i.i.d. sequence, is at most 1 - confidence
+    (in the limit; `benchmarks/bench_compare.py` measures it at the sizes used).
 
     A normal mixture boundary (Robbins) with the sample standard deviation; its mixing variance is
     set so the interval is tightest near ``tightest_at`` observations.
