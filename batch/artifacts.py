@@ -1,4 +1,8 @@
-"""Model artifacts: stored content-addressed by sha256, verified at every load."""
+"""Model artifacts: stored content-addressed by sha256, verified at every load.
+
+The store is a local folder or an object-store prefix (``PREDSTORE_ARTIFACTS=s3://bucket/prefix``):
+an artifact's URI, recorded at registration, says where each one is read from.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from pyarrow import fs as pafs
 
+from batch import storage
 from batch.reader import path_of
-from store.errors import ConfigError, ModelError
+from store.errors import ConfigError, ModelError, PredstoreError
 
 FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".pickle": "joblib", ".skops": "skops"}
 
@@ -29,14 +35,16 @@ def artifact_format(path: Path) -> str:
         ) from None
 
 
-def store_artifact(source: Path, artifacts_dir: Path) -> tuple[str, str, str]:
-    """Copy ``source`` into the artifact store; returns (uri, sha256, format)."""
+def store_artifact(source: Path, artifacts_dir: Path | str) -> tuple[str, str, str]:
+    """Copy ``source`` into the artifact store (a folder, or an object-store URI); returns (uri, sha256, format)."""
     fmt = artifact_format(source)
     try:
         data = source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read model artifact {source}: {exc.strerror or exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
+    if isinstance(artifacts_dir, str):
+        return _store_remote(data, f"{artifacts_dir}/{digest}{source.suffix.lower()}"), digest, fmt
     target = artifacts_dir / f"{digest}{source.suffix.lower()}"
     partial = None
     try:
@@ -59,6 +67,18 @@ def store_artifact(source: Path, artifacts_dir: Path) -> tuple[str, str, str]:
     return target.resolve().as_uri(), digest, fmt
 
 
+def _store_remote(data: bytes, uri: str) -> str:
+    """Upload an artifact unless the store has it already (its name is its hash)."""
+    fs, path = storage.filesystem(uri)
+    if storage.info(fs, path, shown=uri).type != pafs.FileType.File:
+        try:
+            storage.write_bytes(uri, data)
+        except PredstoreError as exc:
+            raise ConfigError(f"cannot write the artifact store: {exc}; check PREDSTORE_ARTIFACTS and the "
+                              "credentials") from exc
+    return uri
+
+
 def read_model(path: Path) -> Any:
     """Load an artifact a user hands in (before registration)."""
     fmt = artifact_format(path)
@@ -70,9 +90,11 @@ def read_model(path: Path) -> Any:
 
 def load_model(uri: str, sha256: str, fmt: str) -> Any:
     """Load a registered artifact, refusing it unless its bytes still hash to ``sha256``."""
-    path = path_of(uri)
+    path: Path | str = uri if storage.is_remote(uri) else path_of(uri)
     try:
-        data = path.read_bytes()
+        data = storage.read_bytes(uri) if isinstance(path, str) else path.read_bytes()
+    except PredstoreError as exc:
+        raise ModelError(f"the model artifact cannot be read: {exc}") from exc
     except OSError as exc:
         raise ModelError(f"the model artifact {path} cannot be read ({exc.strerror or exc})") from exc
     actual = hashlib.sha256(data).hexdigest()

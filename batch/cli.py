@@ -205,7 +205,7 @@ def models_compare(settings: Settings, name: str, since: Any, confidence: float,
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True)
 @click.option("--model", "model_name", required=True, help="Registered model name.")
 @click.option("--version", type=int, help="Model version (default: the current one).")
 @click.option("--entity-col", help="Entity id column (default: the model's, else entity_id).")
@@ -220,24 +220,27 @@ def models_compare(settings: Settings, name: str, since: Any, confidence: float,
 @click.option("--dask-address", help="tcp://HOST:PORT of a Dask scheduler, or 'local' to start a LocalCluster.")
 @click.option("--json", "as_json", is_flag=True, help="Print each run's summary as JSON.")
 @click.pass_obj
-def score(settings: Settings, paths: tuple[Path, ...], model_name: str, version: int | None, entity_col: str | None,
+def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: int | None, entity_col: str | None,
           partition_key: str | None, max_reject_fraction: float, force: bool, executor: str, workers: int,
           dask_address: str | None, as_json: bool) -> None:
     """Score data partitions (Parquet file, directory of Parquet, or CSV) and publish the predictions.
+
+    A partition is a local path or a URI: s3://bucket/prefix/dt=.../, gs://, abfs://, file://.
 
     Exit status: 0 published or skipped, 1 a run failed, 2 usage or configuration error.
     """
     if partition_key and len(paths) > 1:
         raise click.UsageError("--partition names one partition; give one PATH with it")
+    from batch import storage
     from batch.runner import ScoreRequest, score_partition
 
     spec = ExecutorSpec(kind=executor, workers=workers, dask_address=dask_address)
     failures = []
     for path in paths:
-        request = ScoreRequest(path=path, model_name=model_name, version=version, entity_col=entity_col,
+        request = ScoreRequest(path=storage.target(path), model_name=model_name, version=version, entity_col=entity_col,
                                partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force,
                                executor=spec)
-        with _progress(path.name) as progress:
+        with _progress(storage.basename(path)) as progress:
             try:
                 result: RunResult | None = score_partition(settings, request, progress=progress)
             except RunFailed as exc:

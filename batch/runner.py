@@ -44,9 +44,9 @@ Progress = Callable[[int, int | None], None]
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """What to score, with which model, how strictly, and where."""
+    """What to score, with which model, how strictly, and where (a local path, or an object-store URI)."""
 
-    path: Path
+    path: Path | str
     model_name: str
     version: int | None = None
     entity_col: str | None = None
@@ -429,10 +429,10 @@ def verify_run(settings: Settings, run_id: int) -> dict[str, Any]:
         if not run["predictions_digest"]:
             raise InputError(f"run {run_id} has no recorded digest (status {run['status']}); "
                              "only published runs verify")
-        path = reader.path_of(run["input_uri"])
-        partition = reader.open_partition(path, key=run["partition_key"])
+        partition = reader.open_partition(run["input_uri"], key=run["partition_key"])
         if partition.fingerprint != run["input_fingerprint"]:
-            raise InputError(f"the input {path} has changed since run {run_id} read it; it cannot be replayed")
+            raise InputError(f"the input {partition.uri} has changed since run {run_id} read it; it cannot be "
+                             "replayed")
         entity_col = (run["details"] or {}).get("entity_col", DEFAULT_ENTITY_COL)
         ctx = _context(url, entity_col, conn, partition, 1.0, [(run_id, model_row)])
     tasks = [digest_task(part, ctx) for part in reader.plan(partition)]

@@ -239,7 +239,11 @@ def _input(spec: dict[str, Any], where: str, base: Path, fail: Fail) -> str:
     if text is None:
         raise fail(where + "input", "missing; give the input location, a glob such as "
                    "\"data/incoming/*.parquet\" or \"data/events/dt=*\"")
-    pattern = Path(text).expanduser()
+    if "://" in text and not text.lower().startswith("file://"):  # an object store: checked when listed
+        text = text.rstrip("/")
+        last = text.rsplit("/", 1)[-1]
+        return text if _is_glob(last) or last.lower().endswith((".parquet", ".pq", ".csv")) else text + "/*"
+    pattern = Path(text.removeprefix("file://")).expanduser()
     pattern = pattern if pattern.is_absolute() else base.resolve() / pattern
     if not _is_glob(pattern.name) and pattern.is_dir():
         pattern = pattern / "*"  # a folder: each file or folder in it is a partition

@@ -41,10 +41,18 @@ class Settings:
     metrics_dir: Path | None = None
     #: A Prometheus Pushgateway URL: jobs push their figures there.
     pushgateway_url: str | None = None
+    #: Where model artifacts are stored: a folder, or an object-store URI such as ``s3://bucket/prefix``.
+    #: None: ``home / "artifacts"``.
+    artifacts: str | None = None
 
     @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
+    def artifacts_dir(self) -> Path | str:
+        """The artifact store: a local folder, or an object-store URI (kept as text)."""
+        if self.artifacts is None:
+            return self.home / "artifacts"
+        if "://" in self.artifacts and not self.artifacts.lower().startswith("file://"):
+            return self.artifacts.rstrip("/")
+        return Path(self.artifacts.removeprefix("file://")).expanduser()
 
     @property
     def pgdata(self) -> Path:
@@ -77,6 +85,7 @@ class Settings:
                                 minimum=0),
             metrics_dir=Path(raw_dir) if (raw_dir := get("PREDSTORE_METRICS_DIR")) else None,
             pushgateway_url=get("PREDSTORE_PUSHGATEWAY_URL"),
+            artifacts=get("PREDSTORE_ARTIFACTS"),
         )
 
     def max_age(self, model: str) -> int | None:
