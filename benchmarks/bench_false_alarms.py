@@ -201,7 +201,8 @@ def _bound(share: float, replays: int, alpha: float) -> float:
 def _child(python: str, tool: str, sizes: list[int], replays: int, first_seed: int) -> dict[str, Any]:
     done = subprocess.run([python, __file__, "--child", tool, "--sizes", ",".join(map(str, sizes)),
                            "--replays", str(replays), "--first-seed", str(first_seed)],
-                          capture_output=True, text=True, env={"DO_NOT_TRACK": "1", "NML_DISABLE_USAGE_LOGGING": "1", "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True,
+                          env={"DO_NOT_TRACK": "1", "NML_DISABLE_USAGE_LOGGING": "1", "PATH": "/usr/bin:/bin"})
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
