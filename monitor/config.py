@@ -14,6 +14,7 @@ are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key 
     performance_tolerance = 0.2  # relative degradation from registration that raises an alert
     min_labels = 30              # fewer labels than this: performance is shown, never judged
     window = "week"              # performance windows by label event time: day, week or month
+    backfill_alerts = false      # alert on labels older than every run holding their entity too
     webhook_timeout = 5.0
     webhook_retries = 3
 
@@ -49,6 +50,7 @@ class MonitorConfig:
     performance_tolerance: float = 0.2
     min_labels: int = 30
     window: str = "week"
+    backfill_alerts: bool = False
     webhook_url: str | None = None
     webhook_timeout: float = 5.0
     webhook_retries: int = 3
@@ -75,8 +77,8 @@ def from_toml(path: Path) -> MonitorConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
     known = {"alpha", "warning_alpha", "correction", "simulations", "in_sample_output_alerts", "drift_share",
-             "cusum_arl", "cusum_k",
-             "performance_tolerance", "min_labels", "window", "webhook_timeout", "webhook_retries", "webhook_url",
+             "cusum_arl", "cusum_k", "performance_tolerance", "min_labels", "window", "backfill_alerts",
+             "webhook_timeout", "webhook_retries", "webhook_url",
              "thresholds", "features"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -87,9 +89,10 @@ def from_toml(path: Path) -> MonitorConfig:
     correction = data.get("correction", "holm")
     if correction not in CORRECTIONS:
         raise ConfigError(f"{where}: correction = {correction!r}; use one of {', '.join(CORRECTIONS)}")
-    in_sample = data.get("in_sample_output_alerts", False)
-    if not isinstance(in_sample, bool):
-        raise ConfigError(f"{where}: in_sample_output_alerts = {in_sample!r}; write true or false")
+    in_sample, backfill = data.get("in_sample_output_alerts", False), data.get("backfill_alerts", False)
+    for key, flag in (("in_sample_output_alerts", in_sample), ("backfill_alerts", backfill)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{where}: {key} = {flag!r}; write true or false")
     drift = DriftConfig(
         thresholds={**DEFAULT_THRESHOLDS, **_limits(data.get("thresholds", {}), f"{where} [thresholds]")},
         features={name: _limits(table, f"{where} [features.{name}]")
@@ -108,6 +111,7 @@ def from_toml(path: Path) -> MonitorConfig:
         performance_tolerance=_number(data, "performance_tolerance", 0.2, where, 0, 100),
         min_labels=int(_number(data, "min_labels", 30, where, 0, 1e12)),
         window=window,
+        backfill_alerts=backfill,
         webhook_url=data.get("webhook_url"),
         webhook_timeout=_number(data, "webhook_timeout", 5.0, where, 0, 300),
         webhook_retries=int(_number(data, "webhook_retries", 3, where, -1, 20)),

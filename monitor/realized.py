@@ -148,19 +148,23 @@ def _rows(model: registry.ModelVersion, config: MonitorConfig, vector: np.ndarra
 
 
 def alerts(model_name: str, rows: list[dict[str, Any]], config: MonitorConfig) -> list[Alert]:
-    """A concept-drift alert per window of the served runs (backfills left out) with a metric in alert."""
-    degraded: dict[tuple[datetime, int], list[dict[str, Any]]] = defaultdict(list)
+    """A concept-drift alert per window of the served runs with a metric in alert; backfills
+    only with ``config.backfill_alerts``, and apart."""
+    degraded: dict[tuple[bool, datetime, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["scope"] == "window" and r["run_role"] == "current" and not r["backfill"] and r["status"] == "alert":
-            degraded[(r["window_start"], r["model_version"])].append(r)
+        if r["scope"] == "window" and r["run_role"] == "current" and r["status"] == "alert" \
+                and (config.backfill_alerts or not r["backfill"]):
+            degraded[(r["backfill"], r["window_start"], r["model_version"])].append(r)
     out = []
-    for (start, version), group in sorted(degraded.items()):
+    for (backfill, start, version), group in sorted(degraded.items()):
         reference = group[0]["reference"] or "registration"
         names = ", ".join(f"{r['metric']} {r['value']:.4g} (95% interval {r['low']:.4g} to {r['high']:.4g}; "
                           f"{r['training_value']:.4g} on {reference})" for r in group)
-        out.append(Alert(model_name, version, "concept_drift", f"window:{start:%Y-%m-%d}:v{version}",
+        kind = "backfill labels" if backfill else "labels"
+        out.append(Alert(model_name, version, "concept_drift",
+                         f"{'backfill' if backfill else 'window'}:{start:%Y-%m-%d}:v{version}",
                          f"performance degraded in the {config.window} of {start:%Y-%m-%d}: {names}, "
-                         f"on {group[0]['labels']} labels", None,
+                         f"on {group[0]['labels']} {kind}", None,
                          {"window_start": start.isoformat(), "tolerance": config.performance_tolerance,
                           "reference": group[0]["reference"],
                           "metrics": {r["metric"]: [r["value"], r["low"], r["high"]] for r in group}}))

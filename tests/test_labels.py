@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     assert {r["scope"]: r["labels"] for r in backfill} == {"run": 100, "window": 100}
     assert third.labels["earliest"] == 100 and third.labels["in_force"] == 300
     assert not third.alerts and [a.kind for a in third.standing] == ["concept_drift"]
+    asked = run_monitor(settings, "amount", config=replace(QUIET, backfill_alerts=True),
+                        since=datetime(2000, 1, 1, tzinfo=UTC))
+    assert [a.scope.split(":")[0] for a in asked.alerts] == ["backfill"]
 
 
 def test_a_run_dropped_by_retention_keeps_its_matched_labels(settings: Settings, tmp_path: Path,
