@@ -306,9 +306,18 @@ def units(part: Slice, columns: Sequence[str], *, csv_bytes: bool = True) -> Ite
                 raise InputError(f"{shown}: lacks column(s) {', '.join(map(repr, missing))}, which the other "
                                  "files of the partition have")
             for group in part.row_groups:
-                # Decoding in this thread: Arrow's own pool would compete with the model's threads.
-                yield _translated(parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns),
-                                                       row_groups=[group], use_threads=False), shown)
+                if part.filesystem is None:
+                    # Decoding in this thread: Arrow's own pool would compete with the model's threads.
+                    yield _translated(parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns),
+                                                           row_groups=[group], use_threads=False), shown)
+                    continue
+                # On an object store, a request per page would cost a round trip each: the row group's
+                # column chunks are fetched in a few coalesced reads instead (pre_buffer), by a reader
+                # of its own, so that its buffers go with it and memory stays one row group.
+                with pq.ParquetFile(str(part.path), filesystem=part.filesystem, metadata=parquet.metadata,
+                                    pre_buffer=True) as group_reader:
+                    yield _translated(group_reader.iter_batches(batch_size=BATCH_ROWS, columns=list(columns),
+                                                                row_groups=[group], use_threads=False), shown)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{shown}: cannot be read ({_csv_problem(exc)})") from exc
 

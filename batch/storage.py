@@ -9,10 +9,15 @@ translated here, once, into one line that says what is wrong.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -34,6 +39,11 @@ _PROBLEMS = (
     (re.compile(r"NO_SUCH_KEY|NoSuchKey|does not exist|not found", re.I), "no such object or prefix"),
 )
 _HASH_CHUNK = 1 << 20
+#: What a boto3 client depends on, beyond the files it reads.
+_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_REGION",
+               "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+_CLIENT_SECONDS = 300
+_client_lock = threading.Lock()
 
 
 def is_remote(target: str | Path) -> bool:
@@ -162,7 +172,6 @@ def etags(fs: pafs.FileSystem, files: Sequence[str]) -> dict[str, str] | None:
     if fs.type_name != "s3" or not files:
         return None
     try:
-        import boto3
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
         return None
@@ -171,7 +180,7 @@ def etags(fs: pafs.FileSystem, files: Sequence[str]) -> dict[str, str] | None:
     prefix = _common_prefix(list(keys))
     found: dict[str, str] = {}
     try:
-        pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
                 if obj["Key"] in keys:
@@ -182,6 +191,21 @@ def etags(fs: pafs.FileSystem, files: Sequence[str]) -> dict[str, str] | None:
         gone = sorted(set(files) - set(found))[0]
         raise InputError(f"s3://{gone}: the object disappeared while the partition was read; score it again")
     return found
+
+
+def _s3_client() -> Any:
+    """A boto3 S3 client, made afresh when the AWS environment changes and at least every
+    ``_CLIENT_SECONDS`` (credential files may be rotated under a long-running scheduler)."""
+    env = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    with _client_lock:  # creating clients is not thread-safe in boto3
+        return _client(env, int(time.monotonic() // _CLIENT_SECONDS))
+
+
+@functools.lru_cache(maxsize=2)
+def _client(env: tuple[str | None, ...], period: int) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("s3")
 
 
 def _common_prefix(keys: list[str]) -> str:
