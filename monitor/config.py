@@ -1,7 +1,8 @@
 """The monitor's settings: thresholds, tolerance, windows and the alert webhook.
 
-Built once at each entry point from the environment: ``PREDSTORE_ALERT_WEBHOOK`` (a URL alerts
-are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key optional)::
+Built once at each entry point from the environment: ``PREDSTORE_ALERT_WEBHOOK`` (an http or
+https URL alerts are POSTed to as JSON; it wins over the file's ``webhook_url``) and
+``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key optional)::
 
     alpha = 0.01                 # level of a check: the chance it flags anything when nothing drifted
     warning_alpha = 0.1          # the looser level of a warning
@@ -17,6 +18,7 @@ are POSTed to as JSON) and ``PREDSTORE_MONITOR_CONFIG`` (a TOML file; every key 
     backfill_alerts = false      # alert on labels older than every run holding their entity too
     webhook_timeout = 5.0
     webhook_retries = 3
+    webhook_url = "https://hooks.example.com/predstore"  # http or https; PREDSTORE_ALERT_WEBHOOK wins
 
     [thresholds]                 # (warning, alert) for every feature
     psi = [0.1, 0.25]
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitor.sequential import CusumConfig
 from monitor.stats import CORRECTIONS, DEFAULT_THRESHOLDS, DriftConfig
@@ -61,10 +64,32 @@ class MonitorConfig:
         env = os.environ if environ is None else environ
         path = env.get("PREDSTORE_MONITOR_CONFIG", "").strip()
         config = from_toml(Path(path)) if path else cls()
-        webhook = env.get("PREDSTORE_ALERT_WEBHOOK", "").strip() or None
-        if webhook and not webhook.startswith(("http://", "https://")):
-            raise ConfigError(f"PREDSTORE_ALERT_WEBHOOK={webhook!r} is not an http(s) URL")
+        webhook = webhook_url(env.get("PREDSTORE_ALERT_WEBHOOK", "").strip() or None, "PREDSTORE_ALERT_WEBHOOK")
         return replace(config, webhook_url=webhook or config.webhook_url)
+
+
+def webhook_url(value: Any, where: str) -> str | None:
+    """``value`` if it is an http(s) URL with a host (or None); else a ConfigError.
+
+    urllib would also POST to ``file:``, ``ftp:`` or ``data:`` URLs. The message never echoes the
+    URL: a webhook's path or query is often its secret (Slack, Teams)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a URL string, got a {type(value).__name__}; "
+                          "write an http:// or https:// URL")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a port out of range)
+    except ValueError:
+        raise ConfigError(f"{where}: not a valid URL; write an http:// or https:// URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ConfigError(f"{where}: the webhook URL has {scheme}; write an http:// or https:// URL")
+    if not host:
+        raise ConfigError(f"{where}: the webhook URL has no host; write an http:// or https:// URL with one")
+    return value
 
 
 def from_toml(path: Path) -> MonitorConfig:
@@ -112,7 +137,7 @@ def from_toml(path: Path) -> MonitorConfig:
         min_labels=int(_number(data, "min_labels", 30, where, 0, 1e12)),
         window=window,
         backfill_alerts=backfill,
-        webhook_url=data.get("webhook_url"),
+        webhook_url=webhook_url(data.get("webhook_url"), f"{where}: webhook_url"),
         webhook_timeout=_number(data, "webhook_timeout", 5.0, where, 0, 300),
         webhook_retries=int(_number(data, "webhook_retries", 3, where, -1, 20)),
     )

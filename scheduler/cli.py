@@ -49,6 +49,10 @@ def schedule(settings: Settings, config_path: Path, once: bool, now: datetime | 
     from scheduler.daemon import run_once, serve
 
     config = load_config(config_path)
+    if any(job.kind == "monitor" for job in config.jobs):
+        from monitor.config import MonitorConfig
+
+        MonitorConfig.from_env()  # a bad webhook or monitor config fails at start, not at every firing
     if once:
         outcomes = run_once(settings, config, now=now)
         click.echo(", ".join(f"{job_id}: {outcome}" for job_id, outcome in outcomes.items()))

@@ -1,5 +1,5 @@
 """Smaller holes: deep JSON, made-up methods, key ids, one entity id limit, security-barrier
-views, and the embedded server's socket directory."""
+views, the embedded server's socket directory, and the alert webhook's scheme."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import string
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -23,8 +24,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from batch.validate import MAX_ENTITY_ID_LENGTH
 from lookup_api import close_app, create_app, parse
+from monitor.config import MonitorConfig
 from store import apikeys
 from store.db import start_embedded, stop_embedded
+from store.errors import ConfigError
 from store.settings import Settings
 from tests.test_lookup_api import publish_run
 
@@ -121,3 +124,29 @@ def test_fuzzed_requests_get_an_answer_never_a_500(client: FlaskClient, method: 
         assert set(response.get_json()["error"]) == {"code", "message"}
     methods = {m for m in re.findall(r'method="([^"]*)"', client.get("/metrics").get_data(as_text=True))}
     assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, methods
+
+
+def test_the_alert_webhook_is_http_or_https(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """From the monitor's config file or the environment: one line, exit 2, before anything runs,
+    for `predstore monitor` and a scheduler with a monitor job; the URL (often itself the
+    webhook's secret) never echoed."""
+    config = tmp_path / "monitor.toml"
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text('[jobs.watch]\nkind = "monitor"\nmodel = "churn"\ncron = "0 3 * * *"\ntimezone = "UTC"\n')
+    for url in ("file:///etc/passwd", "ftp://hooks.example.com/x?token=s3cret", "data:,s3cret",
+                "https:///s3cret-path", "hooks.example.com/s3cret", "http://h:99999/s3cret"):
+        config.write_text(f"webhook_url = {json.dumps(url)}\n")
+        for environ in ({"PREDSTORE_MONITOR_CONFIG": str(config)}, {"PREDSTORE_ALERT_WEBHOOK": url}):
+            with pytest.raises(ConfigError, match="write an http:// or https:// URL") as caught:
+                MonitorConfig.from_env(environ)
+            assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+    assert MonitorConfig.from_env({"PREDSTORE_ALERT_WEBHOOK": "HTTPS://h/x"}).webhook_url == "HTTPS://h/x"
+    config.write_text('webhook_url = "file:///etc/passwd"\n')
+    for env, command in (({**cli_env, "PREDSTORE_MONITOR_CONFIG": str(config)}, ["monitor", "--model", "churn"]),
+                         ({**cli_env, "PREDSTORE_ALERT_WEBHOOK": "ftp://h/s3cret"},
+                          ["schedule", "--config", str(schedule), "--once"])):
+        done = subprocess.run(["predstore", *command], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "http:// or https://" in lines[0], done.stderr
+        assert "s3cret" not in done.stderr + done.stdout and "passwd" not in done.stderr
