@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from store.errors import ConfigError, InputError, PredstoreError
+from store.errors import ConfigError, InputError, PredstoreError, mask_secrets
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 #: What a store's error says, and the line a user is shown for it.
@@ -68,6 +68,10 @@ def basename(where: str | Path) -> str:
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of an object-store URI and the path inside it."""
+    if "@" in (netloc := urlsplit(uri).netloc) and ":" in netloc.split("@", 1)[0]:
+        # pyarrow would take them, and the URI is shown in messages and recorded in the ledger.
+        raise ConfigError(f"{mask_secrets(uri)}: credentials in a URI are refused; put them in the provider's "
+                          "environment or files (e.g. AWS_ACCESS_KEY_ID, ~/.aws/credentials)")
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except pa.ArrowInvalid as exc:

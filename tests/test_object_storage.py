@@ -207,6 +207,7 @@ def test_a_file_uri_is_the_same_partition_as_its_path(churn: Path, settings: Set
     ("s3://{bucket}/empty/", 1, "the prefix holds no .parquet files"),
     ("s3:///incoming/", 2, "Missing bucket name"),
     ("nosuchscheme://{bucket}/x", 2, "unknown scheme"),
+    ("s3://AKIA:" + SECRET + "@{bucket}/x/", 2, "credentials in a URI are refused"),
 ])
 def test_a_bad_location_is_one_line(s3: Any, churn: Path, cli_env: dict[str, str], where: str, exit_code: int,
                                     said: str) -> None:
