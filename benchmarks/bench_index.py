@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,10 @@ import psycopg
 import pyarrow as pa
 
 from store import ledger, predictions, registry
-from store.db import start_embedded, stop_embedded
-from store.migrate import upgrade
 from store.schema import run_table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_lookup import throwaway_store  # noqa: E402
 
 
 def best(repeat: int, prepare: Callable[[], None], work: Callable[[], None]) -> float:
@@ -53,11 +53,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="predstore-bench-"))
-    pgdata = scratch / "pgdata"
-    try:
-        url = start_embedded(pgdata)
-        upgrade(url)
+    with throwaway_store() as (url, _):
         rng = np.random.default_rng(0)
         ids = pa.array([f"cust-{i}" for i in rng.permutation(args.rows)])
         columns = ["entity_id", "row_number", "prediction"]
@@ -67,13 +63,19 @@ def main() -> None:
             registry.insert_model(conn, name="bench", version=1, artifact_uri="bench", sha256="0" * 64,
                                   format="skops", task="regression", feature_schema={}, classes=None,
                                   training_metrics=None)
-            run_id = ledger.start_run(conn, model_name="bench", model_version=1, model_sha256="0" * 64,
-                                      partition_key="p", input_uri="bench://", code_version="bench",
-                                      host=socket.gethostname(), pid=os.getpid())
-            predictions.create_run_table(conn, run_id)
-            with predictions.copy_predictions(conn, run_id, columns, sole_writer=True) as write:
-                write(batch)
-            conn.commit()
+
+            def new_run(partition: str) -> int:
+                """A run of ``partition`` whose table holds the batch, COPYed as the scoring job does."""
+                with conn.transaction():
+                    run_id = ledger.start_run(conn, model_name="bench", model_version=1, model_sha256="0" * 64,
+                                              partition_key=partition, input_uri="bench://", code_version="bench",
+                                              host=socket.gethostname(), pid=os.getpid())
+                    predictions.create_run_table(conn, run_id)
+                    with predictions.copy_predictions(conn, run_id, columns, sole_writer=True) as write:
+                        write(batch)
+                return run_id
+
+            run_id = new_run("p")
             table = run_table(run_id).as_string(conn)
 
             def drop() -> None:
@@ -98,31 +100,19 @@ def main() -> None:
 
             baseline = best(args.repeat, drop, both_columns)
             entity = best(args.repeat, drop, ours)
-            floor = best(args.repeat, lambda: None, sort_alone)
+            floor = best(args.repeat, drop, sort_alone)
             publishing = []
             drop()
             for attempt in range(2):  # new entities, then the same ones again (a re-scored partition)
                 if attempt:
-                    run_id = ledger.start_run(conn, model_name="bench", model_version=1, model_sha256="0" * 64,
-                                              partition_key="p", input_uri="bench://", code_version="bench",
-                                              host=socket.gethostname(), pid=os.getpid())
-                    predictions.create_run_table(conn, run_id)
-                    with predictions.copy_predictions(conn, run_id, columns, sole_writer=True) as write:
-                        write(batch)
-                    conn.commit()
+                    run_id = new_run("p")
                 with conn.transaction():
                     predictions.index_run_table(conn, run_id)
                     copied = time.perf_counter()
                     predictions.publish(conn, run_id, model_name="bench", partition_key="p")
                     publishing.append(time.perf_counter() - copied)
             started = time.perf_counter()
-            with conn.transaction():
-                run_id = ledger.start_run(conn, model_name="bench", model_version=1, model_sha256="0" * 64,
-                                          partition_key="q", input_uri="bench://", code_version="bench",
-                                          host=socket.gethostname(), pid=os.getpid())
-                predictions.create_run_table(conn, run_id)
-                with predictions.copy_predictions(conn, run_id, columns, sole_writer=True) as write:
-                    write(batch)
+            new_run("q")
             copy = time.perf_counter() - started
         print(f"{args.rows:,} rows, {os.cpu_count()} cores; best of {args.repeat}")
         print(f"primary key (run_id, entity_id): {baseline:.3f} s")
@@ -132,9 +122,6 @@ def main() -> None:
               f"for the same entities re-scored; the run's COPY took {copy:.3f} s "
               f"({publishing[0] / copy:.2f}x and {publishing[1] / copy:.2f}x of it; "
               f"{publishing[1] / args.rows * 1e6:.2f} us a row)")
-    finally:
-        stop_embedded(pgdata)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

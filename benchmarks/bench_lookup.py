@@ -37,6 +37,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,22 @@ def naive_app():  # type: ignore[no-untyped-def]
                 "prediction": row["prediction"], "label": row["label"], "scores": row["scores"]}
 
     return app
+
+
+@contextmanager
+def throwaway_store() -> Iterator[tuple[str, Path]]:
+    """A migrated embedded PostgreSQL in a scratch folder, removed on exit: (its URL, the folder)."""
+    from store.db import start_embedded, stop_embedded
+    from store.migrate import upgrade
+
+    scratch = Path(tempfile.mkdtemp(prefix="predstore-bench-"))
+    try:
+        url = start_embedded(scratch / "pgdata")
+        upgrade(url)
+        yield url, scratch
+    finally:
+        stop_embedded(scratch / "pgdata")
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -301,14 +319,7 @@ def main() -> None:
     parser.add_argument("--servers", default="gunicorn,granian", help="WSGI servers to run the API under")
     args = parser.parse_args()
 
-    from store.db import start_embedded, stop_embedded
-    from store.migrate import upgrade
-
-    scratch = Path(tempfile.mkdtemp(prefix="predstore-bench-"))
-    pgdata = scratch / "pgdata"
-    try:
-        url = start_embedded(pgdata)
-        upgrade(url)
+    with throwaway_store() as (url, scratch):
         started = time.perf_counter()
         seed(url, rows=args.rows, partitions=args.partitions)
         print(f"published {args.rows:,} predictions as 1 partition (flat) and as {args.partitions} (daily), beside "
@@ -352,9 +363,6 @@ def main() -> None:
             if key[0] == "api" and key[3] == "daily" and key[4] == "known":
                 naive = figures[("naive", "gunicorn-w2", "cache-off", "daily", "known")]
                 print(f"  {' '.join(key[1:3]):<32} api/naive {f['rps'] / naive['rps']:.2f} (daily, known ids)")
-    finally:
-        stop_embedded(pgdata)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 It starts a throwaway embedded PostgreSQL, publishes ``--expired`` daily partitions of ``--rows``
 predictions each, dated more than a year back, and ``--kept`` recent ones, and serves them with the
-lookup API (cache off, the repository's gunicorn.conf.py). A load generator in its own process
+lookup API (cache off, under granian as `predstore serve` runs it). A load generator in its own process
 (``--connections`` keep-alive connections, loopback only) looks up random ids of every partition:
 
 1. quiet: for ``--seconds``, nothing else running;
@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench_lookup import Load, _generate, free_port, publish, serve, stop
+from bench_lookup import Load, _generate, free_port, publish, serve, stop, throwaway_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,17 +87,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000, help="predictions per partition")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--server", default="gunicorn", help="gunicorn or granian")
+    parser.add_argument("--server", default="granian", help="granian (what `predstore serve` runs) or gunicorn")
     args = parser.parse_args()
 
-    from store.db import start_embedded, stop_embedded
-    from store.migrate import upgrade
-
-    scratch = Path(tempfile.mkdtemp(prefix="predstore-bench-"))
-    pgdata = scratch / "pgdata"
-    try:
-        url = start_embedded(pgdata)
-        upgrade(url)
+    with throwaway_store() as (url, scratch):
         started = time.perf_counter()
         seed(url, expired=args.expired, kept=args.kept, rows=args.rows)
         total = (args.expired + args.kept) * args.rows
@@ -128,9 +119,6 @@ def main() -> None:
               f"(404 {busy['not_found']:.0f}: ids of runs already expired)")
         print(f"prune: exit {prune.returncode} in {took:.1f} s: {(out.strip().splitlines() or [err.strip()])[-1]}")
         print(f"ratio p99 pruning/quiet: {busy['p99_ms'] / quiet['p99_ms']:.2f} (target <= 1.5; errors target 0)")
-    finally:
-        stop_embedded(pgdata)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
