@@ -1,8 +1,10 @@
 """`predstore forget ENTITY_ID [--model NAME]`: erase an entity from the store, and audit it.
 
 Its predictions go from every retained run (published, superseded or not yet published), with
-its labels and its quarantined rows; the audit trail records that it was done, when and by whom,
-naming the entity only by the sha256 of its id. Input files outside the store are not touched.
+its labels and its quarantined rows. Its id's keyed HMAC goes on the erasure list, so scoring
+rejects its rows (reason ``erased``) when a partition is scored again, after a promotion say. The
+audit trail records that it was done, when and by whom, naming the entity by that HMAC only.
+Input files outside the store are not touched.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ def forget_entity(settings: Settings, entity_id: str, *, model: str | None = Non
         if model is not None:
             registry.get_model(conn, model)  # NotFound names what exists
         erased = erasure.erase_entity(conn, entity_id, model=model)
-        digest = audit.entity_digest(entity_id)
-        audit_id = audit.record(conn, "entity.forget", target=digest, actor=actor,
+        digest = erasure.entity_hmac(erasure.erasure_key(conn), entity_id)
+        erasure.add_erasure(conn, digest, model=model)
+        audit_id = audit.record(conn, "entity.forget", target=digest.hex(), actor=actor,
                                 details={"model": model, **asdict(erased)})
-    return {"entity_sha256": digest, "model": model, "audit_id": audit_id, **asdict(erased)}
+    return {"entity_hmac": digest.hex(), "model": model, "audit_id": audit_id, **asdict(erased)}
 
 
 @click.command()
@@ -46,13 +49,14 @@ def forget_entity(settings: Settings, entity_id: str, *, model: str | None = Non
 def forget(settings: Settings, entity_id: str, model: str | None, as_json: bool) -> None:
     """Erase ENTITY_ID's predictions (every retained run), labels and rejected rows; record it in the audit table.
 
-    Lookup services drop what they cached for the models touched. A run still scoring while this
-    runs may publish the entity again: run it again once that run is done.
+    Later runs reject the entity's rows (reason 'erased'). Lookup services drop what they cached
+    for the models touched. A run still scoring while this runs may publish the entity again: run
+    it again once that run is done.
     """
     done = forget_entity(settings, entity_id, model=model, actor=getpass.getuser())
     if as_json:
         click.echo(json.dumps(done))
         return
-    click.echo(f"forgot entity sha256:{done['entity_sha256'][:16]}: {done['predictions']} prediction(s) in "
+    click.echo(f"forgot entity hmac:{done['entity_hmac'][:16]}: {done['predictions']} prediction(s) in "
                f"{len(done['runs'])} run(s), {done['labels']} label(s), {done['rejected_rows']} rejected row(s); "
                f"audit entry {done['audit_id']}")

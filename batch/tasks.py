@@ -25,8 +25,8 @@ from batch import faults, profile, reader
 from batch.artifacts import load_model
 from batch.pipeline import background, fan_out
 from batch.score import Scores, predict
-from batch.validate import Validated, validate
-from store import predictions
+from batch.validate import Erasures, Validated, validate
+from store import erasure, predictions
 from store.db import connect
 from store.errors import ModelError
 
@@ -103,6 +103,8 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
         writers = [stack.enter_context(connect(ctx.url, application_name="predstore-score")) for _ in ctx.targets]
         quarantines = [stack.enter_context(connect(ctx.url, application_name="predstore-quarantine"))
                        for _ in ctx.targets]
+        # The targets are versions of one model, so they share its erasure list.
+        erasures = Erasures(*erasure.erased_for_run(writers[0], ctx.targets[0].run_id))
 
         def validated() -> Iterator[tuple[int, list[Validated]]]:
             with ExitStack() as copies:
@@ -110,7 +112,8 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
                 for unit, batches in enumerate(reader.units(part, ctx.columns)):
                     for batch in batches:
                         t = time.perf_counter()
-                        checks = _validate_all(batch, ctx, first_row=part.first_row + result.rows_in)
+                        checks = _validate_all(batch, ctx, first_row=part.first_row + result.rows_in,
+                                               erasures=erasures)
                         result.rows_in += batch.num_rows
                         for i, (target, checked) in enumerate(zip(ctx.targets, checks, strict=True)):
                             for row in checked.rejects:
@@ -194,14 +197,16 @@ def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
     return result
 
 
-def _validate_all(batch: pa.RecordBatch, ctx: TaskContext, *, first_row: int) -> list[Validated]:
+def _validate_all(batch: pa.RecordBatch, ctx: TaskContext, *, first_row: int,
+                  erasures: Erasures) -> list[Validated]:
     """The batch validated for each target; once for targets whose feature schemas agree."""
     done: dict[str, Validated] = {}
     checks = []
     for target in ctx.targets:
         key = json.dumps(target.schema["columns"], sort_keys=True)
         if key not in done:
-            done[key] = validate(batch, target.schema, entity_col=ctx.entity_col, first_row=first_row)
+            done[key] = validate(batch, target.schema, entity_col=ctx.entity_col, first_row=first_row,
+                                 erasures=erasures)
         checks.append(done[key])
     return checks
 

@@ -2,12 +2,15 @@
 
 Pure: an Arrow record batch in; the valid rows' features, entity ids and row numbers out, and
 the rejected rows with their reason. Nothing here touches the store.
+
+Rows of entities on the erasure list (`predstore forget`) are rejected as ``erased``, and their
+rejected row keeps neither the id nor the values.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,11 +19,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch import faults
+from store.erasure import entity_hmac
 from store.errors import InputError
 from store.schema import MAX_ENTITY_ID_LENGTH
 
 #: Longest text kept of a rejected row's value (a 1 MB id is not kept whole in rejected_rows).
 MAX_RAW_TEXT = 1024
+#: The reason of a row whose entity was erased.
+ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class Erasures:
+    """The erasure list scoring applies: the store's HMAC key and the HMACs of the erased ids."""
+
+    key: bytes = field(repr=False)
+    digests: frozenset[bytes] = frozenset()
+
+    def mask(self, ids: pa.Array) -> np.ndarray:
+        """True where an id is on the list: one HMAC per row, none while the list is empty."""
+        if not self.digests:
+            return np.zeros(len(ids), dtype=bool)
+        return np.fromiter((v is not None and entity_hmac(self.key, v) in self.digests for v in ids.to_pylist()),
+                           dtype=bool, count=len(ids))
 
 
 @dataclass(frozen=True)
@@ -55,7 +76,8 @@ def check_columns(schema: dict[str, Any], entity_col: str, available: list[str])
         )
 
 
-def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int) -> Validated:
+def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int,
+             erasures: Erasures | None = None) -> Validated:
     """Split ``batch`` into rows the model can score and rows to reject, with a reason each."""
     faults.point("validate")
     n = batch.num_rows
@@ -75,6 +97,8 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
     reject(_mask(pc.greater(pc.utf8_length(ids), MAX_ENTITY_ID_LENGTH)),
            f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters")
     reject(_mask(pc.match_substring(ids, "\x00")), "entity id contains a NUL character")
+    if erasures is not None:
+        reject(erasures.mask(ids) & ~bad, ERASED)
 
     features: dict[str, Any] = {}
     for column in schema["columns"]:
@@ -103,7 +127,8 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
         return Validated(features=_frame(features), entity_ids=ids, row_numbers=row_numbers, rejects=[])
     good = ~bad
     raw = batch.filter(pa.array(bad)).to_pylist()
-    rejects = [(row_number, _id_of(record.get(entity_col)), reason, _json(record))
+    rejects = [(row_number, None, reason, {}) if reason == ERASED
+               else (row_number, _id_of(record.get(entity_col)), reason, _json(record))
                for row_number, reason, record in zip(row_numbers[bad].tolist(), reasons[bad].tolist(), raw,
                                                      strict=True)]
     return Validated(

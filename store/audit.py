@@ -6,7 +6,6 @@ its audit row commit together or not at all.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import psycopg
@@ -37,7 +36,3 @@ def entries(conn: psycopg.Connection, *, action: str | None = None, limit: int =
         {"action": action, "n": limit},
     ).fetchall()
 
-
-def entity_digest(entity_id: str) -> str:
-    """How an erased entity is named in the audit trail: the sha256 of its id, never the id itself."""
-    return hashlib.sha256(entity_id.encode("utf-8", "surrogateescape")).hexdigest()

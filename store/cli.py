@@ -166,7 +166,8 @@ def db_check(settings: Settings) -> None:
               help="Name of the read-only role the lookup API connects as.")
 @click.option("--password", envvar="PREDSTORE_READER_PASSWORD", default=None,
               help="Its password (or PREDSTORE_READER_PASSWORD); none for socket/trust setups.")
-@click.option("--analyst-role", help="Also create this read-only role for analysts (every table but api_keys).")
+@click.option("--analyst-role",
+              help="Also create this read-only role for analysts (every table but api_keys and erasure_key).")
 @click.option("--analyst-password", envvar="PREDSTORE_ANALYST_PASSWORD", default=None,
               help="Its password (or PREDSTORE_ANALYST_PASSWORD).")
 @click.option("--writer-role", help="Also create this role and make it the owner of the store, for jobs and "

@@ -2,7 +2,7 @@
 
 - The **reader** may SELECT the published views, the registry and the API key hashes: no
   unpublished or superseded run, no write. The views run with their owner's rights.
-- The **analyst** may SELECT every table and view of the store but ``api_keys``: runs of every
+- The **analyst** may SELECT every table and view of the store but ``api_keys`` and ``erasure_key``: runs of every
   status, rejected rows, labels, monitoring; not the run tables that are not yet published.
 - The **writer** owns the store's tables and views (attaching a run's table to ``predictions``
   is allowed only to their owner) and may create tables in ``public`` for migrations; it is no
@@ -22,8 +22,8 @@ from store.schema import PARTITION_SCHEMA
 #: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
 READER_GRANTS = ("served_predictions", "published_predictions", "current_predictions", "published_runs", "models",
                  "model_aliases", "api_keys", "alembic_version")
-#: Tables the analyst may not read.
-ANALYST_DENIED = ("api_keys",)
+#: Tables the analyst may not read (the erasure key would reverse the erasure list's HMACs).
+ANALYST_DENIED = ("api_keys", "erasure_key")
 
 _LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
 

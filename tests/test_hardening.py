@@ -73,7 +73,7 @@ def test_roles_read_and_write_what_they_should_and_nothing_else(
             assert reader.execute("SELECT count(*) FROM current_predictions").fetchone() == (5,)
             for forbidden in ["SELECT * FROM predictions", "SELECT * FROM runs", "SELECT * FROM rejected_rows",
                               "SELECT * FROM labels", "SELECT * FROM audit", f"SELECT * FROM {secret_table}",
-                              *writes]:
+                              "SELECT * FROM erasure_key", *writes]:
                 with pytest.raises(psycopg.Error):
                     reader.execute(forbidden)
         with psycopg.connect(as_role(database_url, roles["analyst"]), autocommit=True) as analyst:
@@ -82,7 +82,8 @@ def test_roles_read_and_write_what_they_should_and_nothing_else(
                 analyst.execute(f"SELECT count(*) FROM {allowed}")
             running = analyst.execute("SELECT count(*) FROM predictions WHERE run_id = %s", [unpublished]).fetchone()
             assert running == (0,)  # its table is not attached: not part of predictions yet
-            for forbidden in ["SELECT * FROM api_keys", f"SELECT * FROM {secret_table}", *writes]:
+            for forbidden in ["SELECT * FROM api_keys", "SELECT * FROM erasure_key", f"SELECT * FROM {secret_table}",
+                              *writes]:
                 with pytest.raises(psycopg.Error):
                     analyst.execute(forbidden)
     finally:
