@@ -53,8 +53,9 @@ def upgrade() -> None:
     sa.Column('erased_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('entity_hmac', 'model_name', name=op.f('pk_erasures'))
     )
-    op.execute("UPDATE audit SET target = NULL, details = details || '{\"target\": \"unsalted digest removed\"}' "
-               "WHERE action = 'entity.forget' AND target IS NOT NULL")
+    op.execute("""UPDATE audit SET target = NULL,
+                  details = coalesce(details, '{}') || '{"target": "unsalted digest removed"}'
+                  WHERE action = 'entity.forget' AND target IS NOT NULL""")
 
 
 def downgrade() -> None:
