@@ -64,16 +64,14 @@ class Store:
 
     def score(self, data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
               version: int | None = None, force: bool = False) -> RunResult:
-        """Score ``data`` (a DataFrame, an Arrow table, or the path of a Parquet file, a directory of
-        Parquet or a CSV file) with ``model`` and publish it as ``partition``: by default the file's
+        """Score ``data`` (a DataFrame, an Arrow table, or the path or URI of a Parquet file, a
+        folder of Parquet or a CSV file) with ``model`` and publish it as ``partition``: by default the file's
         name, or for a frame ``frame-`` and the start of its content's sha256, so scoring the same
         frame again is skipped unless ``force``. Raises `RunFailed` if the run fails."""
         from batch.runner import ScoreRequest, score_partition
 
-        if isinstance(data, str | Path):
-            if str(data).startswith("file://"):
-                data = str(data)[len("file://"):]
-            request = ScoreRequest(path=Path(data), model_name=model, version=version, entity_col=entity_col,
+        if isinstance(data, str | Path):  # a path, or a URI (s3://, gs://, abfs://, file://) as the CLI takes it
+            request = ScoreRequest(path=data, model_name=model, version=version, entity_col=entity_col,
                                    partition_key=partition, force=force)
             return score_partition(self.settings, request)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:

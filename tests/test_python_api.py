@@ -71,6 +71,17 @@ def test_scoring_the_same_frame_again_is_skipped(default_store: Settings) -> Non
     assert again.status == "skipped" and again.partition == first.partition
 
 
+def test_a_path_or_file_uri_is_scored_as_the_command_scores_it(default_store: Settings, tmp_path: Path) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(example_cells()[0], "docs/python.md", "exec"), namespace)  # noqa: S102
+    path = tmp_path / "dt=2026-11-27.parquet"
+    namespace["train"].drop(columns=["churned"]).assign(customer_id=lambda f: f.index.astype(str)).to_parquet(path)
+    by_path = predstore.score(str(path), model="churn")
+    by_uri = predstore.score(path.as_uri(), model="churn")
+    assert by_path.status == "published" and by_path.partition == "dt=2026-11-27"
+    assert by_uri.status == "skipped" and by_uri.partition == by_path.partition
+
+
 def test_unknown_model_and_entity_are_not_found(default_store: Settings, api_url: str) -> None:
     with pytest.raises(NotFound, match="nope"):
         predstore.predictions("nope", ["c1"])
