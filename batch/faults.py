@@ -1,4 +1,5 @@
-"""Fault points: a test seam that kills the process, or raises, at a named point of a scoring run.
+"""Fault points: a test seam that kills the process, or raises, at a named point of a scoring run
+(or of a monitor run, or a labels ingest).
 
 ``PREDSTORE_FAULT_POINT=copy`` makes the first ``point("copy")`` the process reaches send it
 SIGKILL, as an operator's ``kill -9`` or the OOM killer would; ``copy@3`` kills at the third time
@@ -37,6 +38,11 @@ POINTS = {
     "indexed": "batch/runner.py: inside the publish transaction, the index is built",
     "published": "batch/runner.py: inside the publish transaction, every run published, before commit",
     "committed": "batch/runner.py: the publish transaction committed, retention not yet applied",
+}
+#: The points of the other jobs.
+JOB_POINTS = {
+    "monitor": "monitor/runner.py: the model's monitor lock is taken, nothing checked yet",
+    "labels": "monitor/labels.py: a batch of labels was written into the COPY",
 }
 
 #: What an armed point does: the default first.

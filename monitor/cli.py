@@ -36,8 +36,9 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
     """Check a model's runs for data and prediction drift against its training baseline, and its
     realized performance on the labels ingested so far; record the results and raise alerts.
 
-    Exit status: 0 no alert, 1 an alert fired (or stands) for what was checked, 2 usage or
-    configuration error. Alerts also go to PREDSTORE_ALERT_WEBHOOK when it is set.
+    Exit status: 0 no alert, 1 an alert fired (or stands) for what was checked, or the run failed
+    (one line on stderr, such as "database unavailable: ..." when the database went away mid-run),
+    2 usage or configuration error. Alerts also go to PREDSTORE_ALERT_WEBHOOK when it is set.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -103,7 +104,8 @@ def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: s
                   time_col: str | None, event_time: datetime | None, as_json: bool) -> None:
     """Upsert labels from a Parquet or CSV file. Idempotent: ingesting the same file again changes
     nothing; a changed label replaces the old one. Labels for entities never scored are kept,
-    counted and reported."""
+    counted and reported. All or nothing: a database lost mid-ingest keeps none of the file's
+    labels and exits 1 with one line ("database unavailable: ..."); ingest it again."""
     from monitor.labels import ingest_labels
 
     counts = ingest_labels(settings, path, model_name=model_name, entity_col=entity_col, label_col=label_col,

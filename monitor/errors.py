@@ -7,18 +7,20 @@ from contextlib import contextmanager
 
 import psycopg
 
-from store.errors import PredstoreError, StoreUnavailable
+from store.errors import PredstoreError, from_database, mask_secrets
 
 
 @contextmanager
-def store_errors(what: str) -> Iterator[None]:
-    """Re-raise psycopg errors inside the block as one-line `PredstoreError`s saying ``what`` failed."""
+def store_errors(what: str, *, conninfo: str) -> Iterator[None]:
+    """Re-raise psycopg errors inside the block as one-line `PredstoreError`s saying ``what`` failed:
+    a lost connection to ``conninfo`` as ``database unavailable: ...`` (`ConnectionLost`, exit 1)."""
     try:
         yield
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"{what}: lost the connection to PostgreSQL ({_first_line(exc)})") from exc
+        error = from_database(exc, conninfo=conninfo, connecting=False)
+        raise type(error)(f"{what}: {error}") from exc
     except psycopg.Error as exc:
-        raise PredstoreError(f"{what}: the database refused it ({_first_line(exc)})") from exc
+        raise PredstoreError(f"{what}: the database refused it ({mask_secrets(_first_line(exc), conninfo)})") from exc
 
 
 def _first_line(exc: BaseException) -> str:

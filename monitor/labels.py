@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from batch import reader
+from batch import faults, reader
 from monitor.errors import store_errors
 from monitor.performance import canonical_all
 from store import monitoring, registry
@@ -43,8 +43,9 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
                          f"(it has {', '.join(map(repr, available[:20]))})")
     default_time = event_time or datetime.fromtimestamp(partition.files[0].stat().st_mtime, tz=UTC)
     skipped = line = 0
-    with store_errors(f"ingesting labels from {path.name}"), \
-            connect(prepare(settings), application_name="predstore-labels") as conn, conn.transaction():
+    url = prepare(settings)
+    with store_errors(f"ingesting labels from {path.name}", conninfo=url), \
+            connect(url, application_name="predstore-labels") as conn, conn.transaction():
         registry.get_model(conn, model_name)  # NotFound unless registered
         with monitoring.label_stage(conn) as copy:
             for batch in reader.batches(partition, wanted):
@@ -54,6 +55,7 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
                 line += batch.num_rows
                 for row in rows:
                     copy.write_row(row)
+                faults.point("labels")
         counts = monitoring.merge_labels(conn, model_name, repeat_is_same=not time_col and event_time is None)
     return {"model": model_name, "path": str(path), **counts, "skipped": skipped}
 

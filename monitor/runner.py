@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from batch import faults
 from monitor import evaluate, realized, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
@@ -60,9 +61,11 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
     config = config or MonitorConfig.from_env()
     url = prepare(settings)
     result = MonitorResult(model=model_name)
-    with store_errors(f"monitoring {model_name}"), connect(url, application_name="predstore-monitor") as conn:
+    with store_errors(f"monitoring {model_name}", conninfo=url), \
+            connect(url, application_name="predstore-monitor") as conn:
         with conn.transaction():
             monitoring.lock_model(conn, model_name)
+            faults.point("monitor")
             versions = {m.version: m for m in registry.list_models(conn, model_name)}
             if not versions:
                 registry.get_model(conn, model_name)  # raises NotFound, saying what exists

@@ -81,6 +81,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
     )
     for noisy in ("pgserver", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # psycopg warns only of errors it ignored while cleaning up after one (a COPY it could not end
+    # on a lost connection), which the command reports itself, in one line.
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if verbose else logging.ERROR)
     ctx.obj = Settings.from_env()
 
 

@@ -42,6 +42,13 @@ class StoreUnavailable(PredstoreError):
     exit_code = 2
 
 
+class ConnectionLost(StoreUnavailable):
+    """The database went away in the middle of a job, which failed (exit 1) and is run again once
+    it is back."""
+
+    exit_code = 1
+
+
 class SchemaOutdated(PredstoreError):
     """The database is not at the migration revision this code expects."""
 
@@ -117,7 +124,7 @@ def from_database(exc: psycopg.Error, *, conninfo: str, connecting: bool = True)
     if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate[:2] == "08"
                                                       or exc.sqlstate in ("57P01", "57P02", "57P03")):
         if not connecting:
-            return StoreUnavailable(f"database unavailable: lost the connection to PostgreSQL at "
+            return ConnectionLost(f"database unavailable: lost the connection to PostgreSQL at "
                                     f"{describe_target(conninfo)}: {first}")
         return StoreUnavailable(f"database unavailable: cannot connect to PostgreSQL at {describe_target(conninfo)}: "
                                 f"{first}; check that the server is running and PREDSTORE_DATABASE_URL is right")

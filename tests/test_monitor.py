@@ -201,12 +201,15 @@ def test_database_errors_become_one_line_errors() -> None:
     from monitor.errors import store_errors
     from store import PredstoreError, StoreUnavailable
 
+    url = "postgresql://u:s3cret@db:5432/store"
     with pytest.raises(PredstoreError, match=r"^monitoring m: the database refused it \(duplicate key\)$"):
-        with store_errors("monitoring m"):
+        with store_errors("monitoring m", conninfo=url):
             raise psycopg.errors.UniqueViolation("duplicate key\nDETAIL: Key (x)=(1) already exists.")
-    with pytest.raises(StoreUnavailable, match="lost the connection"):
-        with store_errors("monitoring m"):
+    with pytest.raises(StoreUnavailable, match=r"^monitoring m: database unavailable: lost the connection to "
+                                               r"PostgreSQL at u@db:5432/store: server closed") as caught:
+        with store_errors("monitoring m", conninfo=url):
             raise psycopg.OperationalError("server closed the connection unexpectedly")
+    assert caught.value.exit_code == 1
 
 
 def test_a_challenger_is_monitored_beside_the_served_runs_without_alerting(
