@@ -40,16 +40,19 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
         monitoring.delete_tallies(conn, model_name)
         for chunk in monitoring.label_matches(conn, model_name):
             monitoring.add_tallies(conn, model_name, count(chunk, versions))
-    changed, after = False, None
+    matched, after = 0, None
     while True:  # the waiting labels, a bounded number at a time
         upto = monitoring.pending_bound(conn, model_name, after=after, size=MATCH_CHUNK)
         changes = monitoring.match_labels(conn, model_name, after=after, upto=upto)
         if changes:
             monitoring.add_tallies(conn, model_name, count(changes, versions))
-            changed = True
+            matched += len(changes)
         if upto is None:
             break
         after = upto
+    if matched >= MATCH_CHUNK:  # many labels changed state: let the next runs find the waiting ones fast
+        monitoring.analyze_labels(conn)
+    changed = matched > 0
     if not (force or changed) and (changed_at is None or (last is not None and last >= changed_at)):
         return Evaluation()
     stored = monitoring.tallies(conn, model_name)

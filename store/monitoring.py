@@ -182,6 +182,10 @@ def pending_bound(conn: psycopg.Connection, model_name: str, *, after: LabelKey 
                   size: int) -> LabelKey | None:
     """The key (entity_id, event_time) of the ``size``-th label waiting to be matched after
     ``after``, in key order; None when fewer wait."""
+    waiting = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s AND matched_at IS NULL",
+                           [model_name]).fetchone()
+    if waiting is None or waiting[0] < size:  # the usual case, read off the partial index
+        return None
     row = conn.execute(
         """SELECT entity_id, event_time FROM labels
            WHERE model_name = %(model)s AND matched_at IS NULL
@@ -260,6 +264,12 @@ def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey |
          "after_time": after[1] if after else None, "upto": upto[0] if upto else None,
          "upto_time": upto[1] if upto else None},
     ).fetchall()
+
+
+def analyze_labels(conn: psycopg.Connection) -> None:
+    """Refresh the planner's statistics of ``labels`` (after matching many of them, so that the
+    few left waiting are found through the partial index)."""
+    conn.execute("ANALYZE labels")
 
 
 def label_matches(conn: psycopg.Connection, model_name: str) -> Iterator[list[tuple[Any, ...]]]:
