@@ -1,7 +1,14 @@
-"""Registering a model version: store the artifact, infer its schema, measure it, record it."""
+"""Registering a model version: store the artifact, infer its schema, measure it, record it.
+
+The artifact is read once: its types are checked, it is loaded and it is stored from that one
+buffer, so a file swapped while registration runs changes nothing (a second read could load
+types nobody reviewed, or store other bytes than the ones measured).
+"""
 
 from __future__ import annotations
 
+import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_predict
 
 from batch import profile
-from batch.artifacts import artifact_format, read_model, store_artifact
+from batch.artifacts import artifact_format, store_artifact
 from batch.features import infer_schema, model_input, task_of
 from batch.score import Scores, classifier_scores, predict
 from monitor import calibration
@@ -62,8 +69,14 @@ def register_model(
     if baseline_cv is not None and (not target or validation_data or baseline_cv < 2):
         raise ConfigError("--baseline-cv K needs --train-data and --target, K >= 2, and no --validation-data "
                           "(which is the output baseline when given)")
-    check_trusted(artifact, trust_joblib=trust_joblib, trusted_types=trusted_types)
-    model = read_model(artifact)
+    fmt = artifact_format(artifact)
+    try:
+        data = artifact.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read model artifact {artifact}: {exc.strerror or exc}") from exc
+    reviewed = check_trusted(data, name=artifact.name, fmt=fmt, trust_joblib=trust_joblib,
+                             trusted_types=trusted_types)
+    model = load_reviewed(data, fmt=fmt, reviewed=reviewed, name=artifact.name)
     if not hasattr(model, "predict"):
         raise ConfigError(f"{artifact.name} holds a {type(model).__name__}, not a fitted estimator with predict()")
     train = read_frame(train_data) if train_data else None
@@ -97,7 +110,10 @@ def register_model(
                                         cv=baseline_cv)
         base = profile.baseline(features, schema, outputs, source=source)
     url = prepare(settings)
-    uri, sha256, fmt = store_artifact(artifact, settings.artifacts_dir)
+    with tempfile.TemporaryDirectory(prefix="predstore-register-") as private:  # 0700: ours alone
+        buffer = Path(private) / f"artifact{artifact.suffix.lower()}"
+        buffer.write_bytes(data)
+        uri, sha256, fmt = store_artifact(buffer, settings.artifacts_dir)
     with connect(url) as conn, conn.transaction():
         version = registry.next_version(conn, name)
         same = registry.find_by_sha256(conn, name, sha256)
@@ -106,7 +122,8 @@ def register_model(
                 registry.set_alias(conn, name, "current", same.version)
             return registry.get_model(conn, name, version=same.version)
         registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
-                              task=task, feature_schema=schema, classes=classes, training_metrics=scores)
+                              task=task, feature_schema=schema, classes=classes, training_metrics=scores,
+                              trusted_types=list(reviewed) if fmt == "skops" else None)
         if base:
             profiles.insert_baseline(conn, name, version, base)
         if calibrated:
@@ -118,23 +135,41 @@ def register_model(
         return registry.get_model(conn, name, version=version)
 
 
-def check_trusted(artifact: Path, *, trust_joblib: bool, trusted_types: tuple[str, ...] = ()) -> None:
-    """Refuse an artifact that would run code it holds when loaded, unless the user said to trust it."""
-    fmt = artifact_format(artifact)
+def check_trusted(data: bytes, *, name: str, fmt: str, trust_joblib: bool,
+                  trusted_types: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Refuse an artifact that would run code it holds when loaded, unless the user said to trust
+    it; returns the types of a skops artifact that skops does not trust by default (each one
+    reviewed: in ``trusted_types``)."""
     if fmt == "joblib" and not trust_joblib:
-        raise ConfigError(f"{artifact.name}: a joblib/pickle file runs any code it holds when loaded; save models "
+        raise ConfigError(f"{name}: a joblib/pickle file runs any code it holds when loaded; save models "
                           "from elsewhere with skops (.skops), or pass --trust-joblib for a file you built yourself")
-    if fmt == "skops" and artifact.is_file():
-        import skops.io as sio
+    if fmt != "skops":
+        return ()
+    import skops.io as sio
 
-        try:
-            untrusted = sio.get_untrusted_types(file=artifact)
-        except Exception as exc:  # skops raises many types for a file that is not a skops archive
-            raise ModelError(f"{artifact.name}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
-        unknown = sorted(set(untrusted) - set(trusted_types))
-        if unknown:
-            raise ConfigError(f"{artifact.name} holds types skops does not trust by default: {', '.join(unknown)}; "
-                              "review them, then pass --trust-type for each")
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # skops raises many types for bytes that are not a skops archive
+        raise ModelError(f"{name}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
+    unknown = sorted(set(untrusted) - set(trusted_types))
+    if unknown:
+        raise ConfigError(f"{name} holds types skops does not trust by default: {', '.join(unknown)}; "
+                          "review them, then pass --trust-type for each")
+    return tuple(sorted(untrusted))
+
+
+def load_reviewed(data: bytes, *, fmt: str, reviewed: tuple[str, ...], name: str) -> Any:
+    """The model in ``data``; a skops one loaded trusting exactly the ``reviewed`` types."""
+    try:
+        if fmt == "skops":
+            import skops.io as sio
+
+            return sio.loads(data, trusted=list(reviewed))
+        import joblib
+
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:  # unpickling can raise anything; say what happened in one line
+        raise ModelError(f"{name}: the model could not be loaded ({type(exc).__name__}: {exc})") from exc
 
 
 def output_scores(model: Any, train: pd.DataFrame, schema: dict[str, Any], *, task: str,

@@ -62,15 +62,16 @@ def insert_model(
     feature_schema: dict[str, Any],
     classes: list[Any] | None,
     training_metrics: dict[str, Any] | None,
+    trusted_types: list[str] | None = None,
 ) -> None:
-    """Record a new model version."""
+    """Record a new model version (with ``trusted_types``, the reviewed types a skops one loads with)."""
     conn.execute(
         """INSERT INTO models (name, version, artifact_uri, sha256, format, task, feature_schema, classes,
-                               training_metrics)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                               training_metrics, trusted_types)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         [name, version, artifact_uri, sha256, format, task, Jsonb(feature_schema),
          Jsonb(classes) if classes is not None else None,
-         Jsonb(training_metrics) if training_metrics is not None else None],
+         Jsonb(training_metrics) if training_metrics is not None else None, trusted_types],
     )
 
 

@@ -489,3 +489,7 @@ erasures = Table(
     Column("model_name", Text, primary_key=True),
     Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# The types of a skops version that skops does not trust by default, each reviewed (--trust-type)
+# and trusted when it was loaded at registration: exactly what loading that version may trust.
+models.append_column(Column("trusted_types", ARRAY(Text)))

@@ -161,6 +161,8 @@ def test_artifacts_from_outside_must_be_trusted_and_changes_are_audited(
     trusted = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
     code, output = invoke(cli_env, "models", "register", str(skops_file), "--name", "churn", "--trust-type", trusted)
     assert code == 0 and "version 2" in output, output
+    reviewed = conn.execute("SELECT trusted_types FROM models WHERE version = 2").fetchone()
+    assert reviewed == ([trusted],)  # what loading version 2 may trust, and no more
     assert invoke(cli_env, "models", "promote", "churn", "2")[0] == 0
     code, key = invoke(cli_env, "apikeys", "create", "svc")
     key_id = key.splitlines()[0].split("_")[1]

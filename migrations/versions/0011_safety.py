@@ -13,6 +13,10 @@ for every model), which scoring rejects as 'erased'. ``erasure_key``: the HMAC k
 bytes generated here, in the database (no key passes through the migration's SQL). The audit
 trail's erasure rows named the entity by an unsalted sha256, which a dictionary of ids reverses:
 they keep the row and lose the digest.
+
+``models.trusted_types``: the types of a skops version that skops does not trust by default,
+reviewed and trusted when it was loaded at registration (NULL for joblib, and for versions
+registered before).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = '0011'
 down_revision: str | Sequence[str] | None = '0010'
@@ -53,12 +58,14 @@ def upgrade() -> None:
     sa.Column('erased_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.PrimaryKeyConstraint('entity_hmac', 'model_name', name=op.f('pk_erasures'))
     )
+    op.add_column('models', sa.Column('trusted_types', postgresql.ARRAY(sa.Text()), nullable=True))
     op.execute("""UPDATE audit SET target = NULL,
                   details = coalesce(details, '{}') || '{"target": "unsalted digest removed"}'
                   WHERE action = 'entity.forget' AND target IS NOT NULL""")
 
 
 def downgrade() -> None:
+    op.drop_column('models', 'trusted_types')
     op.drop_table('erasures')
     op.drop_table('erasure_key')
     _set(False)
