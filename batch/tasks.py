@@ -180,15 +180,17 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
 
 def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
     """Recompute a slice's predictions by the first target and their digests, writing nothing
-    (for `runs verify`)."""
+    (for `runs verify`), with today's erasure list."""
     target = ctx.targets[0]
     model = cached_model(target.artifact_uri, target.sha256, target.format)
     result = TaskResult(first_row=part.first_row, targets=[TargetResult()])
+    with connect(ctx.url, autocommit=True, application_name="predstore-verify") as conn:
+        erasures = Erasures(*erasure.erased_for_run(conn, target.run_id))
     for batches in reader.units(part, ctx.columns):
         digest = Digest()
         for batch in batches:
             checked = validate(batch, target.schema, entity_col=ctx.entity_col,
-                               first_row=part.first_row + result.rows_in)
+                               first_row=part.first_row + result.rows_in, erasures=erasures)
             result.rows_in += batch.num_rows
             out = _predict(model, checked, target.schema)
             if out is not None:

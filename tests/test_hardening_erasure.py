@@ -11,7 +11,7 @@ import psycopg
 
 from batch.forget import forget_entity
 from batch.models import register_model
-from batch.runner import ScoreRequest, score_partition
+from batch.runner import ScoreRequest, score_partition, verify_run
 from store.settings import Settings
 from tests import factories
 
@@ -41,6 +41,7 @@ def test_a_forgotten_entity_stays_forgotten_when_scored_again(settings: Settings
                               "ORDER BY row_number", [rescored.run_id]).fetchall()
         expected = [8, 10] if model == "churn" else [10]  # row numbers count from 1
         assert erased == [(n, None, "erased", {}) for n in expected], erased  # neither id nor values kept
+        assert verify_run(settings, rescored.run_id)["match"]  # verified with the same list
     assert len(served(conn, "churn")) == 198 and {"e7", "e9"}.isdisjoint(served(conn, "churn"))
     assert "e7" in served(conn, "fraud") and "e9" not in served(conn, "fraud")
 
