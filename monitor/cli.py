@@ -115,7 +115,8 @@ def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: s
         return
     click.echo(f"{path.name} -> {model_name}: {counts['rows']:,} rows read, {counts['inserted']:,} new, "
                f"{counts['updated']:,} corrected, {counts['unchanged']:,} unchanged, {counts['repeated']:,} repeated "
-               f"in the file, {counts['skipped']:,} skipped (missing id, label or time)")
+               f"in the file, {counts['skipped']:,} skipped (missing id, label or time)"
+               + (f", {counts['erased']:,} of erased entities left out" if counts["erased"] else ""))
     if counts["unscored"]:
         click.echo(f"{counts['unscored']:,} label(s) are for entities no retained run of {model_name} scored; "
                    "they are kept and will match if such a run is published")

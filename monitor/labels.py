@@ -19,7 +19,7 @@ import pyarrow as pa
 from batch import faults, reader
 from monitor.errors import store_errors
 from monitor.performance import canonical_all
-from store import monitoring, registry
+from store import erasure, monitoring, registry
 from store.db import connect
 from store.errors import InputError
 from store.migrate import prepare
@@ -42,22 +42,27 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
         raise InputError(f"{path}: no column(s) {', '.join(map(repr, missing))} "
                          f"(it has {', '.join(map(repr, available[:20]))})")
     default_time = event_time or datetime.fromtimestamp(partition.files[0].stat().st_mtime, tz=UTC)
-    skipped = line = 0
+    skipped = line = forgotten = 0
     url = prepare(settings)
     with store_errors(f"ingesting labels from {path.name}", conninfo=url), \
             connect(url, application_name="predstore-labels") as conn, conn.transaction():
         registry.get_model(conn, model_name)  # NotFound unless registered
+        key, erased = erasure.erased(conn, model_name)
         with monitoring.label_stage(conn) as copy:
             for batch in reader.batches(partition, wanted):
                 rows, bad = label_rows(batch, entity_col=entity_col, label_col=label_col, time_col=time_col,
                                        default_time=default_time, first_line=line + 1)
                 skipped += bad
                 line += batch.num_rows
+                if erased:  # entities `predstore forget` erased: their labels stay out too
+                    kept = [r for r in rows if erasure.entity_hmac(key, r[0]) not in erased]
+                    forgotten += len(rows) - len(kept)
+                    rows = kept
                 for row in rows:
                     copy.write_row(row)
                 faults.point("labels")
         counts = monitoring.merge_labels(conn, model_name, repeat_is_same=not time_col and event_time is None)
-    return {"model": model_name, "path": str(path), **counts, "skipped": skipped}
+    return {"model": model_name, "path": str(path), **counts, "skipped": skipped, "erased": forgotten}
 
 
 def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_col: str | None,

@@ -95,11 +95,14 @@ def add_erasure(conn: psycopg.Connection, digest: bytes, *, model: str | None = 
                  [digest, EVERY_MODEL if model is None else model])
 
 
-def erased_for_run(conn: psycopg.Connection, run_id: int) -> tuple[bytes, frozenset[bytes]]:
-    """The key and the HMACs of the entities erased from ``run_id``'s model or from every model."""
-    rows = conn.execute(
-        """SELECT e.entity_hmac FROM erasures e JOIN runs r ON e.model_name IN (%s, r.model_name)
-           WHERE r.run_id = %s""",
-        [EVERY_MODEL, run_id],
-    ).fetchall()
+def erased(conn: psycopg.Connection, model: str) -> tuple[bytes, frozenset[bytes]]:
+    """The key and the HMACs of the entities erased from ``model`` or from every model."""
+    rows = conn.execute("SELECT entity_hmac FROM erasures WHERE model_name IN (%s, %s)",
+                        [EVERY_MODEL, model]).fetchall()
     return erasure_key(conn), frozenset(bytes(r[0]) for r in rows)
+
+
+def erased_for_run(conn: psycopg.Connection, run_id: int) -> tuple[bytes, frozenset[bytes]]:
+    """`erased` for ``run_id``'s model."""
+    row = conn.execute("SELECT model_name FROM runs WHERE run_id = %s", [run_id]).fetchone()
+    return erased(conn, row[0] if row else "")

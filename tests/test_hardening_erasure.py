@@ -1,5 +1,6 @@
 """`predstore forget` lasts: an erased entity's rows are rejected as 'erased' whenever a partition
-is scored again, and the erasure list and the audit trail name it by a keyed HMAC only."""
+is scored again, its labels are left out of later ingests, and the erasure list and the audit
+trail name it by a keyed HMAC only."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import hashlib
 import hmac
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 
 from batch.forget import forget_entity
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
+from monitor.labels import ingest_labels
 from store.settings import Settings
 from tests import factories
 
@@ -44,6 +47,12 @@ def test_a_forgotten_entity_stays_forgotten_when_scored_again(settings: Settings
         assert verify_run(settings, rescored.run_id)["match"]  # verified with the same list
     assert len(served(conn, "churn")) == 198 and {"e7", "e9"}.isdisjoint(served(conn, "churn"))
     assert "e7" in served(conn, "fraud") and "e9" not in served(conn, "fraud")
+
+    # A labels file brings none of their labels back either.
+    labels = factories.write_parquet(tmp_path / "labels.parquet", pd.DataFrame({"id": ["e1", "e7", "e9"], "y": 1}))
+    counts = ingest_labels(settings, labels, model_name="churn", entity_col="id", label_col="y")
+    assert (counts["rows"], counts["erased"]) == (1, 2)
+    assert conn.execute("SELECT array_agg(entity_id) FROM labels").fetchone() == (["e1"],)
 
     # The list and the trail hold the HMAC under the store's key, never a plain sha256 of the id.
     key = conn.execute("SELECT key FROM erasure_key").fetchone()
