@@ -58,9 +58,8 @@ def _record(response: Response) -> Response:
 
     from lookup_api import views
 
-    metrics = views.service().metrics
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.count_request(route, request.method, response.status_code)
-    if "started" in g:
-        metrics.latency.labels(route).observe(time.perf_counter() - g.started)
+    started = g.get("started")
+    views.service().metrics.count_request(route, request.method, response.status_code,
+                                          None if started is None else time.perf_counter() - started)
     return response

@@ -9,7 +9,8 @@ their numbers through ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -29,10 +30,27 @@ class Metrics:
     latency: Histogram
     pool: Gauge
     cache: Counter
+    #: Labelled children by their labels: ``labels()`` validates and locks on every call, which
+    #: cost a request more than the increments themselves.
+    children: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
-    def count_request(self, route: str, method: str, status: int) -> None:
-        """Count one answered request; methods outside `METHODS` as "other"."""
-        self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
+    def count_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one answered request (methods outside `METHODS` as "other") and its latency."""
+        method = method if method in METHODS else "other"
+        key = ("requests", route, method, str(status))
+        if (counter := self.children.get(key)) is None:
+            counter = self.children[key] = self.requests.labels(*key[1:])
+        counter.inc()
+        if seconds is not None:
+            if (histogram := self.children.get(("latency", route))) is None:
+                histogram = self.children[("latency", route)] = self.latency.labels(route)
+            histogram.observe(seconds)
+
+    def count_cache(self, result: str) -> None:
+        """Count one cache lookup: 'hit' or 'miss'."""
+        if (counter := self.children.get(("cache", result))) is None:
+            counter = self.children[("cache", result)] = self.cache.labels(result)
+        counter.inc()
 
 
 def make_metrics() -> Metrics:

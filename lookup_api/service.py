@@ -90,7 +90,8 @@ def prediction(service: Service, model: str, entity_id: str, *, version: int | N
     """The current prediction of one entity; `NotFound` (or `Stale`) when there is none to give."""
     key = (version, entity_id)
     found = service.cache.get(model, key)
-    service.metrics.cache.labels("miss" if found is MISSING else "hit").inc()
+    if service.cache.max_entries:  # a cache that is off is not looked up
+        service.metrics.count_cache("miss" if found is MISSING else "hit")
     if found is MISSING:
         token = service.cache.generation(model)
 
