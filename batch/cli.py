@@ -309,9 +309,12 @@ def runs_verify(settings: Settings, run_id: int) -> None:
 @click.option("--older-than", "older_than", metavar="DURATION",
               help="Expire published runs older than this (90d, 12h, 2w), whatever the models' policies.")
 @click.option("--dry-run", is_flag=True, help="List what would be dropped; change nothing.")
+@click.option("--pace", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="After each run, rest this many times as long as it took (1: half speed, gentler on lookups).")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.pass_obj
-def runs_prune(settings: Settings, model: str | None, older_than: str | None, dry_run: bool, as_json: bool) -> None:
+def runs_prune(settings: Settings, model: str | None, older_than: str | None, dry_run: bool, pace: float,
+               as_json: bool) -> None:
     """Drop the runs past their model's retention (`models retain`, else PREDSTORE_KEEP_DAYS).
 
     An expired run's predictions stop being served (an entity that no other run holds answers 404)
@@ -325,7 +328,7 @@ def runs_prune(settings: Settings, model: str | None, older_than: str | None, dr
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
     if age is None and settings.keep_days is None and model is None:
         log.debug("no --older-than and no PREDSTORE_KEEP_DAYS: only models with a policy are pruned")
-    pruned = retention.prune_runs(settings, model=model, older_than=age, dry_run=dry_run)
+    pruned = retention.prune_runs(settings, model=model, older_than=age, dry_run=dry_run, pace=pace)
     if as_json:
         click.echo(json.dumps(pruned.to_dict()))
         return

@@ -11,6 +11,7 @@ drops it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,9 +54,13 @@ def parse_duration(text: str) -> timedelta:
 
 
 def prune_runs(settings: Settings, *, model: str | None = None, older_than: timedelta | None = None,
-               dry_run: bool = False, now: datetime | None = None) -> Pruned:
+               dry_run: bool = False, now: datetime | None = None, pace: float = 0.0) -> Pruned:
     """Expire the published runs past their model's age limit (``older_than`` overrides every
-    policy) and drop their tables, and those of superseded runs as old."""
+    policy) and drop their tables, and those of superseded runs as old.
+
+    After each run it rests ``pace`` times as long as that run took, leaving the CPU and the
+    disk to the lookups it shares them with (the scheduler's daily pass rests as long as it works).
+    """
     now = now or datetime.now(UTC)
     default = timedelta(days=settings.keep_days) if settings.keep_days else None
     with connect(prepare(settings), autocommit=True, application_name="predstore-prune") as conn:
@@ -66,9 +71,11 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
             return Pruned(runs=tuple(due), dry_run=True)
         unserved = 0
         for run in due:
+            started = time.perf_counter()
             with conn.transaction():
                 unserved += retention.expire(conn, [run])
             predictions.drop_run_table(conn, run.run_id)
+            time.sleep(pace * (time.perf_counter() - started))
             log.info("dropped run %s (%s, partition %r, published %s)", run.run_id, run.model, run.partition,
                      run.published_at.isoformat(timespec="seconds"))
     return Pruned(runs=tuple(due), dry_run=False, entities_unserved=unserved)

@@ -8,7 +8,8 @@ lookup API (cache off, under granian as `predstore serve` runs it). A load gener
 (``--connections`` keep-alive connections, loopback only) looks up random ids of every partition:
 
 1. quiet: for ``--seconds``, nothing else running;
-2. pruning: from the start of ``predstore runs prune --older-than 365d`` until it exits.
+2. pruning: from the start of ``predstore runs prune --older-than 365d --pace 1`` (the scheduler's
+   pace, ``--pace``) until it exits.
 
 It prints requests/s and p99 of both, their ratio (target: p99 while pruning <= 1.5x quiet), the
 answers that were neither 200 nor 404 (target: none), and what the prune dropped. Ids of expired
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000, help="predictions per partition")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--pace", type=float, default=1.0, help="runs prune --pace (the scheduler's is 1)")
     parser.add_argument("--server", default="granian", help="granian (what `predstore serve` runs) or gunicorn")
     args = parser.parse_args()
 
@@ -106,7 +108,8 @@ def main() -> None:
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("PREDSTORE_")},
                    "PREDSTORE_DATABASE_URL": url, "PREDSTORE_HOME": str(scratch / "home")}
             began = time.perf_counter()
-            prune = subprocess.Popen([sys.executable, "-m", "store", "runs", "prune", "--older-than", "365d"],
+            prune = subprocess.Popen([sys.executable, "-m", "store", "runs", "prune", "--older-than", "365d",
+                                      "--pace", str(args.pace)],
                                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             busy = measure(Load(**{**load.__dict__, "seconds": 2.0, "warmup": 0.0}),
                            until=lambda: prune.poll() is not None)
