@@ -59,7 +59,7 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
     policy) and drop their tables, and those of superseded runs as old.
 
     After each run it rests ``pace`` times as long as that run took, leaving the CPU and the
-    disk to the lookups it shares them with (the scheduler's daily pass rests as long as it works).
+    disk to the lookups it shares them with (the scheduler's daily pass rests three times as long).
     """
     now = now or datetime.now(UTC)
     default = timedelta(days=settings.keep_days) if settings.keep_days else None

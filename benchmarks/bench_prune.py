@@ -8,7 +8,7 @@ lookup API (cache off, under granian as `predstore serve` runs it). A load gener
 (``--connections`` keep-alive connections, loopback only) looks up random ids of every partition:
 
 1. quiet: for ``--seconds``, nothing else running;
-2. pruning: from the start of ``predstore runs prune --older-than 365d --pace 1`` (the scheduler's
+2. pruning: from the start of ``predstore runs prune --older-than 365d --pace 3`` (the scheduler's
    pace, ``--pace``) until it exits.
 
 It prints requests/s and p99 of both, their ratio (target: p99 while pruning <= 1.5x quiet), the
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000, help="predictions per partition")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--pace", type=float, default=1.0, help="runs prune --pace (the scheduler's is 1)")
+    parser.add_argument("--pace", type=float, default=3.0, help="runs prune --pace (the scheduler's is 3)")
     parser.add_argument("--server", default="granian", help="granian (what `predstore serve` runs) or gunicorn")
     args = parser.parse_args()
 
