@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,9 @@ def read_model(path: Path) -> Any:
         raise ConfigError(f"cannot read model artifact {path}: {exc.strerror or exc}") from exc
 
 
-def load_model(uri: str, sha256: str, fmt: str) -> Any:
-    """Load a registered artifact, refusing it unless its bytes still hash to ``sha256``."""
+def load_model(uri: str, sha256: str, fmt: str, *, trusted: Sequence[str] | None = None) -> Any:
+    """Load a registered artifact, refusing it unless its bytes still hash to ``sha256``; a skops
+    one trusting exactly the ``trusted`` types reviewed at registration, when they were kept."""
     path: Path | str = uri if storage.is_remote(uri) else path_of(uri)
     try:
         data = storage.read_bytes(uri) if isinstance(path, str) else path.read_bytes()
@@ -103,16 +105,18 @@ def load_model(uri: str, sha256: str, fmt: str) -> Any:
             f"the model artifact {path} has changed since it was registered (sha256 {actual[:12]}..., "
             f"expected {sha256[:12]}...); register the new file as a new version"
         )
-    return _load(data, fmt)
+    return _load(data, fmt, trusted)
 
 
-def _load(data: bytes, fmt: str) -> Any:
+def _load(data: bytes, fmt: str, trusted: Sequence[str] | None = None) -> Any:
     try:
         if fmt == "skops":
             import skops.io as sio
 
-            # The bytes were vetted at registration and their hash checked above.
-            return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+            # The bytes were vetted at registration and their hash checked above; versions
+            # registered before the reviewed types were kept trust what those bytes hold.
+            return sio.loads(data, trusted=list(trusted) if trusted is not None
+                             else sio.get_untrusted_types(data=data))
         return joblib.load(io.BytesIO(data))
     except Exception as exc:  # unpickling can raise anything; say what happened in one line
         raise ModelError(f"the model artifact could not be loaded ({type(exc).__name__}: {exc})") from exc

@@ -334,6 +334,7 @@ def _context(url: str, entity_col: str, conn: psycopg.Connection, partition: rea
             schema=schema, out_columns=out_columns,
             baseline=profiles.get_baseline(conn, model_row.name, model_row.version),
             reject_limit=None if total is None else max_reject_fraction * total,
+            trusted_types=model_row.trusted_types,
         ))
     return TaskContext(url=url, entity_col=entity_col, columns=columns, targets=tuple(targets))
 

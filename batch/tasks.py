@@ -47,6 +47,8 @@ class Target:
     baseline: list[dict[str, Any]]
     #: Rejected rows its run may have; past it a task stops reading (the runs fail anyway).
     reject_limit: float | None
+    #: The types its skops artifact may load with (`ModelVersion.trusted_types`).
+    trusted_types: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,14 @@ class TaskResult:
 
 
 @lru_cache(maxsize=4)
-def cached_model(uri: str, sha256: str, fmt: str) -> Any:
+def cached_model(uri: str, sha256: str, fmt: str, trusted: tuple[str, ...] | None = None) -> Any:
     """The model, loaded (and its sha256 checked) once per process."""
-    return load_model(uri, sha256, fmt)
+    return load_model(uri, sha256, fmt, trusted=trusted)
 
 
 def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None = None) -> TaskResult:
     """Score ``part`` into each target's run table and commit; see the module docstring."""
-    models = [cached_model(t.artifact_uri, t.sha256, t.format) for t in ctx.targets]
+    models = [cached_model(t.artifact_uri, t.sha256, t.format, t.trusted_types) for t in ctx.targets]
     result = TaskResult(first_row=part.first_row, targets=[TargetResult() for _ in ctx.targets])
     known = [{c["name"]: c.get("categories") for c in t.schema["columns"] if c["kind"] == "categorical"}
              for t in ctx.targets]
@@ -182,7 +184,7 @@ def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
     """Recompute a slice's predictions by the first target and their digests, writing nothing
     (for `runs verify`), with today's erasure list."""
     target = ctx.targets[0]
-    model = cached_model(target.artifact_uri, target.sha256, target.format)
+    model = cached_model(target.artifact_uri, target.sha256, target.format, target.trusted_types)
     result = TaskResult(first_row=part.first_row, targets=[TargetResult()])
     with connect(ctx.url, autocommit=True, application_name="predstore-verify") as conn:
         erasures = Erasures(*erasure.erased_for_run(conn, target.run_id))

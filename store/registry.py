@@ -28,18 +28,23 @@ class ModelVersion:
     training_metrics: dict[str, Any] | None
     created_at: datetime
     aliases: tuple[str, ...] = ()
+    #: The types a skops artifact may load with, reviewed at registration (None: recorded before
+    #: they were kept; such an artifact loads trusting the types its vetted bytes hold).
+    trusted_types: tuple[str, ...] | None = None
 
 
 _SELECT = """
     SELECT m.name, m.version, m.artifact_uri, m.sha256, m.format, m.task, m.feature_schema, m.classes,
-           m.training_metrics, m.created_at,
+           m.training_metrics, m.created_at, m.trusted_types,
            coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
     FROM models m LEFT JOIN model_aliases a ON a.model_name = m.name AND a.version = m.version
 """
 
 
 def _row(row: dict[str, Any]) -> ModelVersion:
-    return ModelVersion(**{**row, "aliases": tuple(row["aliases"])})
+    trusted = row["trusted_types"]
+    return ModelVersion(**{**row, "aliases": tuple(row["aliases"]),
+                           "trusted_types": None if trusted is None else tuple(trusted)})
 
 
 def next_version(conn: psycopg.Connection, name: str) -> int:

@@ -143,6 +143,23 @@ def test_api_keys_scoped_to_models(settings: Settings, conn: psycopg.Connection,
     assert sorted(json.dumps(k["models"]) for k in json.loads(output)) == ['["churn"]', "null"]
 
 
+def test_scoring_loads_a_skops_model_trusting_only_the_types_reviewed_at_registration(
+        cli_env: dict[str, str], conn: psycopg.Connection, tmp_path: Path) -> None:
+    hgb, _ = factories.regressor(tmp_path / "r")
+    skops_file = tmp_path / "hgb.skops"
+    sio.dump(joblib.load(hgb), skops_file)
+    trusted = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    assert invoke(cli_env, "models", "register", str(skops_file), "--name", "amount", "--trust-type", trusted)[0] == 0
+    partition = factories.write_parquet(tmp_path / "in" / "p.parquet", factories.frame(50))
+    score = ["score", str(partition), "--model", "amount", "--entity-col", "entity_id", "--force"]
+    assert invoke(cli_env, *score)[0] == 0
+    # The stored bytes hold a type the version's reviewed list lacks: loading refuses it.
+    conn.execute("UPDATE models SET trusted_types = '{}' WHERE name = 'amount'")
+    conn.commit()
+    code, output = invoke(cli_env, *score)
+    assert code != 0 and "TreePredictor" in output and "Traceback" not in output, output
+
+
 def test_artifacts_from_outside_must_be_trusted_and_changes_are_audited(
         settings: Settings, cli_env: dict[str, str], conn: psycopg.Connection, tmp_path: Path) -> None:
     artifact, train = factories.logistic(tmp_path / "m")
