@@ -1,4 +1,4 @@
-"""Benchmark of champion and challenger (issue 9): one pass that scores a partition with both
+"""Benchmark of champion and challenger: one pass that scores a partition with both
 against two separate runs of the same partition, measured in the same run.
 
     python benchmarks/bench_challenger.py [--rows 1000000]

@@ -1,4 +1,4 @@
-"""Benchmark of scale-out scoring (issue 6): 1 worker, 2 local worker processes, a 2-worker Dask
+"""Benchmark of scale-out scoring: 1 worker, 2 local worker processes, a 2-worker Dask
 LocalCluster, on the 1M-row partition of bench_score.py, with HistGradientBoostingClassifier.
 
     python benchmarks/bench_scale.py [--rows 1000000] [--model hgb|lr]

@@ -1,4 +1,4 @@
-"""Benchmark of the scoring job (issue 3): end-to-end rate against baselines measured in the same run.
+"""Benchmark of the scoring job: end-to-end rate against baselines measured in the same run.
 
     python benchmarks/bench_score.py [--rows 1000000] [--skip-rss]
 

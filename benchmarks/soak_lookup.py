@@ -1,4 +1,4 @@
-"""Soak of the lookup API (issue 7): not a test, a script.
+"""Soak of the lookup API: not a test, a script.
 
     python benchmarks/soak_lookup.py [--rate 300] [--seconds 60] [--quiet 20] [--rows 200000]
                                      [--publishes 1] [--every 0]
