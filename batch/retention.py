@@ -11,6 +11,7 @@ drops it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,12 +55,14 @@ def parse_duration(text: str) -> timedelta:
 
 
 def prune_runs(settings: Settings, *, model: str | None = None, older_than: timedelta | None = None,
-               dry_run: bool = False, now: datetime | None = None, pace: float = 0.0) -> Pruned:
+               dry_run: bool = False, now: datetime | None = None, pace: float = 0.0,
+               stop: threading.Event | None = None) -> Pruned:
     """Expire the published runs past their model's age limit (``older_than`` overrides every
     policy) and drop their tables, and those of superseded runs as old.
 
     After each run it rests ``pace`` times as long as that run took, leaving the CPU and the
     disk to the lookups it shares them with (the scheduler's daily pass rests three times as long).
+    Once ``stop`` is set it ends after the run in hand; the next prune drops the rest.
     """
     now = now or datetime.now(UTC)
     default = timedelta(days=settings.keep_days) if settings.keep_days else None
@@ -70,15 +73,21 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
         if dry_run:
             return Pruned(runs=tuple(due), dry_run=True)
         unserved = 0
+        done: list[Expiring] = []
+        stop = stop or threading.Event()
         for run in due:
+            if stop.is_set():
+                log.info("retention stopped after %s of %s runs; the next prune drops the rest", len(done), len(due))
+                break
             started = time.perf_counter()
             with conn.transaction():
                 unserved += retention.expire(conn, [run])
             predictions.drop_run_table(conn, run.run_id)
-            time.sleep(pace * (time.perf_counter() - started))
+            done.append(run)
             log.info("dropped run %s (%s, partition %r, published %s)", run.run_id, run.model, run.partition,
                      run.published_at.isoformat(timespec="seconds"))
-    return Pruned(runs=tuple(due), dry_run=False, entities_unserved=unserved)
+            stop.wait(pace * (time.perf_counter() - started))
+    return Pruned(runs=tuple(done), dry_run=False, entities_unserved=unserved)
 
 
 def retain(settings: Settings, model: str, keep_days: int | None) -> None:

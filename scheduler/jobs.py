@@ -118,7 +118,9 @@ def apply_retention(ctx: Context, *, now: datetime | None = None) -> str:
         with _control(ctx) as conn:
             if not schedules.try_lock(conn, "retention"):
                 return "idle"  # another replica is pruning
-            pruned = prune_runs(ctx.settings, now=now, pace=3.0)  # no hurry: a quarter of the time, gentle on lookups
+            # No hurry: working a quarter of the time is gentle on lookups; a stopping scheduler
+            # ends after the run in hand.
+            pruned = prune_runs(ctx.settings, now=now, pace=3.0, stop=ctx.stop)
     except (PredstoreError, psycopg.Error) as exc:
         log.error("retention could not run: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
         return "failed"

@@ -214,6 +214,18 @@ def test_prune_expires_old_runs_keeps_history_and_dry_run_changes_nothing(settin
         assert prune_runs(settings).runs == ()
 
 
+def test_a_stopping_prune_ends_after_the_run_in_hand(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        register(conn, 1)
+        runs = [publish(conn, f"p{i}", {f"e{i}": 1.0}) for i in range(3)]
+    stop = threading.Event()
+    stop.set()
+    assert prune_runs(settings, older_than=timedelta(seconds=1), now=datetime.now(UTC) + timedelta(days=1),
+                      stop=stop).runs == ()
+    with psycopg.connect(settings.database_url or "") as conn:
+        assert set(ledger.statuses(conn, runs).values()) == {"published"}
+
+
 def test_prune_finishes_what_an_interrupted_prune_left(settings: Settings) -> None:
     with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
         register(conn, 1)
