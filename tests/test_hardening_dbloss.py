@@ -27,6 +27,25 @@ ROWS = 30_000
 STAGES = ["read@2", "copy@2", "indexed", "published"]
 
 
+def stop_the_database_when_paused(args: list[str], *, env: dict[str, str], pgdata: Path) -> tuple[int, str, float]:
+    """Run ``predstore ARGS`` until its fault point pauses it, stop the database, and return its exit
+    status, the rest of its stderr, and the seconds it took to end after the stop."""
+    with subprocess.Popen([sys.executable, "-m", "store", *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("predstore fault: paused at"):
+                break
+        assert lines and lines[-1].startswith("predstore fault: paused"), "".join(lines)
+        stop_embedded(pgdata)
+        stopped = time.monotonic()
+        rest = proc.stderr.read()
+        proc.wait(timeout=60)
+    return proc.returncode, rest, time.monotonic() - stopped
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_path: Path) -> None:
     # Not under pytest's basetemp: a concurrent pytest session makes that 0700, and the server's
@@ -42,22 +61,10 @@ def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_pa
         path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(ROWS), row_group_size=5_000)
         env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
                "PREDSTORE_FAULT_POINT": f"{stage}:pause"}
-        with subprocess.Popen([sys.executable, "-m", "store", "score", str(path), "--model", "churn",
-                               "--partition", "p"], env=env, stderr=subprocess.PIPE, text=True) as proc:
-            assert proc.stderr is not None
-            lines = []
-            for line in proc.stderr:
-                lines.append(line)
-                if line.startswith("predstore fault: paused at"):
-                    break
-            assert lines and lines[-1].startswith("predstore fault: paused"), "".join(lines)
-            stop_embedded(pgdata)
-            stopped = time.monotonic()
-            rest = proc.stderr.read()
-            proc.wait(timeout=60)
-            took = time.monotonic() - stopped
+        returncode, rest, took = stop_the_database_when_paused(
+            ["score", str(path), "--model", "churn", "--partition", "p"], env=env, pgdata=pgdata)
         last = rest.strip().splitlines()[-1]
-        assert proc.returncode == 1, rest
+        assert returncode == 1, rest
         assert "Traceback" not in rest, rest
         assert last.startswith("predstore: error: run 1 did not finish: database unavailable: "), last
         assert took < 30, took  # the pause itself is 10 s of it

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings
 from tests import factories
+from tests.test_hardening_dbloss import stop_the_database_when_paused
 
 ROWS = 20_000
 
@@ -47,22 +47,9 @@ def test_losing_the_database_mid_job_fails_fast_with_one_line(job: str, tmp_path
              "--time-col", "at"]
         env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
                "PREDSTORE_FAULT_POINT": f"{job}:pause"}
-        with subprocess.Popen([sys.executable, "-m", "store", *command], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) as proc:
-            assert proc.stderr is not None
-            lines = []
-            for line in proc.stderr:
-                lines.append(line)
-                if line.startswith("predstore fault: paused at"):
-                    break
-            assert lines and lines[-1].startswith("predstore fault: paused"), "".join(lines)
-            stop_embedded(pgdata)
-            stopped = time.monotonic()
-            rest = proc.stderr.read()
-            proc.wait(timeout=60)
-            took = time.monotonic() - stopped
+        returncode, rest, took = stop_the_database_when_paused(command, env=env, pgdata=pgdata)
         what = "monitoring churn" if job == "monitor" else "ingesting labels from labels.parquet"
-        assert proc.returncode == 1, rest
+        assert returncode == 1, rest
         assert len(rest.strip().splitlines()) == 1 and "Traceback" not in rest, rest
         assert rest.startswith(f"predstore: error: {what}: database unavailable: lost the connection"), rest
         assert took < 30, took  # the pause itself is 10 s of it
