@@ -1,7 +1,7 @@
 """Serving the lookup API in production: granian's WSGI server, one process per available core.
 
 granian parses HTTP and keeps connections alive in Rust, and hands each request to one of a few
-Python threads per worker: at 16 keep-alive connections on 2 cores it answers several times the
+Python threads per worker: at 16 keep-alive connections on 2 cores it answers 1.6-2x the
 requests per second of gunicorn's gthread workers running the same Flask app (measured by
 benchmarks/bench_lookup.py). gunicorn stays supported: ``gunicorn 'lookup_api:create_app()' -c
 lookup_api/gunicorn.conf.py``.
