@@ -14,6 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from store.schema import RUN_ROLES
+
 #: Runs whose predictions are still stored (a dropped run keeps its profile, not its rows).
 RETAINED = ("published", "superseded")
 #: Runs whose profile can be checked for drift.
@@ -219,21 +221,45 @@ def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey |
                 FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL
                   AND (%(after)s::text IS NULL OR (l.entity_id, l.event_time) > (%(after)s, %(after_time)s))
                   AND (%(upto)s::text IS NULL OR (l.entity_id, l.event_time) <= (%(upto)s, %(upto_time)s))),
+            -- The directory decides a (label, role) when the entity's newest published run of the
+            -- role predates the label and no superseded run of the role came between them, or when no
+            -- run of the role serves the entity and none of the role is superseded: no retained
+            -- run then holds the entity. Only the rest probe the run tables.
+            superseded AS MATERIALIZED (
+                SELECT role, published_at FROM runs
+                WHERE model_name = %(model)s AND status = 'superseded'),
+            served AS MATERIALIZED (
+                SELECT l.entity_id, l.event_time, l.label, l.label_value, ro.role AS run_role, d.run_id,
+                       d.model_version AS version, d.prediction, d.label AS predicted, d.scores,
+                       CASE WHEN d.run_id IS NULL
+                            THEN NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role)
+                            ELSE d.published_at <= l.event_time
+                                 AND NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role
+                                                 AND s.published_at >= d.published_at
+                                                 AND s.published_at <= l.event_time) END AS decided
+                FROM pending l CROSS JOIN unnest(%(roles)s::text[]) AS ro(role)
+                LEFT JOIN (served_predictions d JOIN runs dr ON dr.run_id = d.run_id AND dr.status = 'published')
+                       ON d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = l.entity_id COLLATE "C"
+                WHERE NOT l.corrected),
             found AS MATERIALIZED (
-                SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
+                SELECT entity_id, event_time, label, label_value, run_role, run_id, version,
+                       'in_force' AS matched_as, prediction, predicted, scores
+                FROM served WHERE decided AND run_id IS NOT NULL
+                UNION ALL
+                (SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
                        l.entity_id, l.event_time, l.label, l.label_value, r.role AS run_role, r.run_id,
                        r.model_version AS version,
                        CASE WHEN r.published_at > l.event_time THEN 'earliest'
                             WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
                             ELSE 'latest_before' END AS matched_as,
                        p.prediction, p.label AS predicted, p.scores
-                FROM pending l
+                FROM served l
                 JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
-                JOIN runs r ON r.run_id = p.run_id
-                WHERE NOT l.corrected AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
+                JOIN runs r ON r.run_id = p.run_id AND r.role = l.run_role
+                WHERE NOT l.decided AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
                 ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
                          CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC,
-                         r.published_at, r.run_id),
+                         r.published_at, r.run_id)),
             previous AS MATERIALIZED (
                 SELECT m.*, l.label AS new_label, l.label_value AS new_value
                 FROM pending l JOIN label_matches m ON m.model_name = %(model)s AND m.entity_id = l.entity_id
@@ -260,7 +286,8 @@ def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey |
             UNION ALL
             SELECT 1, run_id, model_version, run_role, event_time, matched_as, new_label, new_value, prediction,
                    predicted, scores FROM previous""",
-        {"model": model_name, "retained": list(RETAINED), "after": after[0] if after else None,
+        {"model": model_name, "retained": list(RETAINED), "roles": list(RUN_ROLES),
+         "after": after[0] if after else None,
          "after_time": after[1] if after else None, "upto": upto[0] if upto else None,
          "upto_time": upto[1] if upto else None},
     ).fetchall()

@@ -263,3 +263,75 @@ def test_the_same_label_file_copied_and_ingested_again_changes_nothing(
     os.utime(copy, (later, later))
     moved = ingest_labels(settings, copy, model_name="amount", entity_col="id", label_col="truth")
     assert (moved["inserted"], moved["unchanged"]) == (5, 35)
+
+
+#: Every waiting label's match found by probing every retained run's table (no serving directory):
+#: what `store.monitoring.match_labels` must agree with.
+PROBE_EVERY_RUN = """
+    SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
+           l.entity_id, l.event_time, r.role, r.run_id,
+           CASE WHEN r.published_at > l.event_time THEN 'earliest'
+                WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
+                ELSE 'latest_before' END
+    FROM labels l
+    JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
+    JOIN runs r ON r.run_id = p.run_id
+    WHERE l.matched_at IS NULL AND r.status IN ('published', 'superseded')
+    ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
+             CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC, r.published_at, r.run_id"""
+
+
+def test_matching_through_the_serving_directory_agrees_with_probing_every_run(
+        settings: Settings, tmp_path: Path, conn: psycopg.Connection) -> None:
+    """Overlapping partitions, a re-score by a new version that drops entities (a superseded run
+    still holding them), a challenger, a run expired by retention, and labels before, between and
+    after every publish: each label is matched to the run that probing every table finds."""
+    from batch.retention import prune_runs
+    from store import registry
+
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    parts = {"x": factories.frame(40, seed=1, start=100), "b": factories.frame(60, seed=3, start=30),
+             "a": factories.frame(60, seed=2, start=0)}
+
+    def score(key: str, frame: pd.DataFrame, **options: object) -> None:
+        path = factories.write_parquet(tmp_path / f"{key}.parquet", frame)
+        result = score_partition(settings, ScoreRequest(path=path, model_name="amount", partition_key=key,
+                                                        **options))  # type: ignore[arg-type]
+        assert result.status == "published", result
+
+    for key in ("x", "b", "a"):
+        score(key, parts[key])
+    expire_before = conn.execute("SELECT max(published_at) FROM runs WHERE partition_key = 'x'").fetchone()
+    conn.commit()
+    v2 = register_model(settings, _refit(artifact, train, tmp_path / "v2.joblib"), name="amount",
+                        train_data=train, target="amount", current=True).version
+    score("a", parts["a"].iloc[:40])  # v2 supersedes v1's run of 'a'; b's older run serves e40..e59 again
+    v3 = register_model(settings, _refit(artifact, train, tmp_path / "v3.joblib"), name="amount",
+                        train_data=train, target="amount").version
+    with conn.transaction():
+        registry.set_alias(conn, "amount", "challenger", v3)
+    score("c", factories.frame(50, seed=4, start=70))  # current and challenger
+    score("a", parts["a"].iloc[10:40], force=True)     # v2 again, without e0..e9: no run serves them
+    assert expire_before is not None and v2 != v3
+    pruned = prune_runs(settings, model="amount", older_than=timedelta(0),
+                        now=expire_before[0] + timedelta(microseconds=1))
+    assert [r.partition for r in pruned.runs] == ["x"]
+    times = sorted(t for (t,) in conn.execute(
+        "SELECT published_at FROM runs WHERE status IN ('published', 'superseded')"))
+    moments = [times[0] - timedelta(days=1), *(a + (b - a) / 2 for a, b in zip(times, times[1:], strict=False)),
+               times[-1] + timedelta(minutes=1)]
+    conn.commit()
+    entities = [f"e{i}" for i in range(0, 140, 3)]
+    frame = pd.DataFrame([{"id": e, "truth": float(i), "at": at} for i, e in enumerate(entities) for at in moments])
+    frame.to_parquet(tmp_path / "l.parquet", index=False)
+    ingest_labels(settings, tmp_path / "l.parquet", model_name="amount", entity_col="id", label_col="truth",
+                  time_col="at")
+    expected = sorted(conn.execute(PROBE_EVERY_RUN).fetchall())
+    conn.commit()
+    assert {row[4] for row in expected} == {"earliest", "in_force", "latest_before"}
+    assert {row[2] for row in expected} == {"current", "challenger"}
+    run_monitor(settings, "amount", config=QUIET)
+    matched = sorted(conn.execute(
+        "SELECT entity_id, event_time, run_role, run_id, matched_as FROM label_matches").fetchall())
+    assert matched == expected
