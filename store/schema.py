@@ -1,7 +1,8 @@
 """The store's tables, as SQLAlchemy Core metadata: the source of truth that migrations must match.
 
 `alembic check` (run in CI) fails when this module and ``migrations/versions`` disagree.
-Views are plain SQL in the migrations; their column lists are documented in the README.
+Views are plain SQL in the migrations; their column lists are documented in docs/sql.md
+and docs/monitoring.md.
 """
 
 from __future__ import annotations
