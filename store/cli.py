@@ -182,7 +182,7 @@ def db_grant(settings: Settings, role: str, password: str | None, analyst_role: 
              analyst_password: str | None, writer_role: str | None, writer_password: str | None) -> None:
     """Create the database roles: the read-only role the lookup API connects as
     (PREDSTORE_API_DATABASE_URL), and with --analyst-role / --writer-role the analysts' and the
-    jobs' roles (see the README's "Hardening and security").
+    jobs' roles (see docs/security.md, "Database roles").
 
     The reader may SELECT the published views, the registry and the API key hashes, and nothing
     else: no unpublished or superseded run, no write. Run again after `db upgrade` to refresh the grants.
