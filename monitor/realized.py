@@ -1,6 +1,6 @@
 """Realized performance, kept up to date from new labels only: the I/O around `monitor.tallies`.
 
-Each label is matched once per run role (`store.monitoring.match_labels`), and its tally is added
+Each label is matched once per run role (`store.matching`), and its tally is added
 to its run's, for the UTC day of its event time; a corrected label takes its old tally back. The
 performance rows are then computed from the tallies alone, so a monitor run costs what the new
 labels cost, not what every label ever ingested costs, and a run whose table retention dropped
@@ -24,7 +24,7 @@ from monitor import performance, tallies
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
-from store import monitoring, registry
+from store import matching, monitoring, registry
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
 #: Labels matched per query (what one query's result holds in memory).
@@ -38,12 +38,12 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     changed_at, last = monitoring.last_change(conn, model_name), monitoring.last_performance(conn, model_name)
     if force:
         monitoring.delete_tallies(conn, model_name)
-        for chunk in monitoring.label_matches(conn, model_name):
+        for chunk in matching.label_matches(conn, model_name):
             monitoring.add_tallies(conn, model_name, count(chunk, versions))
     matched, after = 0, None
     while True:  # the waiting labels, a bounded number at a time
-        upto = monitoring.pending_bound(conn, model_name, after=after, size=MATCH_CHUNK)
-        changes = monitoring.match_labels(conn, model_name, after=after, upto=upto)
+        upto = matching.pending_bound(conn, model_name, after=after, size=MATCH_CHUNK)
+        changes = matching.match_labels(conn, model_name, after=after, upto=upto)
         if changes:
             monitoring.add_tallies(conn, model_name, count(changes, versions))
             matched += len(changes)
@@ -51,7 +51,7 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
             break
         after = upto
     if matched >= MATCH_CHUNK:  # many labels changed state: let the next runs find the waiting ones fast
-        monitoring.analyze_labels(conn)
+        matching.analyze_labels(conn)
     changed = matched > 0
     if not (force or changed) and (changed_at is None or (last is not None and last >= changed_at)):
         return Evaluation()
@@ -72,9 +72,9 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
 
 
 def count(changes: Iterable[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion]) -> list[tuple[Any, ...]]:
-    """The tallies of matched labels (`store.monitoring.MATCH_COLUMNS` rows), summed per run, UTC
+    """The tallies of matched labels (`store.matching.MATCH_COLUMNS` rows), summed per run, UTC
     day and kind of match: rows for `store.monitoring.add_tallies`."""
-    frame = pd.DataFrame(list(changes), columns=list(monitoring.MATCH_COLUMNS))
+    frame = pd.DataFrame(list(changes), columns=list(matching.MATCH_COLUMNS))
     if frame.empty:
         return []
     frame["day"] = pd.to_datetime(frame["event_time"], utc=True).dt.floor("D")

@@ -14,10 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from store.schema import RUN_ROLES
+from store.matching import RETAINED
 
-#: Runs whose predictions are still stored (a dropped run keeps its profile, not its rows).
-RETAINED = ("published", "superseded")
 #: Runs whose profile can be checked for drift.
 PROFILED = ("published", "superseded", "dropped")
 
@@ -170,145 +168,6 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
     read, distinct, inserted, updated, unscored = (int(v) for v in row)
     return {"rows": read, "repeated": read - distinct, "inserted": inserted, "updated": updated,
             "unchanged": distinct - inserted - updated, "unscored": unscored}
-
-
-#: What `match_labels` and `label_matches` return per match: +1 counts it, -1 takes back a count.
-MATCH_COLUMNS = ("sign", "run_id", "model_version", "run_role", "event_time", "matched_as", "actual", "actual_value",
-                 "prediction", "predicted", "scores")
-
-
-LabelKey = tuple[str, datetime]
-
-
-def pending_bound(conn: psycopg.Connection, model_name: str, *, after: LabelKey | None,
-                  size: int) -> LabelKey | None:
-    """The key (entity_id, event_time) of the ``size``-th label waiting to be matched after
-    ``after``, in key order; None when fewer wait."""
-    waiting = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s AND matched_at IS NULL",
-                           [model_name]).fetchone()
-    if waiting is None or waiting[0] < size:  # the usual case, read off the partial index
-        return None
-    row = conn.execute(
-        """SELECT entity_id, event_time FROM labels
-           WHERE model_name = %(model)s AND matched_at IS NULL
-             AND (%(entity)s::text IS NULL OR (entity_id, event_time) > (%(entity)s, %(time)s))
-           ORDER BY entity_id, event_time OFFSET %(offset)s LIMIT 1""",
-        {"model": model_name, "entity": after[0] if after else None, "time": after[1] if after else None,
-         "offset": size - 1},
-    ).fetchone()
-    return (row[0], row[1]) if row else None
-
-
-def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey | None = None,
-                 upto: LabelKey | None = None) -> list[tuple[Any, ...]]:
-    """Match the labels that wait for it (new, or corrected since), those with keys in
-    (``after``, ``upto``]; returns the `MATCH_COLUMNS` of what changed, to be added to (or, sign
-    -1, taken from) the performance tallies.
-
-    A new label at event time t is matched once per run role, among retained runs, to the
-    prediction for its entity from the run published most recently at or before t (the one in
-    force at t: published_at <= t < superseded_at, unless it was replaced by a run without that
-    entity: 'latest_before'); when no run holding the entity was published by t (a backfill),
-    to the earliest one, as 'earliest'. The match keeps a copy of the prediction, so a corrected
-    label keeps its match even after the run's table was dropped. Labels whose entity no retained
-    run scored wait for such a run.
-    """
-    return conn.execute(
-        """WITH pending AS MATERIALIZED (
-                SELECT l.entity_id, l.event_time, l.label, l.label_value,
-                       EXISTS (SELECT 1 FROM label_matches m WHERE m.model_name = l.model_name
-                               AND m.entity_id = l.entity_id AND m.event_time = l.event_time) AS corrected
-                FROM labels l WHERE l.model_name = %(model)s AND l.matched_at IS NULL
-                  AND (%(after)s::text IS NULL OR (l.entity_id, l.event_time) > (%(after)s, %(after_time)s))
-                  AND (%(upto)s::text IS NULL OR (l.entity_id, l.event_time) <= (%(upto)s, %(upto_time)s))),
-            -- The directory decides a (label, role) when the entity's newest published run of the
-            -- role predates the label and no superseded run of the role came between them, or when no
-            -- run of the role serves the entity and none of the role is superseded: no retained
-            -- run then holds the entity. Only the rest probe the run tables.
-            superseded AS MATERIALIZED (
-                SELECT role, published_at FROM runs
-                WHERE model_name = %(model)s AND status = 'superseded'),
-            served AS MATERIALIZED (
-                SELECT l.entity_id, l.event_time, l.label, l.label_value, ro.role AS run_role, d.run_id,
-                       d.model_version AS version, d.prediction, d.label AS predicted, d.scores,
-                       CASE WHEN d.run_id IS NULL
-                            THEN NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role)
-                            ELSE d.published_at <= l.event_time
-                                 AND NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role
-                                                 AND s.published_at >= d.published_at
-                                                 AND s.published_at <= l.event_time) END AS decided
-                FROM pending l CROSS JOIN unnest(%(roles)s::text[]) AS ro(role)
-                LEFT JOIN (served_predictions d JOIN runs dr ON dr.run_id = d.run_id AND dr.status = 'published')
-                       ON d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = l.entity_id COLLATE "C"
-                WHERE NOT l.corrected),
-            found AS MATERIALIZED (
-                SELECT entity_id, event_time, label, label_value, run_role, run_id, version,
-                       'in_force' AS matched_as, prediction, predicted, scores
-                FROM served WHERE decided AND run_id IS NOT NULL
-                UNION ALL
-                (SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
-                       l.entity_id, l.event_time, l.label, l.label_value, r.role AS run_role, r.run_id,
-                       r.model_version AS version,
-                       CASE WHEN r.published_at > l.event_time THEN 'earliest'
-                            WHEN l.event_time < coalesce(r.superseded_at, 'infinity') THEN 'in_force'
-                            ELSE 'latest_before' END AS matched_as,
-                       p.prediction, p.label AS predicted, p.scores
-                FROM served l
-                JOIN predictions p ON p.entity_id = l.entity_id COLLATE "C"
-                JOIN runs r ON r.run_id = p.run_id AND r.role = l.run_role
-                WHERE NOT l.decided AND r.model_name = %(model)s AND r.status = ANY(%(retained)s)
-                ORDER BY l.entity_id, l.event_time, r.role, r.published_at <= l.event_time DESC,
-                         CASE WHEN r.published_at <= l.event_time THEN r.published_at END DESC,
-                         r.published_at, r.run_id)),
-            previous AS MATERIALIZED (
-                SELECT m.*, l.label AS new_label, l.label_value AS new_value
-                FROM pending l JOIN label_matches m ON m.model_name = %(model)s AND m.entity_id = l.entity_id
-                                                   AND m.event_time = l.event_time
-                WHERE l.corrected),
-            saved AS (
-                INSERT INTO label_matches (model_name, entity_id, event_time, run_role, run_id, model_version,
-                                           matched_as, label, label_value, prediction, predicted, scores)
-                SELECT %(model)s, entity_id, event_time, run_role, run_id, version, matched_as, label, label_value,
-                       prediction, predicted, scores FROM found),
-            fixed AS (
-                UPDATE label_matches m SET label = p.new_label, label_value = p.new_value, matched_at = now()
-                FROM previous p WHERE m.model_name = %(model)s AND m.entity_id = p.entity_id
-                  AND m.event_time = p.event_time AND m.run_role = p.run_role),
-            done AS (
-                UPDATE labels l SET matched_at = now()
-                FROM (SELECT entity_id, event_time FROM found UNION SELECT entity_id, event_time FROM previous) AS d
-                WHERE l.model_name = %(model)s AND l.entity_id = d.entity_id AND l.event_time = d.event_time)
-            SELECT 1, run_id, version, run_role, event_time, matched_as, label, label_value, prediction,
-                   predicted, scores FROM found
-            UNION ALL
-            SELECT -1, run_id, model_version, run_role, event_time, matched_as, label, label_value, prediction,
-                   predicted, scores FROM previous
-            UNION ALL
-            SELECT 1, run_id, model_version, run_role, event_time, matched_as, new_label, new_value, prediction,
-                   predicted, scores FROM previous""",
-        {"model": model_name, "retained": list(RETAINED), "roles": list(RUN_ROLES),
-         "after": after[0] if after else None,
-         "after_time": after[1] if after else None, "upto": upto[0] if upto else None,
-         "upto_time": upto[1] if upto else None},
-    ).fetchall()
-
-
-def analyze_labels(conn: psycopg.Connection) -> None:
-    """Refresh the planner's statistics of ``labels`` (after matching many of them, so that the
-    few left waiting are found through the partial index)."""
-    conn.execute("ANALYZE labels")
-
-
-def label_matches(conn: psycopg.Connection, model_name: str) -> Iterator[list[tuple[Any, ...]]]:
-    """Every match of the model as `MATCH_COLUMNS` (sign 1), 200,000 at a time (a server-side
-    cursor: run inside a transaction)."""
-    with conn.cursor(name=f"predstore_matches_{abs(hash(model_name))}") as cursor:
-        cursor.execute(
-            """SELECT 1, run_id, model_version, run_role, event_time, matched_as, label, label_value, prediction,
-                      predicted, scores
-               FROM label_matches WHERE model_name = %s""", [model_name])
-        while rows := cursor.fetchmany(200_000):
-            yield rows
 
 
 def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[Any, ...]]) -> None:

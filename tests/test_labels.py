@@ -266,7 +266,7 @@ def test_the_same_label_file_copied_and_ingested_again_changes_nothing(
 
 
 #: Every waiting label's match found by probing every retained run's table (no serving directory):
-#: what `store.monitoring.match_labels` must agree with.
+#: what `store.matching.match_labels` must agree with.
 PROBE_EVERY_RUN = """
     SELECT DISTINCT ON (l.entity_id, l.event_time, r.role)
            l.entity_id, l.event_time, r.role, r.run_id,
