@@ -245,7 +245,7 @@ def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: 
                 result: RunResult | None = score_partition(settings, request, progress=progress)
             except RunFailed as exc:
                 failures.append(exc)
-                result = getattr(exc, "result", None)
+                result = exc.result
                 if not as_json or result is None:
                     raise
         assert result is not None

@@ -19,7 +19,7 @@ from pyarrow import csv as pacsv
 from pyarrow import fs as pafs
 
 from batch import faults, storage
-from store.errors import ConfigError, InputError
+from store.errors import ConfigError, InputError, first_line
 
 BATCH_ROWS = 131_072
 CSV_BLOCK_BYTES = 16 << 20
@@ -181,7 +181,7 @@ def columns_of(partition: Partition) -> list[str]:
         try:
             found = list(pq.read_schema(str(f), filesystem=fs).names)
         except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{_shown(f, fs)}: cannot be read as parquet ({_first_line(exc)})") from exc
+            raise InputError(f"{_shown(f, fs)}: cannot be read as parquet ({first_line(exc)})") from exc
         names, common = (found, set(found)) if i == 0 else (names, common & set(found))
     return [n for n in names if n in common]
 
@@ -201,7 +201,7 @@ def _csv_columns(path: Path, fs: pafs.FileSystem | None = None) -> list[str]:
     except pa.ArrowException as exc:
         raise InputError(f"{shown}: cannot be read as csv ({_csv_problem(exc)})") from exc
     except OSError as exc:
-        raise InputError(f"{shown}: cannot be read ({exc.strerror or _first_line(exc)})") from exc
+        raise InputError(f"{shown}: cannot be read ({exc.strerror or first_line(exc)})") from exc
     if len(names) == 1:
         for sep, name in OTHER_DELIMITERS.items():
             if sep in names[0]:
@@ -259,7 +259,7 @@ def plan(partition: Partition, *, pieces: int = 1) -> list[Slice]:
     try:
         metadata = [(f, pq.read_metadata(str(f), filesystem=fs)) for f in partition.files]
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{partition.root}: cannot be read as parquet ({_first_line(exc)})") from exc
+        raise InputError(f"{partition.root}: cannot be read as parquet ({first_line(exc)})") from exc
     groups = [(f, i, meta.row_group(i).num_rows) for f, meta in metadata for i in range(meta.num_row_groups)]
     total = sum(rows for _, _, rows in groups)
     target = max(1, -(-total // max(1, pieces)))
@@ -340,7 +340,7 @@ def _translated(stream: Iterable[pa.RecordBatch], shown: str) -> Iterator[pa.Rec
 
 def _csv_problem(exc: BaseException) -> str:
     """pyarrow's message, said in a user's words where it is about a CSV's text or shape."""
-    text = _first_line(exc)
+    text = first_line(exc)
     if "invalid UTF8" in text:
         return "the file is not UTF-8 text; convert it, e.g. `iconv -f latin1 -t utf-8`"
     shape = re.search(r"Expected (\d+) columns, got (\d+): ?(.*)", text)
@@ -348,8 +348,3 @@ def _csv_problem(exc: BaseException) -> str:
         expected, got, line = shape.groups()
         return f"a line has {got} fields where the header has {expected}: {line[:80]!r}"
     return text
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -30,7 +30,7 @@ from batch.tasks import Target, TaskContext, TaskResult, digest_task, run_digest
 from batch.validate import check_columns, required_columns
 from store import ledger, predictions, profiles, registry
 from store.db import connect, without_password
-from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, from_database
+from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, first_line, from_database
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -217,9 +217,8 @@ def _after_error(control: psycopg.Connection, run_ids: dict[str, int], results: 
 
 
 def _run_failed(results: dict[str, RunResult], message: str) -> RunFailed:
-    failure = RunFailed(message)
-    failure.result = results["current"]  # type: ignore[attr-defined]
-    return failure
+    current = results["current"]
+    return RunFailed(message, run_id=current.run_id, result=current)
 
 
 def _note_fingerprint(url: str, partition: reader.Partition, run_ids: list[int]) -> None:
@@ -409,8 +408,7 @@ def _describe(exc: BaseException, url: str) -> str:
         return str(from_database(exc, conninfo=url, connecting=False))
     if isinstance(exc, PredstoreError):
         return str(exc)
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"unexpected {type(exc).__name__}: {first} (run with --verbose for the traceback)"
+    return f"unexpected {type(exc).__name__}: {first_line(exc)} (run with --verbose for the traceback)"
 
 
 def _code_version() -> str:

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 from pyarrow import fs as pafs
 
-from store.errors import ConfigError, InputError, PredstoreError, mask_secrets
+from store.errors import ConfigError, InputError, PredstoreError, first_line, mask_secrets
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 #: What a store's error says, and the line a user is shown for it.
@@ -224,8 +224,3 @@ def _common_prefix(keys: list[str]) -> str:
 
 def _without_ids(text: str) -> str:
     return re.sub(r"\s*\(Request ID: [^)]*\)", "", text)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from store.errors import PredstoreError, from_database, mask_secrets
+from store.errors import PredstoreError, first_line, from_database, mask_secrets
 
 
 @contextmanager
@@ -20,9 +20,4 @@ def store_errors(what: str, *, conninfo: str) -> Iterator[None]:
         error = from_database(exc, conninfo=conninfo, connecting=False)
         raise type(error)(f"{what}: {error}") from exc
     except psycopg.Error as exc:
-        raise PredstoreError(f"{what}: the database refused it ({mask_secrets(_first_line(exc), conninfo)})") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise PredstoreError(f"{what}: the database refused it ({mask_secrets(first_line(exc), conninfo)})") from exc

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scheduler.config import Job, ScheduleConfig, load_config
-    from scheduler.daemon import JobsFailed, run_once, serve
+    from scheduler.daemon import run_once, serve
+    from store.errors import JobsFailed
 
 __all__ = ["Job", "JobsFailed", "ScheduleConfig", "load_config", "run_once", "serve"]
 
 #: Where each public name lives; imported on first use, so `predstore --help` does not load APScheduler.
 _HOMES = {"Job": "scheduler.config", "ScheduleConfig": "scheduler.config", "load_config": "scheduler.config",
-          "JobsFailed": "scheduler.daemon", "run_once": "scheduler.daemon", "serve": "scheduler.daemon"}
+          "JobsFailed": "store.errors", "run_once": "scheduler.daemon", "serve": "scheduler.daemon"}
 
 
 def __getattr__(name: str) -> object:

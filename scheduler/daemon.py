@@ -24,17 +24,11 @@ from scheduler.config import ScheduleConfig, check_models
 from scheduler.jobs import Context, apply_retention, fire, plural
 from store import ledger, schedules
 from store.db import connect
-from store.errors import PredstoreError
+from store.errors import JobsFailed
 from store.migrate import prepare
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class JobsFailed(PredstoreError):
-    """A ``--once`` pass ran jobs that failed after their retries."""
-
-    exit_code = 1
 
 
 def start(settings: Settings, config: ScheduleConfig) -> Context:

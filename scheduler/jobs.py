@@ -33,7 +33,7 @@ from scheduler.config import Job, ScheduleConfig
 from scheduler.scan import Cache, Found, scan
 from store import ledger, registry, schedules
 from store.db import connect
-from store.errors import PredstoreError
+from store.errors import JobError, PredstoreError, RunFailed, RunInProgress, first_line
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 CATCH_UP_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367))
 
 
-class JobError(PredstoreError):
-    """A job could not run at all (its model is gone, the monitor is not installed...)."""
+#: What a firing records of a partition whose scoring raised an error (its nearest class here):
+#: ``busy`` ends the firing's work on it, ``failed`` is retried.
+OUTCOMES: dict[type[PredstoreError], str] = {
+    RunInProgress: "busy",
+    PredstoreError: "failed",
+}
 
 
 @dataclass
@@ -98,7 +102,7 @@ def fire(ctx: Context, job_id: str, *, now: datetime | None = None) -> str:
     try:
         outcome = _poll(ctx, job) if job.on_arrival else _fire_cron(ctx, job, now or datetime.now(UTC))
     except (PredstoreError, psycopg.Error) as exc:
-        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = first_line(exc)
         if ctx.trouble.get(job.id) != problem:  # a poll meets the same problem every few seconds: say it once
             log.error("job %s could not run: %s", job.id, problem)
             ctx.trouble[job.id] = problem
@@ -122,13 +126,19 @@ def apply_retention(ctx: Context, *, now: datetime | None = None) -> str:
             # ends after the run in hand.
             pruned = prune_runs(ctx.settings, now=now, pace=3.0, stop=ctx.stop)
     except (PredstoreError, psycopg.Error) as exc:
-        log.error("retention could not run: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        log.error("retention could not run: %s", first_line(exc))
         return "failed"
     if not pruned.runs:
         return "idle"
     log.info("retention dropped %s (%s rows); %s no longer served", plural(len(pruned.runs), "run"),
              f"{sum(r.rows for r in pruned.runs):,}", plural(pruned.entities_unserved, "entity"))
     return "succeeded"
+
+
+def outcome_of(exc: PredstoreError) -> str:
+    """What a firing records of a partition whose scoring raised ``exc``: `OUTCOMES`' entry for its
+    nearest class."""
+    return next(OUTCOMES[cls] for cls in type(exc).__mro__ if cls in OUTCOMES)
 
 
 def plural(n: int, noun: str) -> str:
@@ -252,12 +262,12 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
         tally.attempts += 1
         try:
             result = score_partition(ctx.settings, request)
-        except ledger.RunInProgress as exc:
-            log.info("job %s: %s", job.id, exc)
-            tally.record(partition.key, "busy", run_id=exc.run_id)
-            return
         except PredstoreError as exc:
-            run_id = getattr(getattr(exc, "result", None), "run_id", None)
+            run_id = exc.run_id if isinstance(exc, RunFailed | RunInProgress) else None
+            if outcome_of(exc) == "busy":
+                log.info("job %s: %s", job.id, exc)
+                tally.record(partition.key, "busy", run_id=run_id)
+                return
             then = "giving up until its content or the model changes" if attempt == last else "will retry"
             log.warning("job %s: %s attempt %d of %d failed (%s): %s", job.id, partition.key, attempt, last, then,
                         exc)

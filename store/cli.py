@@ -14,8 +14,38 @@ import psycopg
 
 from store import db as dbmod
 from store import ledger, migrate
-from store.errors import ConfigError, PredstoreError, mask_secrets
+from store.errors import (
+    ConfigError,
+    ConnectionLost,
+    InputError,
+    JobsFailed,
+    ModelError,
+    NotFound,
+    PredstoreError,
+    RunFailed,
+    RunNotRunning,
+    SchemaOutdated,
+    StoreUnavailable,
+    first_line,
+    mask_secrets,
+)
 from store.settings import Settings
+
+#: The exit status of each error (its nearest class here); 2 is for what the user must fix before
+#: trying again, 1 for a job that ran and failed (run it again once the cause is gone).
+EXIT_CODES: dict[type[PredstoreError], int] = {
+    ConfigError: 2,
+    ConnectionLost: 1,
+    StoreUnavailable: 2,
+    SchemaOutdated: 2,
+    NotFound: 2,
+    ModelError: 1,
+    InputError: 1,
+    RunFailed: 1,
+    RunNotRunning: 1,
+    JobsFailed: 1,
+    PredstoreError: 1,
+}
 
 #: Every subcommand but `db`, as ``module:attribute``: `predstore score` is ``batch.cli:score``.
 #: They are imported when a command line names them (or --help lists them), so `predstore db url`
@@ -58,10 +88,15 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except PredstoreError as exc:
             click.echo(f"predstore: error: {mask_secrets(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(exit_code(exc))
         except KeyboardInterrupt:
             click.echo("predstore: interrupted", err=True)
             ctx.exit(130)
+
+
+def exit_code(exc: PredstoreError) -> int:
+    """The exit status for ``exc``: `EXIT_CODES`' entry for its nearest class."""
+    return next(EXIT_CODES[cls] for cls in type(exc).__mro__ if cls in EXIT_CODES)
 
 
 @click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
@@ -191,9 +226,8 @@ def db_grant(settings: Settings, role: str, password: str | None, analyst_role: 
     try:
         done = _grant(url, role, password, analyst_role, analyst_password, writer_role, writer_password)
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"could not create the roles ({first}); run `predstore db grant` as a role that may "
-                          "create roles and owns the store, or as a superuser") from exc
+        raise ConfigError(f"could not create the roles ({first_line(exc)}); run `predstore db grant` as a role "
+                          "that may create roles and owns the store, or as a superuser") from exc
     for name, created, rights in done:
         click.echo(f"{'created' if created else 'updated'} role {name}: {rights}")
     click.echo(f"point the lookup API at it: PREDSTORE_API_DATABASE_URL=postgresql://{role}:PASSWORD@HOST:PORT/DATABASE")

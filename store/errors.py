@@ -2,8 +2,9 @@
 
 Every error a user can cause or meet derives from `PredstoreError`. Foreign errors (psycopg,
 SQLAlchemy, OS, pyarrow) are translated once, where they are met, with ``raise ... from exc``.
-The CLI shows ``str(error)`` as one line and exits with ``error.exit_code``; the lookup API's
-error handler turns them into JSON.
+Three tables map the tree to what its reader sees, each in one place: the CLI's exit codes
+(`store.cli.EXIT_CODES`), the lookup API's HTTP statuses (`lookup_api.errors.STATUS`) and the
+scheduler's firing outcomes (`scheduler.jobs.OUTCOMES`).
 
 Database errors are translated by `from_database`, the one place that also keeps secrets out of
 messages: a connection string is only ever shown by `describe_target`, and `mask_secrets` blanks
@@ -13,6 +14,7 @@ any password that libpq echoes back (it quotes a malformed URL whole).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -27,62 +29,59 @@ MASK = "***"
 class PredstoreError(Exception):
     """Base of every error predstore shows to a user."""
 
-    exit_code = 1
-
 
 class ConfigError(PredstoreError):
     """A setting, flag or path given by the user is wrong."""
 
-    exit_code = 2
-
 
 class StoreUnavailable(PredstoreError):
     """The database cannot be reached or the embedded server cannot start."""
-
-    exit_code = 2
 
 
 class ConnectionLost(StoreUnavailable):
     """The database went away in the middle of a job, which failed (exit 1) and is run again once
     it is back."""
 
-    exit_code = 1
-
 
 class SchemaOutdated(PredstoreError):
     """The database is not at the migration revision this code expects."""
-
-    exit_code = 2
 
 
 class NotFound(PredstoreError):
     """A named model, version or run does not exist."""
 
-    exit_code = 2
-
 
 class ModelError(PredstoreError):
     """A model artifact is unreadable, changed since registration, or failed to predict."""
-
-    exit_code = 1
 
 
 class InputError(PredstoreError):
     """An input partition cannot be used (missing columns, unreadable, too many bad rows)."""
 
-    exit_code = 1
-
 
 class RunFailed(PredstoreError):
-    """A scoring run failed; nothing was published."""
+    """A scoring run failed; nothing was published. ``result`` is the run's `batch.runner.RunResult`
+    (counts, status, message), for a caller that reports failed runs beside the others."""
 
-    exit_code = 1
+    def __init__(self, message: str, *, run_id: int | None = None, result: Any = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.result = result
+
+
+class RunInProgress(PredstoreError):
+    """Another live process is running the same (model, partition)."""
+
+    def __init__(self, run_id: int, model_name: str, partition_key: str) -> None:
+        super().__init__(
+            f"run {run_id} is already scoring partition {partition_key!r} for model {model_name!r}; "
+            "wait for it to finish"
+        )
+        self.run_id = run_id
 
 
 class RunNotRunning(PredstoreError):
     """A ledger transition found the run no longer `running` (another process marked it first)."""
-
-    exit_code = 1
 
     def __init__(self, run_id: int, status: str | None) -> None:
         now = f" (it is {status})" if status else ""
@@ -90,6 +89,20 @@ class RunNotRunning(PredstoreError):
                          f"see `predstore runs show {run_id}`")
         self.run_id = run_id
         self.status = status
+
+
+class JobError(PredstoreError):
+    """A scheduled job could not run at all (its model is gone, the monitor is not installed...)."""
+
+
+class JobsFailed(PredstoreError):
+    """A ``--once`` pass of the scheduler ran jobs that failed after their retries."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name if it has none): what a one-line error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def mask_secrets(text: str, conninfo: str | None = None) -> str:
@@ -117,7 +130,7 @@ def describe_target(conninfo: str) -> str:
 def from_database(exc: psycopg.Error, *, conninfo: str, connecting: bool = True) -> PredstoreError:
     """The predstore error for a database error met connecting to ``conninfo`` (or, with
     ``connecting=False``, using a connection to it): one line, no password."""
-    first = mask_secrets((str(exc).strip().splitlines() or [type(exc).__name__])[0], conninfo)
+    first = mask_secrets(first_line(exc), conninfo)
     if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:  # libpq refused the string
         return ConfigError(f"PREDSTORE_DATABASE_URL is not a valid PostgreSQL URL ({first}); "
                            "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE")

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from store.errors import NotFound, PredstoreError, RunNotRunning
+from store.errors import NotFound, RunInProgress, RunNotRunning
 
 #: First key of the two-key advisory locks that mark a run's process as alive.
 RUN_LOCK_CLASS = 7270
@@ -25,17 +25,6 @@ FINAL_FIELDS = frozenset({
     "status", "rows_in", "rows_scored", "rows_rejected", "rows_duplicate", "duration_s", "rows_per_s",
     "peak_rss_bytes", "cpu_seconds", "error", "predictions_digest", "details", "input_fingerprint",
 })
-
-
-class RunInProgress(PredstoreError):
-    """Another live process is running the same (model, partition)."""
-
-    def __init__(self, run_id: int, model_name: str, partition_key: str) -> None:
-        super().__init__(
-            f"run {run_id} is already scoring partition {partition_key!r} for model {model_name!r}; "
-            "wait for it to finish"
-        )
-        self.run_id = run_id
 
 
 def start_run(

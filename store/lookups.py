@@ -23,7 +23,7 @@ from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from store.db import describe_target
-from store.errors import NotFound, StoreUnavailable
+from store.errors import NotFound, StoreUnavailable, first_line
 
 T = TypeVar("T")
 
@@ -131,8 +131,8 @@ def read(pool: ConnectionPool, query: Callable[[psycopg.Connection], T], *, time
             raise StoreUnavailable(f"no connection to PostgreSQL at {_target(pool)} within {timeout:g} s") from exc
         except psycopg.OperationalError as exc:
             if attempt == 2:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise StoreUnavailable(f"lost the connection to PostgreSQL at {_target(pool)}: {first}") from exc
+                raise StoreUnavailable(f"lost the connection to PostgreSQL at {_target(pool)}: "
+                                       f"{first_line(exc)}") from exc
             pool.check()
     raise AssertionError("unreachable")
 
