@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,9 +271,9 @@ def runs_list(settings: Settings, model_name: str | None, limit: int) -> None:
     if not rows:
         click.echo("no runs yet; see `predstore score --help`")
     for r in rows:
-        click.echo(f"{r['run_id']:>6} {r['status']:<10} {r['model_name']} v{r['model_version']:<3} "
-                   f"{r['partition_key']:<24} in {r['rows_in']:>9} rejected {r['rows_rejected']:>6} "
-                   f"{(r['rows_per_s'] or 0):>10,.0f} rows/s  {r['started_at']:%Y-%m-%d %H:%M:%S}")
+        click.echo(f"{r.run_id:>6} {r.status:<10} {r.model_name} v{r.model_version:<3} "
+                   f"{r.partition_key:<24} in {r.rows_in:>9} rejected {r.rows_rejected:>6} "
+                   f"{(r.rows_per_s or 0):>10,.0f} rows/s  {r.started_at:%Y-%m-%d %H:%M:%S}")
 
 
 @runs.command("show")
@@ -282,8 +283,8 @@ def runs_list(settings: Settings, model_name: str | None, limit: int) -> None:
 def runs_show(settings: Settings, run_id: int, rejects: int) -> None:
     """One run's ledger row and its first rejected rows, as JSON."""
     with _conn(settings) as conn:
-        run = ledger.get_run(conn, run_id)
-        run["rejected_sample"] = ledger.rejected_sample(conn, run_id, limit=rejects)
+        run = {**asdict(ledger.get_run(conn, run_id)),
+               "rejected_sample": ledger.rejected_sample(conn, run_id, limit=rejects)}
     click.echo(json.dumps(run, indent=2, default=str))
 
 

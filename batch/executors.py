@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the scoring task (numpy, pyarrow, the model's libraries) lo
     from batch.reader import Slice
     from batch.tasks import TaskContext, TaskResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.batch.executors")
 
 EXECUTORS = ("local", "dask")
 

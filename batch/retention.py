@@ -23,7 +23,7 @@ from store.migrate import prepare
 from store.retention import Expiring
 from store.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.batch.retention")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunF
 from store.migrate import prepare
 from store.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.batch.runner")
 
 DEFAULT_ENTITY_COL = "entity_id"
 

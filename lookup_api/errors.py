@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable, mask_secrets
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.lookup_api.errors")
 
 #: Seconds a client is told to wait when the database is away.
 RETRY_AFTER = 1

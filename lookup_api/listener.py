@@ -17,7 +17,7 @@ from store.db import connect
 from store.errors import PredstoreError
 from store.predictions import PUBLISH_CHANNEL
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.lookup_api.listener")
 
 CHANNELS = (PUBLISH_CHANNEL, APIKEYS_CHANNEL)
 

@@ -69,7 +69,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
             versions = {m.version: m for m in registry.list_models(conn, model_name)}
             if not versions:
                 registry.get_model(conn, model_name)  # raises NotFound, saying what exists
-            if run_id is not None and ledger.get_run(conn, run_id)["model_name"] != model_name:
+            if run_id is not None and ledger.get_run(conn, run_id).model_name != model_name:
                 raise ConfigError(f"run {run_id} is not a run of model {model_name!r}")
             candidates = _check_drift(conn, model_name, versions, run_id, since, config, result)
             for outcome in (realized.update(conn, model_name, versions, config, force=since is not None),

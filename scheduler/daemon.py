@@ -28,7 +28,7 @@ from store.errors import JobsFailed
 from store.migrate import prepare
 from store.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.scheduler.daemon")
 
 
 def start(settings: Settings, config: ScheduleConfig) -> Context:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.scheduler.hooks")
 
 #: A hook still running after this long is stopped and counted as failed.
 HOOK_TIMEOUT_S = 3600

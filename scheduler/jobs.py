@@ -36,7 +36,7 @@ from store.db import connect
 from store.errors import JobError, PredstoreError, RunFailed, RunInProgress, first_line
 from store.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.scheduler.jobs")
 
 #: How far back a start looks for a cron firing that was missed while no scheduler ran.
 CATCH_UP_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=367))
@@ -214,7 +214,7 @@ def _score_found(ctx: Context, job: Job, conn: psycopg.Connection, found: list[F
     model = registry.get_model(conn, job.model)
     scored = schedules.published_inputs(conn, model.name)
     for partition in found:
-        if scored.get(partition.key) == (model.version, partition.fingerprint):
+        if ledger.is_current(scored.get(partition.key), model.version, partition.fingerprint):
             tally.current += 1
             continue
         if ctx.stop.is_set():
@@ -246,9 +246,8 @@ def _score_found(ctx: Context, job: Job, conn: psycopg.Connection, found: list[F
 
 
 def _done(conn: psycopg.Connection, model: registry.ModelVersion, partition: Found) -> bool:
-    published = ledger.find_published(conn, model.name, partition.key)
-    return bool(published and published["model_version"] == model.version
-                and published["input_fingerprint"] == partition.fingerprint)
+    return ledger.is_current(ledger.find_published(conn, model.name, partition.key), model.version,
+                             partition.fingerprint)
 
 
 def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attempt: int, tally: Tally) -> None:

@@ -19,7 +19,7 @@ from pyarrow import fs as pafs
 from batch import reader, storage
 from store.errors import PredstoreError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.scheduler.scan")
 
 #: Files and folders a scan passes over: hidden or underscore names are writes in progress
 #: (write to ``.name`` or ``_name``, then rename into place) or markers such as ``_SUCCESS``.

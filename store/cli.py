@@ -6,14 +6,13 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import sys
 from typing import Any
 
 import click
 import psycopg
 
 from store import db as dbmod
-from store import ledger, migrate
+from store import ledger, logs, migrate
 from store.errors import (
     ConfigError,
     ConnectionLost,
@@ -87,7 +86,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PredstoreError as exc:
-            click.echo(f"predstore: error: {mask_secrets(str(exc))}", err=True)
+            logs.say(mask_secrets(str(exc)), level=logging.ERROR)
             ctx.exit(exit_code(exc))
         except KeyboardInterrupt:
             click.echo("predstore: interrupted", err=True)
@@ -109,17 +108,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
     With PREDSTORE_DATABASE_URL unset, every command uses an embedded PostgreSQL kept under
     PREDSTORE_HOME (default ./.predstore), started on first use.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("pgserver", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # psycopg warns only of errors it ignored while cleaning up after one (a COPY it could not end
-    # on a lost connection), which the command reports itself, in one line.
-    logging.getLogger("psycopg").setLevel(logging.DEBUG if verbose else logging.ERROR)
-    ctx.obj = Settings.from_env()
+    settings = Settings.from_env()
+    logs.configure(settings, verbose=verbose)
+    ctx.obj = settings
 
 
 @main.group()

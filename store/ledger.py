@@ -9,11 +9,13 @@ lock is free) and marked abandoned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from store.errors import NotFound, RunInProgress, RunNotRunning
@@ -25,6 +27,59 @@ FINAL_FIELDS = frozenset({
     "status", "rows_in", "rows_scored", "rows_rejected", "rows_duplicate", "duration_s", "rows_per_s",
     "peak_rss_bytes", "cpu_seconds", "error", "predictions_digest", "details", "input_fingerprint",
 })
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's ledger row, its fields in the table's column order."""
+
+    run_id: int
+    job_kind: str
+    model_name: str
+    model_version: int
+    model_sha256: str | None
+    partition_key: str
+    input_uri: str
+    input_fingerprint: str | None
+    status: str
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    rows_duplicate: int
+    started_at: datetime
+    finished_at: datetime | None
+    published_at: datetime | None
+    duration_s: float | None
+    rows_per_s: float | None
+    peak_rss_bytes: int | None
+    cpu_seconds: float | None
+    error: str | None
+    code_version: str | None
+    host: str | None
+    pid: int | None
+    predictions_digest: str | None
+    details: dict[str, Any] | None
+    superseded_at: datetime | None
+    role: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a published run scored: its model version and its input's content (fingerprint)."""
+
+    model_version: int
+    input_fingerprint: str | None
+
+
+def is_current(published: Run | Scored | None, model_version: int, fingerprint: str) -> bool:
+    """Whether ``published`` scored this content (``fingerprint``) with ``model_version`` already,
+    so that scoring it again would repeat it: the rule by which a run is skipped and a scheduled
+    partition passed over."""
+    return (published is not None and published.model_version == model_version
+            and published.input_fingerprint == fingerprint)
+
+
+_RUN_COLUMNS = sql.SQL(", ").join(sql.Identifier(f.name) for f in fields(Run))
 
 
 def start_run(
@@ -142,29 +197,32 @@ def note_fingerprint(conn: psycopg.Connection, run_id: int, fingerprint: str) ->
 
 
 def find_published(conn: psycopg.Connection, model_name: str, partition_key: str,
-                   role: str = "current") -> dict[str, Any] | None:
+                   role: str = "current") -> Run | None:
     """The published run of (model, partition) in ``role``, if any."""
-    cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(
-        "SELECT * FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s AND status = 'published'",
+    return conn.cursor(row_factory=class_row(Run)).execute(
+        sql.SQL("SELECT {} FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s "
+                "AND status = 'published'").format(_RUN_COLUMNS),
         [model_name, partition_key, role],
     ).fetchone()
 
 
-def get_run(conn: psycopg.Connection, run_id: int) -> dict[str, Any]:
+def get_run(conn: psycopg.Connection, run_id: int) -> Run:
     """One run's ledger row; `NotFound` if there is none."""
-    row = conn.cursor(row_factory=dict_row).execute("SELECT * FROM runs WHERE run_id = %s", [run_id]).fetchone()
-    if row is None:
+    run = conn.cursor(row_factory=class_row(Run)).execute(
+        sql.SQL("SELECT {} FROM runs WHERE run_id = %s").format(_RUN_COLUMNS), [run_id]).fetchone()
+    if run is None:
         raise NotFound(f"there is no run {run_id}; see `predstore runs list`")
-    return row
+    return run
 
 
-def list_runs(conn: psycopg.Connection, *, model_name: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_runs(conn: psycopg.Connection, *, model_name: str | None = None, limit: int = 50) -> list[Run]:
     """The newest runs first (of ``model_name``, if given)."""
-    cur = conn.cursor(row_factory=dict_row)
-    where = "WHERE model_name = %s" if model_name else ""
+    where = sql.SQL("WHERE model_name = %s" if model_name else "")
     params: list[Any] = [model_name] if model_name else []
-    return cur.execute(f"SELECT * FROM run_summary {where} ORDER BY run_id DESC LIMIT %s", [*params, limit]).fetchall()
+    return conn.cursor(row_factory=class_row(Run)).execute(
+        sql.SQL("SELECT {} FROM runs {} ORDER BY run_id DESC LIMIT %s").format(_RUN_COLUMNS, where),
+        [*params, limit],
+    ).fetchall()
 
 
 def superseded_runs(conn: psycopg.Connection, model_name: str, partition_key: str, *, keep: int,

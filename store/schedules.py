@@ -14,6 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from store.ledger import Scored
+
 #: First key of the advisory locks that mark a firing's process as alive.
 FIRING_LOCK_CLASS = 7272
 #: First key of the advisory locks that one replica holds while it works on a named thing
@@ -99,14 +101,14 @@ def unlock(conn: psycopg.Connection, name: str) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [WORK_LOCK_CLASS, name])
 
 
-def published_inputs(conn: psycopg.Connection, model_name: str) -> dict[str, tuple[int, str | None]]:
+def published_inputs(conn: psycopg.Connection, model_name: str) -> dict[str, Scored]:
     """For each partition of ``model_name`` with a published run: its model version and input fingerprint."""
     rows = conn.execute(
         """SELECT partition_key, model_version, input_fingerprint FROM runs
            WHERE model_name = %s AND status = 'published'""",
         [model_name],
     ).fetchall()
-    return {key: (int(version), fingerprint) for key, version, fingerprint in rows}
+    return {key: Scored(int(version), fingerprint) for key, version, fingerprint in rows}
 
 
 def failed_attempts(conn: psycopg.Connection, *, model_name: str, model_version: int, partition_key: str,

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from store.errors import ConfigError
 
+#: PREDSTORE_LOG_LEVEL's values, the default first.
+LOG_LEVELS = ("info", "debug", "warning", "error", "critical")
+#: PREDSTORE_LOG_FORMAT's values, the default first.
+LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -44,6 +49,10 @@ class Settings:
     #: Where model artifacts are stored: a folder, or an object-store URI such as ``s3://bucket/prefix``.
     #: None: ``home / "artifacts"``.
     artifacts: str | None = None
+    #: The lowest level logged (`LOG_LEVELS`), for predstore and the libraries it runs.
+    log_level: str = "info"
+    #: ``text`` lines, or ``json``: one object per line (`store.logs`).
+    log_format: str = "text"
 
     @property
     def artifacts_dir(self) -> Path | str:
@@ -86,6 +95,8 @@ class Settings:
             metrics_dir=Path(raw_dir) if (raw_dir := get("PREDSTORE_METRICS_DIR")) else None,
             pushgateway_url=get("PREDSTORE_PUSHGATEWAY_URL"),
             artifacts=get("PREDSTORE_ARTIFACTS"),
+            log_level=_choice(get("PREDSTORE_LOG_LEVEL"), "PREDSTORE_LOG_LEVEL", LOG_LEVELS),
+            log_format=_choice(get("PREDSTORE_LOG_FORMAT"), "PREDSTORE_LOG_FORMAT", LOG_FORMATS),
         )
 
     def max_age(self, model: str) -> int | None:
