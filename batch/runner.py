@@ -105,8 +105,8 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
         due = {}
         for role, model_row in roles.items():
             published = ledger.find_published(control, model_row.name, partition.key, role)
-            if (not request.force and published and published["model_version"] == model_row.version
-                    and published["input_fingerprint"] == partition.fingerprint):
+            if (published is not None and not request.force
+                    and ledger.is_current(published, model_row.version, partition.fingerprint)):
                 _skip(control, model_row, partition, published, results[role], role)
             else:
                 due[role] = model_row
@@ -359,15 +359,15 @@ def _check_rejects(result: RunResult, max_fraction: float) -> None:
 
 
 def _skip(control: psycopg.Connection, model_row: registry.ModelVersion, partition: reader.Partition,
-          published: dict[str, Any], result: RunResult, role: str) -> RunResult:
+          published: ledger.Run, result: RunResult, role: str) -> RunResult:
     result.run_id = ledger.record_skipped(
         control, model_name=model_row.name, model_version=model_row.version, model_sha256=model_row.sha256,
         partition_key=partition.key, input_uri=partition.uri, input_fingerprint=partition.fingerprint,
         code_version=_code_version(), host=socket.gethostname(), pid=os.getpid(),
-        published_run=published["run_id"], role=role,
+        published_run=published.run_id, role=role,
     )
     result.status = "skipped"
-    result.message = (f"skipped: run {published['run_id']} already published partition {partition.key!r} with "
+    result.message = (f"skipped: run {published.run_id} already published partition {partition.key!r} with "
                       f"{model_row.name} v{model_row.version} and the same input; --force scores it again")
     return result
 
@@ -424,17 +424,17 @@ def verify_run(settings: Settings, run_id: int) -> dict[str, Any]:
     url = prepare(settings)
     with connect(url, autocommit=True) as conn:
         run = ledger.get_run(conn, run_id)
-        model_row = registry.get_model(conn, run["model_name"], version=run["model_version"])
-        if not run["predictions_digest"]:
-            raise InputError(f"run {run_id} has no recorded digest (status {run['status']}); "
+        model_row = registry.get_model(conn, run.model_name, version=run.model_version)
+        if not run.predictions_digest:
+            raise InputError(f"run {run_id} has no recorded digest (status {run.status}); "
                              "only published runs verify")
-        partition = reader.open_partition(run["input_uri"], key=run["partition_key"])
-        if partition.fingerprint != run["input_fingerprint"]:
+        partition = reader.open_partition(run.input_uri, key=run.partition_key)
+        if partition.fingerprint != run.input_fingerprint:
             raise InputError(f"the input {partition.uri} has changed since run {run_id} read it; it cannot be "
                              "replayed")
-        entity_col = (run["details"] or {}).get("entity_col", DEFAULT_ENTITY_COL)
+        entity_col = (run.details or {}).get("entity_col", DEFAULT_ENTITY_COL)
         ctx = _context(url, entity_col, conn, partition, 1.0, [(run_id, model_row)])
     tasks = [digest_task(part, ctx) for part in reader.plan(partition)]
     recomputed = run_digest([d for task in tasks for d in task.targets[0].digests])
-    return {"run_id": run_id, "recorded": run["predictions_digest"], "recomputed": recomputed,
-            "match": recomputed == run["predictions_digest"], "rows_in": sum(t.rows_in for t in tasks)}
+    return {"run_id": run_id, "recorded": run.predictions_digest, "recomputed": recomputed,
+            "match": recomputed == run.predictions_digest, "rows_in": sum(t.rows_in for t in tasks)}
