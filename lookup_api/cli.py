@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 from dataclasses import replace
 
 import click
 
 from store import apikeys as keys
-from store import audit, migrate
+from store import audit, logs, migrate
 from store.db import connect
 from store.settings import Settings
 
@@ -19,7 +20,7 @@ from store.settings import Settings
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: the CPUs this process may "
-              "use, cgroup quota included).")
+              "use, its cgroup's CPU quota included).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads per worker running requests.")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead (one process, debug-friendly).")
@@ -29,11 +30,13 @@ from store.settings import Settings
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, workers: int | None, threads: int, dev: bool,
           no_key_required: bool) -> None:
-    """Run the lookup API under granian (a WSGI server written in Rust), one worker per core.
+    """Run the lookup API under granian (a WSGI server written in Rust), one worker per CPU.
 
-    gunicorn runs the same app: gunicorn 'lookup_api:create_app()' -c lookup_api/gunicorn.conf.py
+    It refuses to start when the workers need more database connections (workers x (pool size + 1))
+    than the server has free. gunicorn runs the same app:
+    gunicorn 'lookup_api:create_app()' -c python:lookup_api.gunicorn_conf
     """
-    from lookup_api import server
+    from lookup_api import capacity, server
 
     if no_key_required:
         settings = replace(settings, api_require_key=False)
@@ -50,18 +53,19 @@ def serve(settings: Settings, host: str, port: int, workers: int | None, threads
         finally:
             close_app(app)
         return
-    workers = workers or server.available_cpus()
-    click.echo(f"serving on http://{host}:{port} with {workers} worker(s) x {threads} thread(s)", err=True)
-    server.run(host=host, port=port, workers=workers, threads=threads)
+    workers = workers or capacity.available_cpus()
+    capacity.check_connections(settings, workers=workers)
+    logs.say(f"serving on http://{host}:{port} with {workers} worker(s) x {threads} thread(s)", name="lookup_api")
+    server.run(settings, host=host, port=port, workers=workers, threads=threads)
 
 
 def say_how_keys_are_checked(settings: Settings) -> None:
     """Print, before serving, whether /v1 requests need a key."""
     if settings.api_require_key:
-        click.echo("every /v1 request needs an API key (`predstore apikeys create NAME` makes one)", err=True)
+        logs.say("every /v1 request needs an API key (`predstore apikeys create NAME` makes one)", name="lookup_api")
     else:
-        click.echo("warning: /v1 answers without an API key until the first key is created "
-                   "(PREDSTORE_API_REQUIRE_KEY=false); for local development only", err=True)
+        logs.say("/v1 answers without an API key until the first key is created (PREDSTORE_API_REQUIRE_KEY=false); "
+                 "for local development only", level=logging.WARNING, name="lookup_api")
 
 
 @click.group()

@@ -1,10 +1,10 @@
-"""Serving the lookup API in production: granian's WSGI server, one process per available core.
+"""Serving the lookup API in production: granian's WSGI server, one process per available CPU.
 
 granian parses HTTP and keeps connections alive in Rust, and hands each request to one of a few
 Python threads per worker: at 16 keep-alive connections on 2 cores it answers 1.6-2x the
 requests per second of gunicorn's gthread workers running the same Flask app (measured by
 benchmarks/bench_lookup.py). gunicorn stays supported: ``gunicorn 'lookup_api:create_app()' -c
-lookup_api/gunicorn.conf.py``.
+python:lookup_api.gunicorn_conf``.
 
 Each worker builds its own app (`app`): a pool and a listener thread do not survive a fork.
 """
@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from store.settings import Settings
 
 
 def app() -> Flask:
@@ -35,22 +37,14 @@ def app() -> Flask:
     return built
 
 
-def available_cpus() -> int:
-    """The CPUs this process may use: its affinity, bounded by a cgroup v2 CPU quota (containers)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, round(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
-
-
-def run(*, host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the API until SIGINT or SIGTERM."""
+def run(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the API until SIGINT or SIGTERM; granian's lines and the workers' are logged as
+    ``settings`` say (`store.logs`)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    from store.logs import dict_config
 
     # Workers share their Prometheus numbers through files in this folder; /metrics sums them.
     folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="predstore-metrics-"))
@@ -60,4 +54,5 @@ def run(*, host: str, port: int, workers: int, threads: int) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     Granian("lookup_api.server:app", factory=True, interface=Interfaces.WSGI, address=host, port=port,
             workers=workers, blocking_threads=threads, respawn_failed_workers=True, workers_kill_timeout=10,
-            log_access=False).serve()
+            log_access=False, log_level=LogLevels(settings.log_level),
+            log_dictconfig=dict_config(settings, servers=True)).serve()

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,10 +18,10 @@ from psycopg_pool import ConnectionPool
 from store.errors import ConfigError, StoreUnavailable, describe_target, from_database
 from store.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("predstore.store.db")
 
-__all__ = ["EMBEDDED_CONF", "LIVENESS", "connect", "database_url", "describe_target", "make_pool", "start_embedded",
-           "stop_embedded", "with_database", "without_password"]
+__all__ = ["EMBEDDED_CONF", "LIVENESS", "ConnectionSlots", "connect", "connection_slots", "database_url",
+           "describe_target", "make_pool", "start_embedded", "stop_embedded", "with_database", "without_password"]
 
 #: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
 #: WAL for a run's table, which is created and filled in one transaction (no replicas to feed).
@@ -152,6 +153,33 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "pred
                                **LIVENESS)
     except psycopg.Error as exc:
         raise from_database(exc, conninfo=url) from exc
+
+
+@dataclass(frozen=True)
+class ConnectionSlots:
+    """A server's connections as one client sees them."""
+
+    max_connections: int
+    #: Slots only superusers may take: superuser_reserved_connections, and reserved_connections (PostgreSQL 16).
+    reserved: int
+    #: Client connections open now, the asking one left out.
+    in_use: int
+
+    @property
+    def free(self) -> int:
+        return self.max_connections - self.reserved - self.in_use
+
+
+def connection_slots(conn: psycopg.Connection) -> ConnectionSlots:
+    """How many connections the server allows, keeps for superusers, and has open now."""
+    row = conn.execute(
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int"
+        " + coalesce(current_setting('reserved_connections', true)::int, 0),"
+        " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())"
+    ).fetchone()
+    assert row is not None
+    return ConnectionSlots(max_connections=row[0], reserved=row[1], in_use=row[2])
 
 
 def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, name: str = "predstore") -> ConnectionPool:

@@ -60,12 +60,14 @@ def seeded(conn: psycopg.Connection) -> int:
 
 
 def test_gunicorn_serves_lookups(cli_env: dict[str, str], seeded: int, tmp_path: Path) -> None:
+    """With the settings of the installed package, run outside any source checkout; every line
+    it writes, gunicorn's included, is a JSON object."""
     port = free_port()
-    env = {**cli_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    env = {**cli_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "PREDSTORE_LOG_FORMAT": "json"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "lookup_api:create_app()", "-c", "lookup_api/gunicorn.conf.py",
+        [sys.executable, "-m", "gunicorn", "lookup_api:create_app()", "-c", "python:lookup_api.gunicorn_conf",
          "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(150):
@@ -94,6 +96,8 @@ def test_gunicorn_serves_lookups(cli_env: dict[str, str], seeded: int, tmp_path:
         output, _ = server.communicate(timeout=30)
     assert server.returncode == 0, output
     assert "Traceback" not in output
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert {"gunicorn.error"} <= {line["logger"] for line in lines} and all(line["time"] for line in lines)
 
 
 def assert_connections_spread(server_pid: int, port: int, clients: int = 16) -> None:
@@ -120,8 +124,9 @@ def assert_connections_spread(server_pid: int, port: int, clients: int = 16) -> 
 def test_predstore_serve_serves_lookups(cli_env: dict[str, str], seeded: int, kind: str) -> None:
     port = free_port()
     args = ["--workers", "2"] if kind == "granian" else ["--dev"]
+    env = {**cli_env, "PREDSTORE_LOG_FORMAT": "json"} if kind == "granian" else cli_env
     server = subprocess.Popen([sys.executable, "-m", "store", "serve", "--port", str(port), *args], cwd=REPO,
-                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(150):
             try:
@@ -135,6 +140,9 @@ def test_predstore_serve_serves_lookups(cli_env: dict[str, str], seeded: int, ki
         server.send_signal(signal.SIGINT)
         output, _ = server.communicate(timeout=30)
     assert "Traceback" not in output, output
+    if kind == "granian":  # granian's lines and predstore's, all JSON objects
+        loggers = {json.loads(line)["logger"] for line in output.splitlines()}
+        assert {"_granian", "predstore.lookup_api"} <= loggers, output
 
 
 def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
