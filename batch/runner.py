@@ -122,12 +122,11 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
 
 
 def _export(settings: Settings, result: RunResult, role: str) -> None:
-    metrics.export(settings, "score", {"model": result.model, "partition": result.partition, "role": role,
-                                       "status": result.status}, {
+    metrics.export(settings, "score", {"model": result.model, "role": role}, {
         "rows_in": result.rows_in, "rows_scored": result.rows_scored, "rows_rejected": result.rows_rejected,
         "duration_seconds": result.duration_s, "rows_per_second": result.rows_per_s,
-        "peak_rss_bytes": result.peak_rss_bytes, "success": float(result.status in ("published", "skipped")),
-    })
+        "peak_rss_bytes": result.peak_rss_bytes,
+    }, succeeded=result.status in ("published", "skipped"), status=result.status)
 
 
 def _roles(control: psycopg.Connection, request: ScoreRequest) -> dict[str, registry.ModelVersion]:

@@ -29,6 +29,7 @@ class Metrics:
     requests: Counter
     latency: Histogram
     pool: Gauge
+    waiting: Gauge
     cache: Counter
     #: Labelled children by their labels: ``labels()`` validates and locks on every call, which
     #: cost a request more than the increments themselves.
@@ -52,6 +53,13 @@ class Metrics:
             counter = self.children[("cache", result)] = self.cache.labels(result)
         counter.inc()
 
+    def pool_stats(self, stats: dict[str, int]) -> None:
+        """Set the pool gauges from psycopg_pool's ``get_stats()``."""
+        size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        self.pool.labels("in_use").set(size - available)
+        self.pool.labels("idle").set(available)
+        self.waiting.set(stats.get("requests_waiting", 0))
+
 
 def make_metrics() -> Metrics:
     registry = CollectorRegistry()
@@ -61,8 +69,10 @@ def make_metrics() -> Metrics:
                          ["route", "method", "status"], registry=registry),
         latency=Histogram("predstore_api_request_seconds", "Time to answer a request, by route.", ["route"],
                           buckets=BUCKETS, registry=registry),
-        pool=Gauge("predstore_api_pool_connections", "Database connections of the pool: size, available, "
-                   "and requests waiting for one.", ["state"], multiprocess_mode="livesum", registry=registry),
+        pool=Gauge("predstore_api_pool_connections", "Database connections of the pool, by state: in_use "
+                   "(lent to a request) or idle.", ["state"], multiprocess_mode="livesum", registry=registry),
+        waiting=Gauge("predstore_api_pool_requests_waiting", "Requests waiting for a database connection.",
+                      multiprocess_mode="livesum", registry=registry),
         cache=Counter("predstore_api_cache_requests", "Prediction cache lookups by result (hit or miss).",
                       ["result"], registry=registry),
     )

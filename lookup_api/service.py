@@ -71,9 +71,7 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
             keys.invalidate()
 
     def on_tick() -> None:
-        stats = pool.get_stats()
-        for state, key in (("size", "pool_size"), ("available", "pool_available"), ("waiting", "requests_waiting")):
-            metrics.pool.labels(state).set(stats.get(key, 0))
+        metrics.pool_stats(pool.get_stats())
 
     def on_connect() -> None:
         cache.clear(enabled=True)

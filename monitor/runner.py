@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from batch import faults
+from batch import faults, metrics
 from monitor import evaluate, realized, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
@@ -57,10 +57,25 @@ class MonitorResult:
 
 def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = None, since: datetime | None = None,
                 config: MonitorConfig | None = None) -> MonitorResult:
-    """Compute what is missing for ``model_name``, record it, raise and send alerts."""
+    """Compute what is missing for ``model_name``, record it, raise and send alerts; export its figures
+    for Prometheus (`_export`)."""
     config = config or MonitorConfig.from_env()
-    url = prepare(settings)
     result = MonitorResult(model=model_name)
+    try:
+        latest = _monitor(settings, model_name, run_id, since, config, result)
+    except (ConfigError, NotFound):
+        raise  # no such model, or a run of another: nothing was monitored, so nothing to report
+    except BaseException:
+        _export(settings, result, None, succeeded=False)
+        raise
+    _export(settings, result, latest, succeeded=True)
+    return result
+
+
+def _monitor(settings: Settings, model_name: str, run_id: int | None, since: datetime | None, config: MonitorConfig,
+             result: MonitorResult) -> dict[str, Any] | None:
+    """`run_monitor`'s work; returns the model's latest drift check (`monitoring.latest_check`)."""
+    url = prepare(settings)
     with store_errors(f"monitoring {model_name}", conninfo=url), \
             connect(url, application_name="predstore-monitor") as conn:
         with conn.transaction():
@@ -78,6 +93,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
                 result.labels = outcome.labels or result.labels
                 candidates += outcome.alerts
             _raise(conn, model_name, candidates, result)
+            latest = monitoring.latest_check(conn, model_name)
         for alert in result.alerts:
             log.warning("ALERT %s %s (%s): %s", alert.kind, model_name, alert.scope, alert.message)
             if config.webhook_url:
@@ -87,7 +103,19 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
                     log.error("alert %s could not be sent to the webhook: %s", alert.alert_id, error)
                 with conn.transaction():
                     monitoring.mark_delivered(conn, alert.alert_id or 0, error=error)
-    return result
+    return latest
+
+
+def _export(settings: Settings, result: MonitorResult, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
+    """The model's figures for Prometheus (`batch.metrics`): the drift share of its latest served run's
+    check, the alerts this run raised and those that stand, and, on success, the time of this check."""
+    metrics.export(settings, "monitor", {"model": result.model}, {
+        "drift_share": latest["drift_share"] if latest else None,
+        "dataset_drift": float(latest["dataset_drift"]) if latest and latest["dataset_drift"] is not None else None,
+        "checks": len(result.checks) if succeeded else None,
+        "alerts_raised": len(result.alerts) if succeeded else None,
+        "alerts_standing": len(result.standing) if succeeded else None,
+    }, succeeded=succeeded)
 
 
 # --- drift ---------------------------------------------------------------------------------

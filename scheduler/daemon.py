@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.config import ScheduleConfig, check_models
 from scheduler.jobs import Context, apply_retention, fire, plural
+from scheduler.metrics import HEARTBEAT_SECONDS, RETENTION, SchedulerMetrics
 from store import ledger, schedules
 from store.db import connect
 from store.errors import JobsFailed
@@ -31,8 +32,9 @@ from store.settings import Settings
 log = logging.getLogger("predstore.scheduler.daemon")
 
 
-def start(settings: Settings, config: ScheduleConfig) -> Context:
-    """Check the config against the store and tidy what a dead scheduler left; nothing runs yet."""
+def start(settings: Settings, config: ScheduleConfig) -> tuple[Context, SchedulerMetrics]:
+    """Check the config against the store and tidy what a dead scheduler left; nothing runs yet.
+    The metrics start from each job's last success recorded in the store."""
     url = prepare(settings)
     with connect(url, autocommit=True, application_name="predstore-schedule") as conn:
         check_models(config, conn)
@@ -40,7 +42,9 @@ def start(settings: Settings, config: ScheduleConfig) -> Context:
             log.warning("run %s was left running by a process that died; marked abandoned", run_id)
         for firing_id in schedules.reap_firings(conn):
             log.warning("firing %s was left running by a scheduler that died; marked abandoned", firing_id)
-    return Context(settings=settings, url=url, config=config)
+        last_success = schedules.last_successes(conn, [job.id for job in config.jobs])
+    metrics = SchedulerMetrics(settings, [*(job.id for job in config.jobs), RETENTION], last_success=last_success)
+    return Context(settings=settings, url=url, config=config), metrics
 
 
 def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None = None) -> dict[str, str]:
@@ -50,14 +54,16 @@ def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None
     retention pass comes last.
     Raises `JobsFailed` if any failed.
     """
-    ctx = start(settings, config)
+    ctx, metrics = start(settings, config)
     _on_signals(lambda: None, ctx.stop)
     outcomes: dict[str, str] = {}
     for job in sorted(config.jobs, key=lambda j: j.kind != "score"):
         if ctx.stop.is_set():
             break
         outcomes[job.id] = fire(ctx, job.id, now=now)
-    apply_retention(ctx, now=now)
+        metrics.record(job.id, outcomes[job.id])
+    metrics.record(RETENTION, apply_retention(ctx, now=now))
+    metrics.beat()
     failed = [job_id for job_id, outcome in outcomes.items() if outcome == "failed"]
     if failed:
         raise JobsFailed(f"{len(failed)} of {len(config.jobs)} jobs failed: {', '.join(failed)}; "
@@ -67,23 +73,26 @@ def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None
 
 def serve(settings: Settings, config: ScheduleConfig) -> None:
     """Run the scheduler until SIGTERM or SIGINT; each job fires once at start to catch up."""
-    ctx = start(settings, config)
+    ctx, metrics = start(settings, config)
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # jobs log what fired; _on_event what did not
     executor = ThreadPoolExecutor(max_workers=min(len(config.jobs) + 1, 8))
     scheduler = BlockingScheduler(
         timezone=UTC,
-        executors={"default": executor},
+        executors={"default": executor, "heartbeat": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": config.misfire_grace_time},
     )
     now = datetime.now(UTC)
     for job in config.jobs:
         trigger = IntervalTrigger(seconds=job.poll_interval) if job.on_arrival else job.trigger()
-        scheduler.add_job(fire, trigger, args=[ctx, job.id], id=job.id, name=f"{job.kind} {job.model}",
+        scheduler.add_job(_fire, trigger, args=[ctx, metrics, job.id], id=job.id, name=f"{job.kind} {job.model}",
                           next_run_time=now)
         log.info("job %s: %s %s, %s", job.id, job.kind, job.model, job.describe())
     # Retention once a day (and at start), whatever the jobs: runs past their model's age limit go.
-    scheduler.add_job(apply_retention, IntervalTrigger(days=1), args=[ctx], id="retention", name="retention",
+    scheduler.add_job(_retain, IntervalTrigger(days=1), args=[ctx, metrics], id=RETENTION, name=RETENTION,
                       next_run_time=now)
+    # The heartbeat has a thread of its own: jobs busy in every worker do not stop it, a stuck scheduler does.
+    scheduler.add_job(metrics.beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat", name="heartbeat",
+                      executor="heartbeat", next_run_time=now)
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
     _on_signals(lambda: scheduler.shutdown(wait=False) if scheduler.running else None, ctx.stop)
     log.info("scheduler started (pid %d) with %s from %s; each job fires once now to catch up", os.getpid(),
@@ -92,6 +101,14 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
         scheduler.start()
     executor.shutdown(wait=True)
     log.info("scheduler stopped")
+
+
+def _fire(ctx: Context, metrics: SchedulerMetrics, job_id: str) -> None:
+    metrics.record(job_id, fire(ctx, job_id))
+
+
+def _retain(ctx: Context, metrics: SchedulerMetrics) -> None:
+    metrics.record(RETENTION, apply_retention(ctx))
 
 
 def _on_event(event: JobExecutionEvent) -> None:

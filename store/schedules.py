@@ -90,6 +90,17 @@ def last_firings(conn: psycopg.Connection, job_ids: list[str]) -> dict[str, dict
     return {r["job_id"]: r for r in rows}
 
 
+def last_successes(conn: psycopg.Connection, job_ids: list[str]) -> dict[str, datetime]:
+    """When each job's newest succeeded firing (of its schedule or an arrival, not an alert) finished."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (job_id) job_id, finished_at FROM job_firings
+           WHERE job_id = ANY(%s) AND status = 'succeeded' AND reason <> 'alert'
+           ORDER BY job_id, firing_id DESC""",
+        [job_ids],
+    ).fetchall()
+    return {job_id: finished for job_id, finished in rows}
+
+
 def try_lock(conn: psycopg.Connection, name: str) -> bool:
     """Take the session lock on ``name`` if no other session holds it."""
     row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", [WORK_LOCK_CLASS, name]).fetchone()

@@ -210,12 +210,22 @@ def test_the_grafana_dashboard_queries_what_exists(conn: object) -> None:
 
     assert isinstance(conn, psycopg.Connection)
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
-    exported = (ROOT / "lookup_api" / "metrics.py").read_text() + (ROOT / "batch" / "runner.py").read_text()
+    exported = "".join((ROOT / path).read_text() for path in (
+        "lookup_api/metrics.py", "batch/metrics.py", "batch/runner.py", "monitor/runner.py", "scheduler/metrics.py"))
+    (model,) = [v for v in dashboard["templating"]["list"] if v["name"] == "model"]
+    assert conn.execute(model["query"]).fetchall() is not None
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             if "rawSql" in target:
-                conn.execute(target["rawSql"]).fetchall()  # the views and columns exist
+                sql = target["rawSql"]
+                assert "$__timeFilter(" in sql and "IN ($model)" in sql, panel["title"]
+                # What Grafana puts in their place: a time range, and the chosen models quoted.
+                sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN now() - interval '7 days' AND now()", sql)
+                conn.execute(sql.replace("$model", "'churn', 'bikes'")).fetchall()  # the views and columns exist
             else:
+                assert target.get("legendFormat"), f"{panel['title']}: {target['expr']} has no legendFormat"
                 for metric in re.findall(r"predstore_(\w+?)(?:_bucket|_total)?\b", target["expr"]):
-                    stem = metric.removeprefix("api_").removeprefix("score_")
+                    stem = re.sub(r"^(api|score|monitor|scheduler)_", "", metric)
                     assert stem in exported, f"{target['expr']}: nothing exports {metric}"
+    latency = next(panel for panel in dashboard["panels"] if "latency" in panel["title"])
+    assert all('route!~"/healthz|/readyz|/metrics"' in target["expr"] for target in latency["targets"])

@@ -311,8 +311,9 @@ def test_health_readiness_metrics_and_openapi(client: FlaskClient, seeded: dict[
            'status="200"} 2.0' in text
     assert "predstore_api_request_seconds_bucket" in text
     assert 'predstore_api_cache_requests_total{result="hit"} 1.0' in text
-    assert eventually(lambda: 'predstore_api_pool_connections{state="size"}' in
-                      client.get("/metrics").get_data(as_text=True))
+    assert eventually(lambda: all(series in client.get("/metrics").get_data(as_text=True) for series in (
+        'predstore_api_pool_connections{state="in_use"}', 'predstore_api_pool_connections{state="idle"}',
+        "predstore_api_pool_requests_waiting ")))
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = {path for path in spec["paths"]}
