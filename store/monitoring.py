@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -135,7 +136,15 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
     again, whatever its time. Counts what happened, and how many staged labels are for entities
     no retained run of the model scored.
     """
-    row = conn.execute(
+    # Entities held by a published run are in the serving directory; superseded runs are probed,
+    # spelled out so that the planner opens only their tables.
+    superseded = [r[0] for r in conn.execute(
+        "SELECT run_id FROM runs WHERE model_name = %s AND status = 'superseded'", [model_name])]
+    in_superseded = sql.SQL(
+        """UNION SELECT p.entity_id FROM predictions p
+           WHERE p.run_id IN ({runs}) AND p.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)""").format(
+        runs=sql.SQL(", ").join(map(sql.Literal, superseded))) if superseded else sql.SQL("")
+    row = conn.execute(sql.SQL(
         """WITH staged AS (
                SELECT DISTINCT ON (entity_id, event_time) * FROM label_stage
                ORDER BY entity_id, event_time, line DESC),
@@ -153,16 +162,17 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
                    WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
                RETURNING (xmax = 0) AS inserted),
            scored AS (
-               SELECT DISTINCT p.entity_id FROM predictions p JOIN runs r ON r.run_id = p.run_id
-               WHERE r.model_name = %(model)s AND r.status = ANY(%(retained)s)
-                 AND p.entity_id IN (SELECT entity_id COLLATE "C" FROM staged))
+               SELECT d.entity_id FROM served_predictions d
+               WHERE d.model_name = %(model)s AND d.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)
+               {in_superseded})
            SELECT (SELECT count(*) FROM label_stage),
                   (SELECT count(*) FROM staged),
                   (SELECT count(*) FILTER (WHERE inserted) FROM changed),
                   (SELECT count(*) FILTER (WHERE NOT inserted) FROM changed),
                   (SELECT count(*) FROM staged s
-                   WHERE NOT EXISTS (SELECT 1 FROM scored c WHERE c.entity_id = s.entity_id COLLATE "C"))""",
-        {"model": model_name, "retained": list(RETAINED), "same": repeat_is_same},
+                   WHERE NOT EXISTS (SELECT 1 FROM scored c WHERE c.entity_id = s.entity_id COLLATE "C"))""").format(
+        in_superseded=in_superseded),
+        {"model": model_name, "same": repeat_is_same}, prepare=False,
     ).fetchone()
     assert row is not None
     read, distinct, inserted, updated, unscored = (int(v) for v in row)

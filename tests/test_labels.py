@@ -325,8 +325,10 @@ def test_matching_through_the_serving_directory_agrees_with_probing_every_run(
     entities = [f"e{i}" for i in range(0, 140, 3)]
     frame = pd.DataFrame([{"id": e, "truth": float(i), "at": at} for i, e in enumerate(entities) for at in moments])
     frame.to_parquet(tmp_path / "l.parquet", index=False)
-    ingest_labels(settings, tmp_path / "l.parquet", model_name="amount", entity_col="id", label_col="truth",
-                  time_col="at")
+    ingested = ingest_labels(settings, tmp_path / "l.parquet", model_name="amount", entity_col="id",
+                             label_col="truth", time_col="at")
+    # e120..e139 were only in the expired run; e0..e9 only in superseded ones, which still count
+    assert ingested["unscored"] == len([e for e in entities if int(e[1:]) >= 120]) * len(moments)
     expected = sorted(conn.execute(PROBE_EVERY_RUN).fetchall())
     conn.commit()
     assert {row[4] for row in expected} == {"earliest", "in_force", "latest_before"}
