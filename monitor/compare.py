@@ -13,7 +13,6 @@ Pure statistics over arrays, and `compare_models`, which reads the paired runs a
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from monitor import charts
 from monitor.performance import LOG_LOSS_FLOOR, canonical_all, probabilities
-from monitor.report import fmt, lines
+from monitor.report import fmt, page
 from monitor.stats import psi
 from store import challengers, profiles, registry
 from store.db import connect
@@ -322,7 +322,6 @@ def render(comparison: Comparison) -> str:
     """The comparison as one self-contained HTML page: the verdict, the figures, and the anytime
     interval over time (after each day's paired runs) as a chart."""
     c = comparison
-    e = _escape
     figures = [("paired runs", c.paired_runs), ("paired rows", c.rows), ("entities", c.entities),
                ("labeled entities", f"{c.labeled_entities} (at least {c.min_labels} for a verdict)"),
                (f"{c.metric}, current v{c.current_version}", fmt(c.current_metric)),
@@ -339,21 +338,13 @@ def render(comparison: Comparison) -> str:
         figures.append((key.replace("_", " "), fmt(value)))
     for key, psi_value in c.output_psi_vs_baseline.items():
         figures.append((f"output PSI against its baseline, {key}", fmt(psi_value)))
-    table = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in figures)
-    chart = ""
+    history = None
     if c.history:
-        chart = lines([p.day for p in c.history],
-                      {"anytime low": [p.low for p in c.history], "difference": [p.difference for p in c.history],
-                       "anytime high": [p.high for p in c.history]},
-                      title=f"{c.metric} difference (challenger - current) and its anytime interval, by day",
-                      reference=c.margin or 0.0)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>predstore: {e(c.model)} champion vs "
-            "challenger</title><style>body{font-family:sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
-            "td,th{border-bottom:1px solid #ddd;padding:4px}</style></head><body>"
-            f"<h1>{e(c.model)}: v{c.current_version} (current) against v{c.challenger_version} (challenger)</h1>"
-            f"<p><b>{e(c.verdict.value)}</b>: {e(c.evidence())}. Below zero the challenger's loss is lower.</p>"
-            f"<table>{table}</table>{chart}</body></html>")
-
-
-def _escape(value: Any) -> str:
-    return html.escape(str(value))
+        history = charts.lines(
+            f"{c.metric} difference (challenger - current) and its anytime interval, by day",
+            [p.day for p in c.history], {"difference": [p.difference for p in c.history]},
+            band=([p.low for p in c.history], [p.high for p in c.history]),
+            band_label=f"{c.confidence:.0%} anytime interval", reference=c.margin or 0.0,
+            reference_label="margin" if c.margin else "zero", x_label="day of the paired runs",
+            y_label=f"{c.metric} difference", kind="interval")
+    return page("compare.html", c=c, figures=figures, history=history)

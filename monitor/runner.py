@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 
 from batch import faults, metrics
-from monitor import evaluate, realized, report, sequential, stats
+from monitor import diagnostics, evaluate, realized, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
-from store import ledger, monitoring, profiles, registry
+from store import ledger, monitoring, profiles, registry, reports
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
@@ -237,9 +237,11 @@ def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], r
 # --- the report ----------------------------------------------------------------------------
 
 
-def write_report(settings: Settings, model_name: str, path: Path, *, max_histograms: int = 12) -> Path:
+def write_report(settings: Settings, model_name: str, path: Path, *, max_histograms: int = 12,
+                 max_windows: int = 6, sample: int = 1000) -> Path:
     """Write the model's HTML report (one self-contained file) to ``path``."""
-    page = report.render(report_data(settings, model_name, max_histograms=max_histograms))
+    page = report.render(report_data(settings, model_name, max_histograms=max_histograms, max_windows=max_windows,
+                                     sample=sample))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")
@@ -248,8 +250,10 @@ def write_report(settings: Settings, model_name: str, path: Path, *, max_histogr
     return path
 
 
-def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12) -> report.ReportData:
-    """What the report shows, read from the store."""
+def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12, max_windows: int = 6,
+                sample: int = 1000) -> report.ReportData:
+    """What the report shows, read from the store: for a classifier, the confusion and reliability
+    of its newest ``max_windows`` windows; for a regressor, its newest ``sample`` matched labels."""
     with connect(prepare(settings), autocommit=True) as conn:
         versions = registry.list_models(conn, model_name)
         if not versions:
@@ -264,11 +268,21 @@ def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12
             profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
             histograms = _histograms(base, profile, rows, max_histograms)
             notes = stats.baseline_notes(base)
+        performance = monitoring.performance_history(conn, model_name)
+        task = versions[0].task
+        windows: list[diagnostics.WindowDiagnostics] = []
+        matches: list[diagnostics.Match] = []
+        if task == "regression":
+            matches = diagnostics.matches(reports.recent_matches(conn, model_name, limit=sample))
+        else:
+            windows = diagnostics.by_window(monitoring.tallies(conn, model_name),
+                                            diagnostics.windows_of(performance)[:max_windows],
+                                            {v.version: [str(c) for c in v.classes or []] for v in versions})
         return report.ReportData(
-            model=model_name, task=versions[0].task, generated_at=datetime.now().astimezone(), latest=latest,
+            model=model_name, task=task, generated_at=datetime.now().astimezone(), latest=latest,
             latest_rows=rows, histograms=histograms, history=monitoring.drift_history(conn, model_name),
-            performance=monitoring.performance_history(conn, model_name),
-            alerts=monitoring.recent_alerts(conn, model_name), notes=notes)
+            performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
+            windows=windows, matches=matches)
 
 
 def _histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],

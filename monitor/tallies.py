@@ -53,9 +53,9 @@ def classification(actual: Sequence[str | None], predicted: Sequence[str | None]
     y = np.array([index.get(a, k) if a is not None else k for a in canonical_all(actual)], dtype=np.int64)
     yhat = np.array([index.get(p, -1) if p is not None else -1 for p in canonical_all(predicted)], dtype=np.int64)
     p = np.asarray(proba, dtype=np.float64).reshape(len(y), k)
-    confusion = np.zeros((k + 1, k))
+    matrix = np.zeros((k + 1, k))
     scored = yhat >= 0
-    np.add.at(confusion, (y[scored], yhat[scored]), 1)
+    np.add.at(matrix, (y[scored], yhat[scored]), 1)
     known = y < k
     onehot = np.zeros((int(known.sum()), k))
     onehot[np.arange(len(onehot)), y[known]] = 1
@@ -68,8 +68,19 @@ def classification(actual: Sequence[str | None], predicted: Sequence[str | None]
         positive = onehot[:, c] == 1
         hist[c, 0] = np.bincount(bins[positive, c], minlength=BINS)
         hist[c, 1] = np.bincount(bins[~positive, c], minlength=BINS)
-    return np.concatenate([[len(y), known.sum()], confusion.ravel(),
+    return np.concatenate([[len(y), known.sum()], matrix.ravel(),
                            [loss.sum(), (loss ** 2).sum(), brier.sum(), (brier ** 2).sum()], hist.ravel()])
+
+
+def confusion(classes: int, tally: np.ndarray) -> np.ndarray:
+    """A classification tally's counts, actual (a last row for labels that are no class) x predicted."""
+    return np.asarray(tally[2:2 + (classes + 1) * classes]).reshape(classes + 1, classes)
+
+
+def score_histograms(classes: int, tally: np.ndarray) -> np.ndarray:
+    """A classification tally's histograms: ``[c, 0]`` of class c's probability among the rows of
+    class c, ``[c, 1]`` among the others."""
+    return np.asarray(tally[6 + (classes + 1) * classes:]).reshape(classes, 2, BINS)
 
 
 Metrics = dict[str, tuple[float | None, float | None, float | None]]
@@ -97,14 +108,14 @@ def _regression_metrics(tally: np.ndarray) -> Metrics:
 
 def _classification_metrics(k: int, tally: np.ndarray) -> Metrics:
     n, n_known = tally[0], tally[1]
-    confusion = tally[2:2 + (k + 1) * k].reshape(k + 1, k)
+    confusion_counts = confusion(k, tally)
     loss, loss_sq, brier, brier_sq = tally[2 + (k + 1) * k:6 + (k + 1) * k]
-    hist = tally[6 + (k + 1) * k:].reshape(k, 2, BINS)
+    hist = score_histograms(k, tally)
     names = ("accuracy", "precision", "recall", "f1_macro", "roc_auc", "log_loss", "brier")
     if not n:
         return dict.fromkeys(names, (None, None, None))
-    tp = np.diag(confusion[:k])
-    predicted, actual = confusion.sum(axis=0), confusion[:k].sum(axis=1)
+    tp = np.diag(confusion_counts[:k])
+    predicted, actual = confusion_counts.sum(axis=0), confusion_counts[:k].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(predicted > 0, tp / predicted, 0.0)
         recall = np.where(actual > 0, tp / actual, 0.0)
