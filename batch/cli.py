@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # the jobs (scikit-learn, pandas, pyarrow) load inside the co
 log = logging.getLogger("predstore.score")
 #: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
 NOT_PROMOTED = 3
+#: The columns of `runs list`, and the keys of its --json.
+RUN_KEYS = ("run_id", "status", "model_name", "model_version", "partition_key", "rows_in", "rows_rejected",
+            "rows_per_s", "started_at")
 
 
 @click.group()
@@ -74,11 +77,18 @@ def models_register(settings: Settings, artifact: Path, name: str, train_data: P
 
 
 @models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON: name, version, task, "
+              "created_at, aliases.")
 @click.pass_obj
-def models_list(settings: Settings) -> None:
+def models_list(settings: Settings, as_json: bool) -> None:
     """List every model version."""
     with _conn(settings) as conn:
         rows = registry.list_models(conn)
+    if as_json:
+        click.echo(json.dumps([{"name": m.name, "version": m.version, "task": m.task,
+                                "created_at": m.created_at.isoformat(), "aliases": list(m.aliases)} for m in rows],
+                              indent=2))
+        return
     if not rows:
         click.echo("no models registered; see `predstore models register --help`")
     for m in rows:
@@ -89,8 +99,10 @@ def models_list(settings: Settings) -> None:
 @models.command("show")
 @click.argument("name")
 @click.option("--version", type=int, help="A version (default: every version).")
+@click.option("--json", "as_json", is_flag=True, help="The output is JSON either way "
+              "(accepted like every command's --json).")
 @click.pass_obj
-def models_show(settings: Settings, name: str, version: int | None) -> None:
+def models_show(settings: Settings, name: str, version: int | None, as_json: bool) -> None:
     """Show a model's versions: artifact, task, features, training metrics (JSON)."""
     with _conn(settings) as conn:
         rows = [registry.get_model(conn, name, version=version)] if version else registry.list_models(conn, name)
@@ -116,9 +128,11 @@ def models_show(settings: Settings, name: str, version: int | None) -> None:
               "above the current one's (non-inferiority, in the metric's units).")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
               help="With --if-better: confidence of the anytime interval.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON: name, alias, before, version, "
+              "promoted, and with --if-better the verdict and its evidence.")
 @click.pass_obj
 def models_promote(settings: Settings, name: str, version: int | None, alias: str, from_challenger: bool,
-                   if_better: bool, min_labels: int, margin: float, confidence: float) -> None:
+                   if_better: bool, min_labels: int, margin: float, confidence: float, as_json: bool) -> None:
     """Make VERSION the current version of NAME (the previous one stays, for rollback), or its
     challenger (--as challenger); or promote the challenger (--challenger [--if-better]).
 
@@ -136,8 +150,12 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
 
             evidence = compare_models(settings, name, confidence=confidence, min_labels=min_labels, margin=margin)
             if not evidence.verdict.promotes:
-                click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
-                           f"{evidence.verdict} ({evidence.evidence()})")
+                if as_json:
+                    _promoted(name, "current", evidence.current_version, evidence.challenger_version, evidence,
+                              promoted=False)
+                else:
+                    click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
+                               f"{evidence.verdict} ({evidence.evidence()})")
                 click.get_current_context().exit(NOT_PROMOTED)
         with _conn(settings) as conn, conn.transaction():
             version = registry.get_model(conn, name, alias="challenger").version
@@ -147,6 +165,9 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
                          details={"alias": "current", "before": before, "from": "challenger",
                                   **({"evidence": evidence.to_dict()} if evidence else {})})
         why = f": {evidence.verdict} ({evidence.evidence()})" if evidence else ""
+        if as_json:
+            _promoted(name, "current", before, version, evidence)
+            return
         click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
         return
     assert version is not None
@@ -156,7 +177,18 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
         before = registry.set_alias(conn, name, alias, version)
         audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
                      details={"alias": alias, "before": before})
+    if as_json:
+        _promoted(name, alias, before, version, None)
+        return
     click.echo(f"{name}: {alias} version {before if before else 'none'} -> {version}")
+
+
+def _promoted(name: str, alias: str, before: int | None, version: int, evidence: Any, *,
+              promoted: bool = True) -> None:
+    """`models promote --json`: what changed (or, not promoted, what would have)."""
+    click.echo(json.dumps({"name": name, "alias": alias, "before": before, "version": version, "promoted": promoted,
+                           **({"verdict": str(evidence.verdict), "evidence": evidence.to_dict()} if evidence else {})},
+                          indent=2, default=str))
 
 
 @models.command("retire")
@@ -263,11 +295,15 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--model", "model_name", help="Only this model's runs.")
 @click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON: " + ", ".join(RUN_KEYS) + ".")
 @click.pass_obj
-def runs_list(settings: Settings, model_name: str | None, limit: int) -> None:
+def runs_list(settings: Settings, model_name: str | None, limit: int, as_json: bool) -> None:
     """The newest runs: status, counts, speed."""
     with _conn(settings) as conn:
         rows = ledger.list_runs(conn, model_name=model_name, limit=limit)
+    if as_json:
+        click.echo(json.dumps([{key: getattr(r, key) for key in RUN_KEYS} for r in rows], indent=2, default=str))
+        return
     if not rows:
         click.echo("no runs yet; see `predstore score --help`")
     for r in rows:
@@ -279,8 +315,10 @@ def runs_list(settings: Settings, model_name: str | None, limit: int) -> None:
 @runs.command("show")
 @click.argument("run_id", type=int)
 @click.option("--rejects", type=int, default=10, show_default=True, help="How many rejected rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="The output is JSON either way "
+              "(accepted like every command's --json).")
 @click.pass_obj
-def runs_show(settings: Settings, run_id: int, rejects: int) -> None:
+def runs_show(settings: Settings, run_id: int, rejects: int, as_json: bool) -> None:
     """One run's ledger row and its first rejected rows, as JSON."""
     with _conn(settings) as conn:
         run = {**asdict(ledger.get_run(conn, run_id)),
@@ -290,12 +328,20 @@ def runs_show(settings: Settings, run_id: int, rejects: int) -> None:
 
 @runs.command("verify")
 @click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON: run_id, match, rows_in, recorded, "
+              "recomputed (the digests).")
 @click.pass_obj
-def runs_verify(settings: Settings, run_id: int) -> None:
-    """Re-score a run's recorded input with its recorded model and compare digests (publishes nothing)."""
+def runs_verify(settings: Settings, run_id: int, as_json: bool) -> None:
+    """Re-score a run's recorded input with its recorded model and compare digests (publishes nothing).
+    Exit status 1 when they differ."""
     from batch.runner import verify_run
 
     outcome = verify_run(settings, run_id)
+    if as_json:
+        click.echo(json.dumps(outcome, indent=2))
+        if not outcome["match"]:
+            sys.exit(1)
+        return
     if outcome["match"]:
         click.echo(f"run {run_id} verified: {outcome['rows_in']} rows re-scored, digest {outcome['recorded'][:16]} "
                    "matches")

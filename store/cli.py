@@ -146,10 +146,17 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def db_status(settings: Settings, as_json: bool) -> None:
-    """Report the server, the schema revision and what the tables hold."""
+    """Report the store's folder, the server, the schema revision and what the tables hold.
+
+    ``home`` is the absolute PREDSTORE_HOME (a relative one is relative to where the command runs:
+    a notebook started in another folder would make a second store); ``pgdata`` is the embedded
+    server's data folder in it, null with PREDSTORE_DATABASE_URL.
+    """
     url = migrate.prepare(settings)
     with dbmod.connect(url) as conn:
         status = {
+            "home": str(settings.home.resolve()),
+            "pgdata": None if settings.database_url else str(settings.pgdata.resolve()),
             "server": "embedded" if not settings.database_url else "external",
             "target": dbmod.describe_target(url),
             "version": conn.execute("SHOW server_version").fetchone()[0],  # type: ignore[index]
@@ -161,7 +168,7 @@ def db_status(settings: Settings, as_json: bool) -> None:
         click.echo(json.dumps(status, indent=2))
         return
     for key, value in status.items():
-        click.echo(f"{key:<22} {value}")
+        click.echo(f"{key:<22} {'-' if value is None else value}")
 
 
 @db.command("stop")

@@ -8,11 +8,14 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 from alembic.script import ScriptDirectory
+from click.testing import CliRunner
 
+from batch.cli import RUN_KEYS
 from store.cli import SUBCOMMANDS, main
 from store.migrate import alembic_config, head_revision
 
@@ -67,3 +70,48 @@ def test_score_loads_what_it_needs_only_when_it_runs(cli_env: dict[str, str], tm
 
 def test_head_revision_read_from_the_files_is_alembics() -> None:
     assert [head_revision()] == ScriptDirectory.from_config(alembic_config()).get_heads()
+
+
+#: Every command that prints a result, as its words on the command line.
+RESULTS = [["models", "list"], ["models", "show"], ["models", "promote"], ["models", "compare"], ["score"],
+           ["runs", "list"], ["runs", "show"], ["runs", "verify"], ["runs", "prune"], ["jobs"], ["apikeys", "list"],
+           ["db", "status"], ["monitor"], ["labels", "ingest"]]
+
+
+@pytest.mark.parametrize("words", RESULTS, ids=" ".join)
+def test_every_command_that_prints_a_result_takes_json(words: list[str]) -> None:
+    ctx = click.Context(main)
+    command: click.Command | None = main
+    for word in words:
+        assert isinstance(command, click.Group)
+        command = command.get_command(ctx, word)
+    assert command is not None and "--json" in [opt for p in command.params for opt in p.opts]
+
+
+def test_json_has_the_keys_of_the_tables(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import json
+
+    from tests import factories
+
+    def run(*args: str) -> Any:
+        result = CliRunner().invoke(main, [*args, "--json"], env=cli_env)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    for seed in (0, 1):
+        artifact, _ = factories.logistic(tmp_path / f"m{seed}", seed=seed)
+        registered = CliRunner().invoke(main, ["models", "register", str(artifact), "--name", "churn",
+                                               "--trust-joblib"], env=cli_env)
+        assert registered.exit_code == 0, registered.output
+    path = factories.write_parquet(tmp_path / "day1.parquet", factories.frame(50))
+    assert CliRunner().invoke(main, ["score", str(path), "--model", "churn"], env=cli_env).exit_code == 0
+    models = run("models", "list")
+    assert [(m["name"], m["version"], m["task"], m["aliases"]) for m in models] == [
+        ("churn", 2, "classification", []), ("churn", 1, "classification", ["current"])]
+    (listed,) = run("runs", "list")
+    assert list(listed) == list(RUN_KEYS) and listed["status"] == "published" and listed["rows_in"] == 50
+    assert run("runs", "verify", str(listed["run_id"])) == {**run("runs", "verify", str(listed["run_id"])),
+                                                            "run_id": listed["run_id"], "match": True, "rows_in": 50}
+    assert run("runs", "show", str(listed["run_id"]))["run_id"] == listed["run_id"]
+    assert run("models", "promote", "churn", "2") == {"name": "churn", "alias": "current", "before": 1, "version": 2,
+                                                      "promoted": True}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,18 @@ def test_db_status_reports_revision_and_counts(cli_env: dict[str, str]) -> None:
     assert result.exit_code == 0, result.output
     assert f'"revision": "{head_revision()}"' in result.output
     assert '"published_runs": 0' in result.output
+
+
+def test_db_status_says_which_folder_the_store_is_in(cli_env: dict[str, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["db", "status", "--json"], env={**cli_env, "PREDSTORE_HOME": "store"})
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["home"] == str(tmp_path.resolve() / "store")
+    assert status["pgdata"] is None  # an external server: no data folder of its own
+    text = CliRunner().invoke(main, ["db", "status"], env={**cli_env, "PREDSTORE_HOME": "store"}).output
+    assert f"home                   {tmp_path.resolve() / 'store'}" in text.splitlines()
 
 
 def test_outdated_external_database_says_to_upgrade(cli_env: dict[str, str], database_url: str) -> None:
