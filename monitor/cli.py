@@ -91,7 +91,7 @@ def labels() -> None:
 
 
 @labels.command("ingest")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--model", "model_name", required=True, help="Registered model name.")
 @click.option("--entity-col", required=True, help="Column holding the entity id.")
 @click.option("--label-col", required=True, help="Column holding the label (a class, or a number).")
@@ -100,20 +100,22 @@ def labels() -> None:
               help="Without --time-col: when the labels happened (default: the file's modification time).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_obj
-def labels_ingest(settings: Settings, path: Path, model_name: str, entity_col: str, label_col: str,
+def labels_ingest(settings: Settings, path: str, model_name: str, entity_col: str, label_col: str,
                   time_col: str | None, event_time: datetime | None, as_json: bool) -> None:
-    """Upsert labels from a Parquet or CSV file. Idempotent: ingesting the same file again changes
-    nothing; a changed label replaces the old one. Labels for entities never scored are kept,
-    counted and reported. All or nothing: a database lost mid-ingest keeps none of the file's
-    labels and exits 1 with one line ("database unavailable: ..."); ingest it again."""
+    """Upsert labels from a Parquet or CSV file (a path, or an s3://, gs://, abfs:// or file:// URI).
+    Idempotent: ingesting the same file again changes nothing; a changed label replaces the old one.
+    Labels for entities never scored are kept, counted and reported. All or nothing: a database lost
+    mid-ingest keeps none of the file's labels and exits 1 with one line ("database unavailable:
+    ..."); ingest it again."""
+    from batch import storage
     from monitor.labels import ingest_labels
 
-    counts = ingest_labels(settings, path, model_name=model_name, entity_col=entity_col, label_col=label_col,
-                           time_col=time_col, event_time=_utc(event_time))
+    counts = ingest_labels(settings, storage.target(path), model_name=model_name, entity_col=entity_col,
+                           label_col=label_col, time_col=time_col, event_time=_utc(event_time))
     if as_json:
         click.echo(json.dumps(counts))
         return
-    click.echo(f"{path.name} -> {model_name}: {counts['rows']:,} rows read, {counts['inserted']:,} new, "
+    click.echo(f"{storage.basename(path)} -> {model_name}: {counts['rows']:,} rows read, {counts['inserted']:,} new, "
                f"{counts['updated']:,} corrected, {counts['unchanged']:,} unchanged, {counts['repeated']:,} repeated "
                f"in the file, {counts['skipped']:,} skipped (missing id, label or time)"
                + (f", {counts['erased']:,} of erased entities left out" if counts["erased"] else ""))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from batch import faults, reader
+from batch import faults, reader, storage
 from monitor.errors import store_errors
 from monitor.performance import canonical_all
 from store import erasure, monitoring, registry
@@ -26,9 +26,10 @@ from store.migrate import prepare
 from store.settings import Settings
 
 
-def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col: str, label_col: str,
+def ingest_labels(settings: Settings, path: Path | str, *, model_name: str, entity_col: str, label_col: str,
                   time_col: str | None = None, event_time: datetime | None = None) -> dict[str, Any]:
-    """Upsert the labels in ``path`` for ``model_name``; returns what happened, counted.
+    """Upsert the labels in ``path`` (a local path, or an object-store URI as text) for
+    ``model_name``; returns what happened, counted.
 
     Without ``time_col`` every label happens at ``event_time``, by default the file's
     modification time; then a label equal to its entity's latest stored label is that label
@@ -41,10 +42,10 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
     if missing:
         raise InputError(f"{path}: no column(s) {', '.join(map(repr, missing))} "
                          f"(it has {', '.join(map(repr, available[:20]))})")
-    default_time = event_time or datetime.fromtimestamp(partition.files[0].stat().st_mtime, tz=UTC)
+    default_time = event_time or _modified(partition)
     skipped = line = forgotten = 0
     url = prepare(settings)
-    with store_errors(f"ingesting labels from {path.name}", conninfo=url), \
+    with store_errors(f"ingesting labels from {storage.basename(path)}", conninfo=url), \
             connect(url, application_name="predstore-labels") as conn, conn.transaction():
         registry.get_model(conn, model_name)  # NotFound unless registered
         key, erased = erasure.erased(conn, model_name)
@@ -63,6 +64,14 @@ def ingest_labels(settings: Settings, path: Path, *, model_name: str, entity_col
                 faults.point("labels")
         counts = monitoring.merge_labels(conn, model_name, repeat_is_same=not time_col and event_time is None)
     return {"model": model_name, "path": str(path), **counts, "skipped": skipped, "erased": forgotten}
+
+
+def _modified(partition: reader.Partition) -> datetime:
+    """When the partition's first file was last modified (an object's Last-Modified on a store)."""
+    if partition.filesystem is None:
+        return datetime.fromtimestamp(partition.files[0].stat().st_mtime, tz=UTC)
+    info = storage.info(partition.filesystem, partition.files[0].as_posix(), shown=partition.uri)
+    return info.mtime.astimezone(UTC) if info.mtime else datetime.now(UTC)
 
 
 def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_col: str | None,

@@ -84,10 +84,14 @@ class Store:
 
     def labels(self, data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
                event_time: datetime | None = None) -> dict[str, int]:
-        """Ingest the true outcomes in ``data`` (a frame or a file) for ``model``, as
+        """Ingest the true outcomes in ``data`` (a frame, a file or an object-store URI) for ``model``, as
         `predstore labels ingest` does; returns what happened, counted."""
+        from batch import storage
         from monitor.labels import ingest_labels
 
+        if isinstance(data, str | Path):  # a file, or an object-store URI: its time is its modification time
+            return ingest_labels(self.settings, storage.target(str(data)), model_name=model, entity_col=entity_col,
+                                 label_col=label_col, time_col=time_col, event_time=event_time)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             path = _parquet(data, Path(tmp) / "labels.parquet")
             assert path is not None

@@ -228,3 +228,27 @@ def test_predictions_match_between_s3_and_local_reading(s3: Any, churn: Path, se
     digests = dict(conn.execute("SELECT partition_key, predictions_digest FROM runs WHERE status = 'published'"))
     assert (remote_run.rows_scored, local_run.rows_scored) == (500, 500)
     assert digests["dt=x"] == digests["dt=y"] and np.isfinite(remote_run.rows_per_s)
+
+
+def test_labels_are_ingested_from_s3(s3: Any, churn: Path, settings: Settings, cli_env: dict[str, str],
+                                     conn: psycopg.Connection, tmp_path: Path) -> None:
+    data = factories.frame(300, seed=4)
+    local = factories.write_parquet(tmp_path / "p.parquet", data.drop(columns=["y"]))
+    assert score_partition(settings, ScoreRequest(path=local, model_name="churn")).status == "published"
+    put_parquet(s3, "labels/2026-11-27.parquet", data[["entity_id", "y"]].iloc[:200])
+    runner = CliRunner()
+    uri = f"s3://{s3.bucket}/labels/2026-11-27.parquet"
+    first = runner.invoke(main, ["labels", "ingest", uri, "--model", "churn", "--entity-col", "entity_id",
+                                 "--label-col", "y"], env=cli_env)
+    assert first.exit_code == 0, first.output
+    assert first.output.startswith("2026-11-27.parquet -> churn: 200 rows read, 200 new"), first.output
+    # without --time-col the labels happened when the object was written (its Last-Modified)
+    modified = s3.head_object(Bucket=s3.bucket, Key="labels/2026-11-27.parquet")["LastModified"]
+    assert conn.execute("SELECT DISTINCT event_time FROM labels").fetchall() == [(modified,)]
+    again = runner.invoke(main, ["labels", "ingest", uri, "--model", "churn", "--entity-col", "entity_id",
+                                 "--label-col", "y", "--json"], env=cli_env)
+    assert again.exit_code == 0 and json.loads(again.output)["unchanged"] == 200, again.output
+    missing = runner.invoke(main, ["labels", "ingest", f"s3://{s3.bucket}/labels/none.parquet", "--model", "churn",
+                                   "--entity-col", "entity_id", "--label-col", "y"], env=cli_env)
+    assert missing.exit_code != 0 and len(missing.output.strip().splitlines()) == 1, missing.output
+    assert "none.parquet" in missing.output and SECRET not in missing.output
