@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import joblib
@@ -91,6 +92,13 @@ def test_a_better_challenger_is_found_better_and_promoted(settings: Settings, tm
     waiting = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better"], env=settings_env)
     assert waiting.exit_code == 3, waiting.output
     assert "not promoted: not yet distinguishable (no labels)" in waiting.output
+    as_json = CliRunner().invoke(main, ["models", "promote", "churn", "--challenger", "--if-better", "--json"],
+                                 env=settings_env)
+    assert as_json.exit_code == 3, as_json.output
+    outcome = json.loads(as_json.output)
+    assert {k: outcome[k] for k in ("name", "alias", "before", "version", "promoted")} == {
+        "name": "churn", "alias": "current", "before": 1, "version": better, "promoted": False}
+    assert outcome["verdict"] == str(before.verdict) and outcome["evidence"]["labeled_rows"] == 0
     again = score_partition(settings, ScoreRequest(path=path, model_name="churn", force=True))  # the next day
     assert again.challenger is not None and again.challenger.status == "published"
     ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="entity_id", label_col="y")
