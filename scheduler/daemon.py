@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from scheduler.config import ScheduleConfig, check_models
 from scheduler.jobs import Context, apply_retention, fire, plural
 from scheduler.metrics import HEARTBEAT_SECONDS, RETENTION, SchedulerMetrics
-from store import ledger, schedules
+from store import ledger, logs, schedules
 from store.db import connect
 from store.errors import JobsFailed
 from store.migrate import prepare
@@ -60,7 +60,8 @@ def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None
     for job in sorted(config.jobs, key=lambda j: j.kind != "score"):
         if ctx.stop.is_set():
             break
-        outcomes[job.id] = fire(ctx, job.id, now=now)
+        with logs.context(job_id=job.id, model=job.model):
+            outcomes[job.id] = fire(ctx, job.id, now=now)
         metrics.record(job.id, outcomes[job.id])
     metrics.record(RETENTION, apply_retention(ctx, now=now))
     metrics.beat()
@@ -104,7 +105,10 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
 
 
 def _fire(ctx: Context, metrics: SchedulerMetrics, job_id: str) -> None:
-    metrics.record(job_id, fire(ctx, job_id))
+    """Fire ``job_id``: its lines carry the job and its model (`store.logs.context`)."""
+    model = next(job.model for job in ctx.config.jobs if job.id == job_id)
+    with logs.context(job_id=job_id, model=model):
+        metrics.record(job_id, fire(ctx, job_id))
 
 
 def _retain(ctx: Context, metrics: SchedulerMetrics) -> None:

@@ -39,6 +39,8 @@ def test_a_scheduler_pass_logs_one_json_object_per_line(model: str, tmp_path: Pa
     assert lines[-1] == {**lines[-1], "level": "ERROR", "logger": "predstore.cli",
                          "message": "1 of 1 jobs failed: arrive; the log above and `predstore jobs` say why"}
     assert any(line["level"] == "WARNING" and "bad attempt 1 of 2 failed" in line["message"] for line in lines)
+    jobs = [line for line in lines if line["logger"] == "predstore.scheduler.jobs"]
+    assert jobs and all((line["job_id"], line["model"]) == ("arrive", model) for line in jobs)
 
 
 def test_text_lines_carry_time_level_and_logger(model: str, tmp_path: Path,  # noqa: F811
