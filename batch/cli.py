@@ -38,7 +38,7 @@ def models() -> None:
 
 
 @models.command("register")
-@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("artifact")
 @click.option("--name", required=True, help="Model name; each registration adds a version.")
 @click.option("--train-data", type=click.Path(path_type=Path), help="Training data (Parquet or CSV): dtypes, "
               "categories and, with --target, training metrics.")
@@ -50,24 +50,42 @@ def models() -> None:
               "on out-of-fold predictions of K clones of the model fitted on --train-data.")
 @click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
 @click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
-@click.option("--trust-joblib", is_flag=True, help="Load a .joblib/.pkl artifact, which runs any code it holds: only "
-              "for files you built yourself. Artifacts from elsewhere should be .skops.")
+@click.option("--trust-joblib", is_flag=True, help="Load a .joblib/.pkl artifact (or an MLflow model saved with "
+              "pickle), which runs any code it holds: only for files you built yourself. Artifacts from elsewhere "
+              "should be .skops.")
 @click.option("--trust-type", "trusted_types", multiple=True,
               help="A type in a .skops file that skops does not trust by default, reviewed and trusted (repeat it).")
 @click.pass_obj
-def models_register(settings: Settings, artifact: Path, name: str, train_data: Path | None, target: str | None,
+def models_register(settings: Settings, artifact: str, name: str, train_data: Path | None, target: str | None,
                     validation_data: Path | None, baseline_cv: int | None, entity_col: str | None, current: bool,
                     trust_joblib: bool, trusted_types: tuple[str, ...]) -> None:
-    """Register a fitted scikit-learn estimator or Pipeline (a .skops file, or with --trust-joblib a .joblib)."""
+    """Register a fitted scikit-learn estimator or Pipeline: ARTIFACT is a .skops file (with
+    --trust-joblib a .joblib), or an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION,
+    runs:/RUN_ID/PATH; needs predstore[mlflow]), whose signature gives the feature types.
+
+    Exit status: 0 registered, 2 usage or configuration error, 4 a model predstore cannot score
+    (an MLflow flavour other than scikit-learn's).
+    """
+    from batch.features import assumed_numeric
     from batch.models import register_model
 
-    model = register_model(settings, artifact, name=name, train_data=train_data, target=target,
-                           validation_data=validation_data, baseline_cv=baseline_cv, entity_col=entity_col,
-                           current=current,
-                           trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
+    options: dict[str, Any] = dict(name=name, train_data=train_data, target=target, validation_data=validation_data,
+                                   baseline_cv=baseline_cv, entity_col=entity_col, current=current,
+                                   trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
+    if artifact.startswith(("models:/", "runs:/")):
+        from batch.mlflow_models import register_from_mlflow
+
+        model = register_from_mlflow(settings, artifact, **options)
+    else:
+        model = register_model(settings, Path(artifact), **options)
     state = " (current)" if "current" in model.aliases else ""
+    source = f", from {model.mlflow_uri}" if model.mlflow_uri else ""
     click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
-               f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}")
+               f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}{source}")
+    if assumed := assumed_numeric(model.feature_schema):
+        click.echo(f"feature types from the {model.feature_schema.get('kinds_from', 'model')}; assumed numeric, as "
+                   f"nothing said otherwise (a partition's text in them goes to the model as text): "
+                   f"{', '.join(assumed)}; pass --train-data to record them")
     if train_data:
         click.echo("output baseline: " + ("validation data" if validation_data else
                                           f"out-of-fold predictions ({baseline_cv} folds)" if baseline_cv else
@@ -404,6 +422,32 @@ def models_retain(settings: Settings, name: str, keep_days: int | None, forever:
     click.echo(f"{name}: published runs are kept {keep_days} day(s)" if keep_days else
                f"{name}: no policy of its own; " + (f"PREDSTORE_KEEP_DAYS={settings.keep_days} applies"
                                                      if settings.keep_days else "runs are kept for ever"))
+
+
+@models.command("sync")
+@click.argument("name")
+@click.option("--from-mlflow", is_flag=True, required=True, help="Follow the MLflow registry's aliases "
+              "(MLFLOW_TRACKING_URI; needs predstore[mlflow]).")
+@click.option("--mlflow-name", help="The MLflow registered model (default: the one NAME's versions came from, "
+              "else NAME).")
+@click.option("--trust-joblib", is_flag=True, help="Load versions MLflow saved with pickle, which run any code "
+              "they hold.")
+@click.option("--trust-type", "trusted_types", multiple=True,
+              help="A type skops does not trust by default, reviewed and trusted (repeat it).")
+@click.pass_obj
+def models_sync(settings: Settings, name: str, from_mlflow: bool, mlflow_name: str | None, trust_joblib: bool,
+                trusted_types: tuple[str, ...]) -> None:
+    """Point NAME's current and challenger at the versions MLflow's `champion` and `challenger`
+    aliases name, registering those not registered yet (without training data: the signature
+    gives the feature types). MLflow without a challenger retires NAME's.
+
+    Exit status: 0 synced, 2 usage or configuration error, 4 a model predstore cannot score.
+    """
+    from batch.mlflow_models import sync_from_mlflow
+
+    for move in sync_from_mlflow(settings, name, mlflow_name=mlflow_name, trust_joblib=trust_joblib,
+                                 trusted_types=trusted_types, actor=getpass.getuser()):
+        click.echo(move.describe(name))
 
 @contextmanager
 def _conn(settings: Settings) -> Iterator[Any]:

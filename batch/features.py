@@ -25,28 +25,52 @@ def task_of(model: Any) -> str:
     return "classification" if is_classifier(model) else "regression"
 
 
-def infer_schema(model: Any, train: pd.DataFrame | None = None) -> dict[str, Any]:
+def infer_schema(model: Any, train: pd.DataFrame | None = None, *,
+                 declared: dict[str, str] | None = None) -> dict[str, Any]:
     """The feature schema of a fitted model: column names, kinds, dtypes and categories.
 
-    Columns come from the model's ``feature_names_in_``; kinds and categories from ``train`` when
-    given (otherwise every column is taken as numeric). Then the model itself is probed, once, to
-    learn whether it accepts missing values per column and unseen categories.
+    Columns come from the model's ``feature_names_in_`` (else from ``train``, else from
+    ``declared``, an MLflow signature's {name: kind}). Kinds and categories come from ``train``
+    when given; without it from ``declared``, else from the model itself (`model_kinds`: a
+    ColumnTransformer's encoders take text, its 'drop' columns are left out); a column none of
+    them tells about is marked ``assumed`` numeric, and validation reads it as text where a
+    partition holds text that is not numbers. ``schema["kinds_from"]`` says which applied. Then
+    the model is probed, once, to learn whether it accepts missing values per column and unseen
+    categories.
     """
     names = getattr(model, "feature_names_in_", None)
+    by_name = names is not None
     if names is None:
-        if train is None:
+        if train is not None:
+            names = [c for c in train.columns][: getattr(model, "n_features_in_", len(train.columns))]
+        elif declared:
+            names = list(declared)
+        else:
             raise ModelError(
                 "the model was fitted without column names; fit it on a pandas DataFrame, "
                 "or pass --train-data so predstore knows its feature columns"
             )
-        names = [c for c in train.columns][: getattr(model, "n_features_in_", len(train.columns))]
+    names = [str(n) for n in names]
     columns = []
-    for name in map(str, names):
-        if train is not None and name not in train.columns:
-            raise ModelError(f"the training data has no column {name!r}, which the model takes")
-        series = train[name] if train is not None else None
-        columns.append(_column(name, series))
-    schema = {"columns": columns, "by_name": bool(getattr(model, "feature_names_in_", None) is not None)}
+    if train is not None:
+        for name in names:
+            if name not in train.columns:
+                raise ModelError(f"the training data has no column {name!r}, which the model takes")
+            columns.append(_column(name, train[name]))
+        kinds_from = "training data"
+    else:
+        structure = model_kinds(model, names)
+        for name in names:
+            kind, categories = structure.get(name, (None, None))
+            if kind == "drop":
+                if by_name:  # the model never reads it: a partition need not have it
+                    continue
+                kind = None
+            if declared and declared.get(name):  # the signature says; the encoder may know the categories
+                kind, categories = declared[name], categories if declared[name] == kind else None
+            columns.append(_declared(name, kind, categories))
+        kinds_from = "MLflow signature" if declared else "model"
+    schema = {"columns": columns, "by_name": by_name, "kinds_from": kinds_from}
     sample = _sample(schema, train)
     for column in columns:
         missing = None if column["kind"] == "categorical" else np.nan
@@ -54,6 +78,72 @@ def infer_schema(model: Any, train: pd.DataFrame | None = None) -> dict[str, Any
         if column["kind"] == "categorical":
             column["unseen_ok"] = _accepts(model, sample, column["name"], UNSEEN_PROBE)
     return schema
+
+
+def assumed_numeric(schema: dict[str, Any]) -> list[str]:
+    """The columns whose kind nothing told (no training data, signature or encoder): taken as numbers."""
+    return [c["name"] for c in schema["columns"] if c.get("assumed")]
+
+
+def model_kinds(model: Any, names: list[str]) -> dict[str, tuple[str, list[str] | None]]:
+    """What a fitted model tells of its input columns' kinds: {name: (kind, categories)}, kind one of
+    'categorical' (an encoder or imputer fitted on text), 'numeric' (one fitted on numbers, or a
+    scaler) or 'drop'; a column it says nothing of is absent. Reads a Pipeline's first step when
+    that is a ColumnTransformer (or a Pipeline that starts with one)."""
+    step = model
+    while hasattr(step, "steps"):  # a Pipeline: its first step sees the raw columns
+        step = step.steps[0][1]
+    if not hasattr(step, "transformers_"):
+        return {}
+    indices = getattr(step, "_transformer_to_input_indices", None)
+    if not isinstance(indices, dict):
+        return {}
+    kinds: dict[str, tuple[str, list[str] | None]] = {}
+    for label, transformer, _ in step.transformers_:
+        for number, index in enumerate(indices.get(label, [])):
+            if index >= len(names):
+                continue
+            found = ("drop", None) if isinstance(transformer, str) and transformer == "drop" \
+                else _transformer_kind(transformer, number)
+            if found is not None:
+                kinds[names[index]] = found
+    return kinds
+
+
+#: Fitted attributes of transformers that only take numbers (scalers, discretizers, power transforms).
+_NUMERIC_STATE = ("mean_", "scale_", "center_", "data_min_", "bin_edges_", "quantiles_", "lambdas_")
+
+
+def _transformer_kind(transformer: Any, position: int) -> tuple[str, list[str] | None] | None:
+    """The kind of the ``position``-th column ``transformer`` (or a Pipeline of them) was fitted on:
+    an encoder's categories tell (and list the categories), else an imputer's statistics, else a
+    scaler's state."""
+    steps = [s for _, s in transformer.steps] if hasattr(transformer, "steps") else [transformer]
+    for step in steps:
+        categories = getattr(step, "categories_", None)
+        if isinstance(categories, list) and position < len(categories):
+            values = np.asarray(categories[position])
+            if values.dtype.kind in "OUS":
+                texts = [str(v) for v in values.tolist() if v is not None and v == v]
+                return "categorical", sorted(texts) if len(texts) <= MAX_CATEGORIES else None
+            return "numeric", None
+    for step in steps:
+        statistics = getattr(step, "statistics_", None)
+        if isinstance(statistics, np.ndarray) and position < len(statistics):
+            return ("categorical", None) if statistics.dtype.kind in "OUS" else ("numeric", None)
+        if any(hasattr(step, attribute) for attribute in _NUMERIC_STATE):
+            return "numeric", None
+    return None
+
+
+def _declared(name: str, kind: str | None, categories: list[str] | None) -> dict[str, Any]:
+    """A column whose kind a signature or the model gave (``None``: nothing did, assumed numeric)."""
+    if kind == "categorical":
+        return {"name": name, "kind": "categorical", "dtype": "string", "categories": categories}
+    column: dict[str, Any] = {"name": name, "kind": "numeric", "dtype": "float64"}
+    if kind is None:
+        column["assumed"] = True
+    return column
 
 
 def model_input(schema: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame | np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ from store.migrate import prepare
 from store.settings import Settings
 
 
+@dataclass(frozen=True)
+class MlflowOrigin:
+    """Where a model fetched from MLflow came from, and the column kinds its signature declares."""
+
+    uri: str  # as resolved: models:/churn/3 (an alias moves), runs:/<id>/model
+    version: int | None = None  # the MLflow registry's version number
+    declared: dict[str, str] | None = None  # column name -> 'numeric' or 'categorical'
+
+
 def register_model(
     settings: Settings,
     artifact: Path,
@@ -44,6 +54,7 @@ def register_model(
     trust_joblib: bool = True,
     trusted_types: tuple[str, ...] = (),
     actor: str | None = None,
+    origin: MlflowOrigin | None = None,
 ) -> registry.ModelVersion:
     """Register ``artifact`` as the next version of ``name``; the first version becomes current.
 
@@ -61,6 +72,9 @@ def register_model(
     ``trust_joblib=False`` refuses a joblib/pickle artifact (loading one runs any code it holds),
     and a skops artifact holding types skops does not trust by default unless they are in
     ``trusted_types``: the command line passes False, for files that come from elsewhere.
+
+    Without training data the column kinds come from ``origin``'s signature, else from the model
+    (see `batch.features.infer_schema`); ``origin`` is recorded beside the sha256.
     """
     if target and not train_data:
         raise ConfigError("--target needs --train-data")
@@ -87,7 +101,7 @@ def register_model(
         if target not in columns:
             raise ConfigError(f"--target {target!r} is not a column of {validation_data}")
     features = train.drop(columns=[target]) if train is not None and target else train
-    schema = infer_schema(model, features)
+    schema = infer_schema(model, features, declared=origin.declared if origin else None)
     if entity_col:
         schema["entity_col"] = entity_col
     task = task_of(model)
@@ -123,7 +137,9 @@ def register_model(
             return registry.get_model(conn, name, version=same.version)
         registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
                               task=task, feature_schema=schema, classes=classes, training_metrics=scores,
-                              trusted_types=list(reviewed) if fmt == "skops" else None)
+                              trusted_types=list(reviewed) if fmt == "skops" else None,
+                              mlflow_uri=origin.uri if origin else None,
+                              mlflow_version=origin.version if origin else None)
         if base:
             profiles.insert_baseline(conn, name, version, base)
         if calibrated:
@@ -131,7 +147,8 @@ def register_model(
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
         audit.record(conn, "model.register", target=f"{name} v{version}", actor=actor,
-                     details={"sha256": sha256, "format": fmt, "current": current or version == 1})
+                     details={"sha256": sha256, "format": fmt, "current": current or version == 1,
+                              **({"mlflow_uri": origin.uri} if origin else {})})
         return registry.get_model(conn, name, version=version)
 
 

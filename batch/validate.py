@@ -103,7 +103,7 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
     features: dict[str, Any] = {}
     for column in schema["columns"]:
         name = column["name"]
-        if column["kind"] == "numeric":
+        if _kind_in(column, batch.column(name)) == "numeric":
             values, not_number = _numeric(batch.column(name), name)
             reject(not_number, f"column {name!r} is not a number")
             reject(np.isinf(values), f"column {name!r} is infinite")
@@ -148,6 +148,19 @@ def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     if others:
         frame = frame.assign(**others) if numeric else pd.DataFrame(others)
     return frame[list(columns)] if list(frame.columns) != list(columns) else frame
+
+
+def _kind_in(column: dict[str, Any], array: pa.Array | pa.ChunkedArray) -> str:
+    """The kind to read a column as in this batch: the schema's, except for a column ``assumed``
+    numeric (nothing at registration said what it holds) that arrives as text mostly not numbers,
+    which is passed to the model as text: the model, not a guess, then says whether it takes it."""
+    if not column.get("assumed"):
+        return str(column["kind"])
+    kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return "numeric"
+    values, not_number = _numeric(array, column["name"])
+    return "categorical" if not_number.sum() > (~np.isnan(values)).sum() else "numeric"
 
 
 def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -43,24 +43,45 @@ class Store:
         return settings
 
     def register(self, model: Any, *, name: str, train: Any = None, target: str | None = None,
-                 validation: Any = None, entity_col: str | None = None, current: bool = False) -> ModelVersion:
+                 validation: Any = None, entity_col: str | None = None, current: bool = False,
+                 trusted_types: Sequence[str] = ()) -> ModelVersion:
         """Register a fitted estimator as the next version of ``name`` (saved with skops), with its
         training frame for the feature types, baselines and metrics (``target`` its label column),
-        and a held-out ``validation`` frame to measure it on. The first version becomes current."""
+        and a held-out ``validation`` frame to measure it on. The first version becomes current.
+
+        ``model`` may also be an MLflow model URI (``models:/churn@champion``, ``models:/churn/3``,
+        ``runs:/<run id>/model``; needs ``predstore[mlflow]``): the scikit-learn model it names is
+        fetched, its signature gives the feature types, and the URI is recorded. Types in it that
+        skops does not trust by default must be reviewed and listed in ``trusted_types``."""
         import skops.io as sio
 
         from batch.models import register_model
 
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             folder = Path(tmp)
+            options: dict[str, Any] = dict(
+                name=name, train_data=_parquet(train, folder / "train.parquet"), target=target,
+                validation_data=_parquet(validation, folder / "validation.parquet"), entity_col=entity_col,
+                current=current)
+            if isinstance(model, str) and model.startswith(("models:/", "runs:/")):
+                from batch.mlflow_models import register_from_mlflow
+
+                return register_from_mlflow(self.settings, model, trusted_types=tuple(trusted_types), **options)
             artifact = folder / f"{name}.skops"
             sio.dump(model, artifact)
-            return register_model(
-                self.settings, artifact, name=name, train_data=_parquet(train, folder / "train.parquet"),
-                target=target, validation_data=_parquet(validation, folder / "validation.parquet"),
-                entity_col=entity_col, current=current,
-                trusted_types=tuple(sio.get_untrusted_types(file=artifact)),  # dumped here, from this process
-            )
+            return register_model(self.settings, artifact, **options,
+                                  trusted_types=tuple(sio.get_untrusted_types(file=artifact)))  # dumped here
+
+    def model(self, name: str, *, version: int | None = None) -> ModelVersion | None:
+        """The current version of ``name`` as registered (or ``version``), None if there is none."""
+        from store import registry
+        from store.errors import NotFound
+
+        with self._connect() as conn:
+            try:
+                return registry.get_model(conn, name, version=version)
+            except NotFound:
+                return None
 
     def score(self, data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
               version: int | None = None, force: bool = False) -> RunResult:
@@ -190,10 +211,15 @@ _DEFAULT = Store()
 
 
 def register(model: Any, *, name: str, train: Any = None, target: str | None = None, validation: Any = None,
-             entity_col: str | None = None, current: bool = False) -> ModelVersion:
+             entity_col: str | None = None, current: bool = False, trusted_types: Sequence[str] = ()) -> ModelVersion:
     """`Store.register` on the default store."""
     return _DEFAULT.register(model, name=name, train=train, target=target, validation=validation,
-                             entity_col=entity_col, current=current)
+                             entity_col=entity_col, current=current, trusted_types=trusted_types)
+
+
+def model(name: str, *, version: int | None = None) -> ModelVersion | None:
+    """`Store.model` on the default store."""
+    return _DEFAULT.model(name, version=version)
 
 
 def score(data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,

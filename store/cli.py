@@ -25,13 +25,15 @@ from store.errors import (
     RunNotRunning,
     SchemaOutdated,
     StoreUnavailable,
+    UnsupportedModel,
     first_line,
     mask_secrets,
 )
 from store.settings import Settings
 
 #: The exit status of each error (its nearest class here); 2 is for what the user must fix before
-#: trying again, 1 for a job that ran and failed (run it again once the cause is gone).
+#: trying again, 1 for a job that ran and failed (run it again once the cause is gone), 4 for a
+#: model of a kind predstore cannot score (an MLflow flavour other than scikit-learn's).
 EXIT_CODES: dict[type[PredstoreError], int] = {
     ConfigError: 2,
     ConnectionLost: 1,
@@ -39,6 +41,7 @@ EXIT_CODES: dict[type[PredstoreError], int] = {
     SchemaOutdated: 2,
     NotFound: 2,
     ModelError: 1,
+    UnsupportedModel: 4,
     InputError: 1,
     RunFailed: 1,
     RunNotRunning: 1,

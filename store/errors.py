@@ -55,6 +55,10 @@ class ModelError(PredstoreError):
     """A model artifact is unreadable, changed since registration, or failed to predict."""
 
 
+class UnsupportedModel(ModelError):
+    """A model of a kind predstore cannot score: an MLflow flavour other than scikit-learn's."""
+
+
 class InputError(PredstoreError):
     """An input partition cannot be used (missing columns, unreadable, too many bad rows)."""
 

@@ -31,11 +31,15 @@ class ModelVersion:
     #: The types a skops artifact may load with, reviewed at registration (None: recorded before
     #: they were kept; such an artifact loads trusting the types its vetted bytes hold).
     trusted_types: tuple[str, ...] | None = None
+    #: Where a version registered from MLflow came from (models:/churn/3, runs:/<id>/model) and its
+    #: MLflow registry version; None for one registered from a file.
+    mlflow_uri: str | None = None
+    mlflow_version: int | None = None
 
 
 _SELECT = """
     SELECT m.name, m.version, m.artifact_uri, m.sha256, m.format, m.task, m.feature_schema, m.classes,
-           m.training_metrics, m.created_at, m.trusted_types,
+           m.training_metrics, m.created_at, m.trusted_types, m.mlflow_uri, m.mlflow_version,
            coalesce(array_agg(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), '{}') AS aliases
     FROM models m LEFT JOIN model_aliases a ON a.model_name = m.name AND a.version = m.version
 """
@@ -68,15 +72,19 @@ def insert_model(
     classes: list[Any] | None,
     training_metrics: dict[str, Any] | None,
     trusted_types: list[str] | None = None,
+    mlflow_uri: str | None = None,
+    mlflow_version: int | None = None,
 ) -> None:
-    """Record a new model version (with ``trusted_types``, the reviewed types a skops one loads with)."""
+    """Record a new model version (with ``trusted_types``, the reviewed types a skops one loads with,
+    and for one fetched from MLflow its URI and registry version)."""
     conn.execute(
         """INSERT INTO models (name, version, artifact_uri, sha256, format, task, feature_schema, classes,
-                               training_metrics, trusted_types)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                               training_metrics, trusted_types, mlflow_uri, mlflow_version)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         [name, version, artifact_uri, sha256, format, task, Jsonb(feature_schema),
          Jsonb(classes) if classes is not None else None,
-         Jsonb(training_metrics) if training_metrics is not None else None, trusted_types],
+         Jsonb(training_metrics) if training_metrics is not None else None, trusted_types, mlflow_uri,
+         mlflow_version],
     )
 
 
@@ -135,6 +143,15 @@ def find_by_sha256(conn: psycopg.Connection, name: str, sha256: str) -> ModelVer
     row = conn.cursor(row_factory=dict_row).execute(
         _SELECT + " WHERE m.name = %s AND m.sha256 = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
         [name, sha256],
+    ).fetchone()
+    return _row(row) if row else None
+
+
+def find_by_mlflow_uri(conn: psycopg.Connection, name: str, mlflow_uri: str) -> ModelVersion | None:
+    """The version of ``name`` registered from ``mlflow_uri`` (as resolved: models:/churn/3), if any."""
+    row = conn.cursor(row_factory=dict_row).execute(
+        _SELECT + " WHERE m.name = %s AND m.mlflow_uri = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
+        [name, mlflow_uri],
     ).fetchone()
     return _row(row) if row else None
 

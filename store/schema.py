@@ -494,3 +494,9 @@ erasures = Table(
 # The types of a skops version that skops does not trust by default, each reviewed (--trust-type)
 # and trusted when it was loaded at registration: exactly what loading that version may trust.
 models.append_column(Column("trusted_types", ARRAY(Text)))
+
+# A version registered from MLflow (migration 0012): the URI it was fetched from, fixed to what it
+# resolved to (models:/churn/3, not the alias models:/churn@champion), and the MLflow registry's
+# version number; NULL for a version registered from a file.
+models.append_column(Column("mlflow_uri", Text))
+models.append_column(Column("mlflow_version", Integer))
