@@ -15,14 +15,13 @@ from datetime import UTC, timedelta
 from importlib.resources import files
 from pathlib import Path
 
-import joblib
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from batch.models import register_model
+import predstore
 from monitor.labels import ingest_labels
 from monitor.runner import run_monitor, write_report
 from scheduler import JobsFailed, load_config, run_once
@@ -92,13 +91,12 @@ def run_demo(settings: Settings, *, say: Callable[[str], None] = print, weeks: i
     months = hours[hours["event_time"] < TRAIN_UNTIL]
     held_out = months.sample(frac=0.2, random_state=0)
     training = months.drop(held_out.index)
-    artifact = work / "bikes.joblib"
-    joblib.dump(train(training), artifact)
-    columns = ["entity_id", *CATEGORICAL, *NUMERIC, "cnt"]
-    training[columns].to_parquet(work / "training.parquet", index=False)
-    held_out[columns].to_parquet(work / "validation.parquet", index=False)
-    model = register_model(settings, artifact, name=MODEL, train_data=work / "training.parquet", target="cnt",
-                           validation_data=work / "validation.parquet", entity_col="entity_id", current=True)
+    columns = [*CATEGORICAL, *NUMERIC, "cnt"]
+    store = predstore.Store(url=settings.database_url, home=settings.home)
+    # Registered once, as from a notebook: saved with skops, the frames giving its feature types, its
+    # metrics on the held-out hours and the baselines the monitor compares the weeks with.
+    model = store.model(MODEL) or store.register(train(training), name=MODEL, train=training[columns], target="cnt",
+                                                 validation=held_out[columns], entity_col="entity_id")
     mae = (model.training_metrics or {}).get("mae", float("nan"))
     say(f"trained on {len(training):,} hours of Jan-Feb 2011; registered {MODEL} v{model.version} "
         f"(MAE on {len(held_out)} held-out hours: {mae:.1f} rentals/hour)")
