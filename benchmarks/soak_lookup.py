@@ -11,13 +11,13 @@ counted from it, so a stall is not hidden by requests that were never sent):
 
 1. ``--quiet`` seconds with nothing else running: the quiet p99;
 2. ``--seconds`` seconds while `predstore score --force` re-scores and publishes the partition:
-   once by default (the issue's scenario, "while a new run publishes"), or ``--publishes N``
+   once by default (a lookup load "while a new run publishes"), or ``--publishes N``
    times (0: until the soak ends), back to back or a run starting every ``--every`` seconds
    (each publish supersedes the last, drops the lookup caches by NOTIFY, and retention detaches
    and drops old runs' tables).
 
 It prints, for each phase, requests, errors (anything but a 200), p50/p99/max latency, and the
-gunicorn processes' memory (RSS) sampled every second, and checks the issue's targets: zero
+gunicorn processes' memory (RSS) sampled every second, and checks the targets: zero
 errors, soak p99 <= 1.5 x quiet p99, memory flat (the last sample within 10% of the first after
 the warm-up). It also prints the p99 of the requests due in the half second after each publish
 commit: what publishing itself costs lookups, apart from the scoring job's CPU before it.
