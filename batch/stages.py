@@ -1,0 +1,166 @@
+"""The stages of a scoring run, each a function over its `RunPlan`.
+
+`write` creates the runs' tables (not attached, so invisible) and has the partition's slices
+scored into them by tasks (in this process, in local worker processes or on Dask; see
+`batch.tasks`); `verify` adds up what the tasks did and fails the runs that rejected too much;
+`publish`, in one short transaction, checks each table against its count, builds its index,
+attaches it to ``predictions`` and flips the ledger, so that readers see the previous run or
+this one, never part of it. `batch.runner` calls them in turn and fails the runs if one raises.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import psycopg
+
+from batch import faults, metrics, profile, reader
+from batch.executors import run_tasks
+from batch.plan import Progress, RunPlan, RunResult
+from batch.tasks import Target, TaskContext, TaskResult, run_digest
+from batch.validate import check_columns, required_columns
+from store import ledger, predictions, profiles, registry
+from store.db import connect
+from store.errors import InputError, RunFailed
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `write` left for the later stages: the tasks' shared context and what each did."""
+
+    context: TaskContext
+    tasks: list[TaskResult]
+
+
+def write(plan: RunPlan, control: psycopg.Connection, progress: Progress | None = None) -> Written:
+    """Create the runs' tables and score the partition's slices into them, reporting rows done."""
+    context = task_context(plan.url, plan.entity_col, control, plan.partition, plan.request.max_reject_fraction,
+                           [(plan.run_ids[role], plan.models[role]) for role in plan.roles])
+    slices = reader.plan(plan.partition, pieces=plan.request.executor.pieces)
+    context = replace(context, url=plan.task_url, sole_task=len(slices) == 1)
+    total = sum(s.rows or 0 for s in slices) if all(s.rows is not None for s in slices) else None
+    with control.transaction():
+        for run_id in plan.run_ids.values():
+            predictions.create_run_table(control, run_id)
+    faults.point("table_created")
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done
+        done += rows
+        if progress:
+            progress(done, total)
+
+    return Written(context, run_tasks(slices, context, plan.request.executor, advance))
+
+
+def verify(plan: RunPlan, written: Written, results: dict[str, RunResult]) -> None:
+    """Add up each role's counts from its tasks; `InputError` if a run rejected too many rows."""
+    for i, role in enumerate(plan.roles):
+        add_up(written.tasks, i, results[role])
+        check_rejects(results[role], plan.request.max_reject_fraction)
+
+
+def publish(plan: RunPlan, written: Written, results: dict[str, RunResult], *, started: float,
+            cpu_started: float) -> None:
+    """Index, attach and publish every role's run in one transaction, and record them in the ledger."""
+    t = time.perf_counter()
+    with connect(plan.url, application_name="predstore-publish") as conn, conn.transaction():
+        for i, role in enumerate(plan.roles):
+            _publish_one(plan, written, conn, i, role, results[role], t=t, started=started, cpu_started=cpu_started)
+        faults.point("published")
+    faults.point("committed")
+
+
+def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult,
+                 *, t: float, started: float, cpu_started: float) -> None:
+    run_id, model_row, tasks = plan.run_ids[role], plan.models[role], written.tasks
+    rows = predictions.count_run_rows(conn, run_id)
+    if rows != result.rows_scored:
+        raise RunFailed(f"run {run_id}'s table holds {rows} rows but its tasks scored "
+                        f"{result.rows_scored} (a task's output was written twice?); score the partition again")
+    result.rows_duplicate = predictions.index_run_table(conn, run_id)
+    faults.point("indexed")
+    result.stages["index_s"] = round(time.perf_counter() - t, 3)
+    if written.context.targets[i].baseline:
+        total_profile: dict[str, Any] = {}
+        for task in tasks:
+            total_profile = profile.add(total_profile, task.targets[i].profile)
+        profiles.insert_run_profile(conn, run_id, total_profile)
+    publishing = time.perf_counter()
+    result.superseded_run = predictions.publish(conn, run_id, model_name=model_row.name,
+                                                partition_key=plan.partition.key, role=role)
+    result.stages["publish_s"] = round(time.perf_counter() - publishing, 3)
+    result.status = "published"
+    measure(result, started)
+    paired = {r: other for r, other in plan.run_ids.items() if r != role}
+    ledger.finish_run(conn, run_id, was="published", status="published",
+                      input_fingerprint=plan.partition.fingerprint,
+                      predictions_digest=run_digest([d for task in tasks for d in task.targets[i].digests]),
+                      details={"stages": result.stages, "entity_col": plan.entity_col,
+                               "executor": asdict(plan.request.executor), "tasks": len(tasks),
+                               **({"paired_runs": paired} if paired else {})},
+                      cpu_seconds=time.process_time() - cpu_started, **result.counts())
+    verb = f"superseding run {result.superseded_run}" if result.superseded_run else "first run of this partition"
+    label = "" if role == "current" else f" (challenger v{model_row.version})"
+    result.message = (f"published run {run_id}{label}: {result.rows_scored - result.rows_duplicate} "
+                      f"predictions, {result.rows_rejected} rejected, {result.rows_duplicate} duplicate ids "
+                      f"({verb})")
+
+
+def task_context(url: str, entity_col: str, conn: psycopg.Connection, partition: reader.Partition,
+                 max_reject_fraction: float, runs: list[tuple[int, registry.ModelVersion]]) -> TaskContext:
+    """What every task of the runs needs: the columns to read, and per run its model, output
+    columns, profile baseline and reject limit; `InputError` if the partition lacks a column."""
+    available = reader.columns_of(partition)
+    total = reader.count_rows(partition)
+    targets = []
+    columns: list[str] = []
+    for run_id, model_row in runs:
+        schema = model_row.feature_schema
+        check_columns(schema, entity_col, available)
+        columns += [c for c in required_columns(schema, entity_col) if c not in columns]
+        out_columns = ["entity_id", "row_number", "prediction"]
+        if model_row.task == "classification":
+            out_columns.append("label")
+            if model_row.classes is not None and len(model_row.classes) > 2:
+                out_columns.append("scores")
+        targets.append(Target(
+            run_id=run_id, artifact_uri=model_row.artifact_uri, sha256=model_row.sha256, format=model_row.format,
+            schema=schema, out_columns=out_columns,
+            baseline=profiles.get_baseline(conn, model_row.name, model_row.version),
+            reject_limit=None if total is None else max_reject_fraction * total,
+            trusted_types=model_row.trusted_types,
+        ))
+    return TaskContext(url=url, entity_col=entity_col, columns=columns, targets=tuple(targets))
+
+
+def add_up(tasks: list[TaskResult], target: int, result: RunResult) -> None:
+    """Add target ``target``'s counts and stage timings of ``tasks`` into ``result``."""
+    for task in tasks:
+        result.rows_in += task.rows_in
+        result.rows_scored += task.targets[target].rows_scored
+        result.rows_rejected += task.targets[target].rows_rejected
+        for stage, seconds in task.stages.items():
+            result.stages[stage] = round(result.stages.get(stage, 0.0) + seconds, 3)
+
+
+def check_rejects(result: RunResult, max_fraction: float) -> None:
+    """`InputError` if the run read no row, or rejected more than ``max_fraction`` of them."""
+    if result.rows_in == 0:
+        raise InputError("the partition has no rows")
+    fraction = result.rows_rejected / result.rows_in
+    if fraction > max_fraction:
+        raise InputError(
+            f"{result.rows_rejected} of {result.rows_in} rows read were rejected ({fraction:.1%}, more than "
+            f"--max-reject-fraction {max_fraction:.1%}); see `predstore runs show {result.run_id}`"
+        )
+
+
+def measure(result: RunResult, started: float) -> None:
+    """Record the run's duration since ``started``, its speed and the process's peak memory."""
+    result.duration_s = round(time.perf_counter() - started, 3)
+    result.rows_per_s = round(result.rows_in / result.duration_s, 1) if result.duration_s else 0.0
+    result.peak_rss_bytes = metrics.peak_rss_bytes()
