@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from batch.executors import EXECUTORS, ExecutorSpec
-from store import audit, ledger, profiles, registry
+from store import ledger, profiles, registry
 from store.db import connect
 from store.errors import RunFailed
 from store.migrate import prepare
@@ -161,6 +161,8 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
         raise click.UsageError("give a VERSION, or --challenger (not both)")
     if if_better and not from_challenger:
         raise click.UsageError("--if-better goes with --challenger")
+    from batch.promotion import promote_model
+
     evidence = None
     if from_challenger:
         if if_better:
@@ -175,13 +177,9 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
                     click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
                                f"{evidence.verdict} ({evidence.evidence()})")
                 click.get_current_context().exit(NOT_PROMOTED)
-        with _conn(settings) as conn, conn.transaction():
-            version = registry.get_model(conn, name, alias="challenger").version
-            before = registry.set_alias(conn, name, "current", version)
-            registry.remove_alias(conn, name, "challenger")
-            audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
-                         details={"alias": "current", "before": before, "from": "challenger",
-                                  **({"evidence": evidence.to_dict()} if evidence else {})})
+        promotion = promote_model(settings, name, actor=getpass.getuser(),
+                                  evidence=evidence.to_dict() if evidence else None)
+        before, version = promotion.before, promotion.version
         why = f": {evidence.verdict} ({evidence.evidence()})" if evidence else ""
         if as_json:
             _promoted(name, "current", before, version, evidence)
@@ -189,12 +187,7 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
         click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
         return
     assert version is not None
-    with _conn(settings) as conn, conn.transaction():
-        if alias == "challenger" and version == registry.get_model(conn, name).version:
-            raise click.UsageError(f"version {version} is already the current version of {name}")
-        before = registry.set_alias(conn, name, alias, version)
-        audit.record(conn, "model.promote", target=f"{name} v{version}", actor=getpass.getuser(),
-                     details={"alias": alias, "before": before})
+    before = promote_model(settings, name, version, alias=alias, actor=getpass.getuser()).before
     if as_json:
         _promoted(name, alias, before, version, None)
         return
@@ -219,40 +212,6 @@ def models_retire(settings: Settings, name: str, challenger: bool) -> None:
         registry.get_model(conn, name)  # NotFound if no such model
         version = registry.remove_alias(conn, name, "challenger")
     click.echo(f"{name}: challenger v{version} retired" if version else f"{name} had no challenger")
-
-
-@models.command("compare")
-@click.argument("name")
-@click.option("--since", type=click.DateTime(), help="Only runs published since this date.")
-@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
-@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
-              help="Labeled entities needed before any verdict.")
-@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Non-inferiority margin, in the metric's units (see `promote --margin`).")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@click.option("--report", type=click.Path(path_type=Path), help="Also write it as a self-contained HTML page.")
-@click.pass_obj
-def models_compare(settings: Settings, name: str, since: Any, confidence: float, min_labels: int, margin: float,
-                   as_json: bool, report: Path | None) -> None:
-    """Compare NAME's current version with its challenger on the rows both scored: realized
-    metrics on the labels that arrived, each entity counted once (an interval for one look, and
-    an anytime interval that the verdict uses), disagreement, output drift."""
-    from monitor.compare import compare_models, render
-
-    comparison = compare_models(settings, name, since=since, confidence=confidence, min_labels=min_labels,
-                                margin=margin)
-    if report:
-        report.write_text(render(comparison), encoding="utf-8")
-    if as_json:
-        click.echo(json.dumps(comparison.to_dict(), indent=2, default=str))
-        return
-    click.echo(f"{name}: v{comparison.current_version} (current) against v{comparison.challenger_version} "
-               f"(challenger) on {comparison.paired_runs} paired runs, {comparison.rows:,} rows, "
-               f"{comparison.entities:,} entities")
-    for key, value in comparison.to_dict().items():
-        if key not in ("history", "model", "current_version", "challenger_version"):
-            click.echo(f"{key:<24} {value}")
-    click.echo(f"{comparison.verdict}: {comparison.evidence()}")
 
 
 @click.command()

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from lookup_api.openapi import spec
-from store.cli import main
+from predstore.cli import main
 from store.settings import Settings
 
 DOCS = Path(__file__).resolve().parent

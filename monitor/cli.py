@@ -1,4 +1,5 @@
-"""`predstore monitor` and `predstore labels`: thin commands over the monitor's runner."""
+"""`predstore monitor`, `predstore labels` and `predstore models compare`: thin commands over the
+monitor's runner and its comparison of a model's current version with its challenger."""
 
 from __future__ import annotations
 
@@ -122,6 +123,40 @@ def labels_ingest(settings: Settings, path: str, model_name: str, entity_col: st
     if counts["unscored"]:
         click.echo(f"{counts['unscored']:,} label(s) are for entities no retained run of {model_name} scored; "
                    "they are kept and will match if such a run is published")
+
+
+@click.command("compare")
+@click.argument("name")
+@click.option("--since", type=click.DateTime(), help="Only runs published since this date.")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True)
+@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Labeled entities needed before any verdict.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Non-inferiority margin, in the metric's units (see `promote --margin`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option("--report", type=click.Path(path_type=Path), help="Also write it as a self-contained HTML page.")
+@click.pass_obj
+def models_compare(settings: Settings, name: str, since: Any, confidence: float, min_labels: int, margin: float,
+                   as_json: bool, report: Path | None) -> None:
+    """Compare NAME's current version with its challenger on the rows both scored: realized
+    metrics on the labels that arrived, each entity counted once (an interval for one look, and
+    an anytime interval that the verdict uses), disagreement, output drift."""
+    from monitor.compare import compare_models, render
+
+    comparison = compare_models(settings, name, since=since, confidence=confidence, min_labels=min_labels,
+                                margin=margin)
+    if report:
+        report.write_text(render(comparison), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(comparison.to_dict(), indent=2, default=str))
+        return
+    click.echo(f"{name}: v{comparison.current_version} (current) against v{comparison.challenger_version} "
+               f"(challenger) on {comparison.paired_runs} paired runs, {comparison.rows:,} rows, "
+               f"{comparison.entities:,} entities")
+    for key, value in comparison.to_dict().items():
+        if key not in ("history", "model", "current_version", "challenger_version"):
+            click.echo(f"{key:<24} {value}")
+    click.echo(f"{comparison.verdict}: {comparison.evidence()}")
 
 
 def _print(result: MonitorResult, report_path: Path | None) -> None:

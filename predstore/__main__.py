@@ -1,5 +1,5 @@
 """`python -m predstore`: the `predstore` command."""
 
-from store.cli import main
+from predstore.cli import main
 
 main(prog_name="predstore")

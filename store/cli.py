@@ -1,18 +1,15 @@
-"""The `predstore` command: the root group, which imports each subcommand from its component on
-first use, and the `predstore db` commands. Errors become one line on stderr and an exit code."""
+"""`predstore db`: the prediction store's URL, migrations, status and roles; and `EXIT_CODES`, the
+exit status of each error, which the root command (`predstore.cli`) exits with."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
-from typing import Any
 
 import click
 import psycopg
 
 from store import db as dbmod
-from store import ledger, logs, migrate
+from store import ledger, migrate
 from store.errors import (
     ConfigError,
     ConnectionLost,
@@ -27,7 +24,6 @@ from store.errors import (
     StoreUnavailable,
     UnsupportedModel,
     first_line,
-    mask_secrets,
 )
 from store.settings import Settings
 
@@ -49,74 +45,13 @@ EXIT_CODES: dict[type[PredstoreError], int] = {
     PredstoreError: 1,
 }
 
-#: Every subcommand but `db`, as ``module:attribute``: `predstore score` is ``batch.cli:score``.
-#: They are imported when a command line names them (or --help lists them), so `predstore db url`
-#: never imports scikit-learn, and `store` never imports the packages above it at import time.
-SUBCOMMANDS = {
-    "apikeys": "lookup_api.cli:apikeys",
-    "demo": "demo.cli:demo",
-    "forget": "batch.forget:forget",
-    "jobs": "scheduler.cli:jobs",
-    "labels": "monitor.cli:labels",
-    "models": "batch.cli:models",
-    "monitor": "monitor.cli:monitor",
-    "runs": "batch.cli:runs",
-    "schedule": "scheduler.cli:schedule",
-    "score": "batch.cli:score",
-    "serve": "lookup_api.cli:serve",
-}
-
-
-class LazyGroup(click.Group):
-    """A group whose subcommands are import strings, loaded on first use (click's lazy group)."""
-
-    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy_subcommands = lazy_subcommands or {}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.lazy_subcommands:
-            return super().get_command(ctx, cmd_name)
-        module, _, attribute = self.lazy_subcommands[cmd_name].partition(":")
-        command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command), self.lazy_subcommands[cmd_name]
-        return command
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PredstoreError as exc:
-            logs.say(mask_secrets(str(exc)), level=logging.ERROR)
-            ctx.exit(exit_code(exc))
-        except KeyboardInterrupt:
-            click.echo("predstore: interrupted", err=True)
-            ctx.exit(130)
-
 
 def exit_code(exc: PredstoreError) -> int:
     """The exit status for ``exc``: `EXIT_CODES`' entry for its nearest class."""
     return next(EXIT_CODES[cls] for cls in type(exc).__mro__ if cls in EXIT_CODES)
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=SUBCOMMANDS)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail to stderr.")
-@click.version_option(package_name="predstore")
-@click.pass_context
-def main(ctx: click.Context, verbose: bool) -> None:
-    """predstore: score data partitions with scikit-learn models into PostgreSQL, and serve them.
-
-    With PREDSTORE_DATABASE_URL unset, every command uses an embedded PostgreSQL kept under
-    PREDSTORE_HOME (default ./.predstore), started on first use.
-    """
-    settings = Settings.from_env()
-    logs.configure(settings, verbose=verbose)
-    ctx.obj = settings
-
-
-@main.group()
+@click.group()
 def db() -> None:
     """The prediction store: its URL, migrations and status."""
 

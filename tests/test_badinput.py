@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 from tests import factories
 from tests.badinput import CASES, ROWS, Case, base
 from tests.conftest import cloned_database

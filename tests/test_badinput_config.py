@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from batch.models import register_model
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 from tests import factories
 
 GOOD_JOB = '[jobs.a]\nkind = "score"\nmodel = "churn"\ninput = "in/*.parquet"\non_arrival = true\n'

@@ -26,8 +26,8 @@ from monitor.compare import (
     t_interval,
 )
 from monitor.labels import ingest_labels
+from predstore.cli import main
 from store import RunFailed, Settings, lookups
-from store.cli import main
 from tests import factories
 
 FEATURES = ["f0", "f1", "f2"]

@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 
 from batch.cli import RUN_KEYS
-from store.cli import SUBCOMMANDS, main
+from predstore.cli import SUBCOMMANDS, main
 from store.migrate import alembic_config, head_revision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ HEAVY = ("sklearn", "skops", "pandas", "pyarrow", "scipy", "apscheduler", "flask
 
 PROBE = """
 import sys
-from store.cli import main
+from predstore.cli import main
 try:
     main(sys.argv[1:], prog_name="predstore")
 except SystemExit as exc:
@@ -43,14 +43,25 @@ def loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[list[str
     return ast.literal_eval(modules), code
 
 
+#: Where each subcommand lives: the root imports it from there.
+HOMES = {"apikeys": "lookup_api.cli:apikeys", "db": "store.cli:db", "demo": "demo.cli:demo",
+         "forget": "batch.forget:forget", "jobs": "scheduler.cli:jobs", "labels": "monitor.cli:labels",
+         "models": "batch.cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
+         "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve"}
+
+
 def test_the_root_imports_every_subcommand_from_its_component() -> None:
     ctx = click.Context(main)
-    assert set(main.list_commands(ctx)) == {"db", *SUBCOMMANDS}
-    for name, target in SUBCOMMANDS.items():
+    assert main.list_commands(ctx) == sorted(SUBCOMMANDS) == sorted(HOMES)
+    for name, target in HOMES.items():
         module, _, attribute = target.partition(":")
         command = main.get_command(ctx, name)
         assert command is getattr(importlib.import_module(module), attribute)
         assert command.name == name
+    assert main.get_command(ctx, "nonesuch") is None
+    models = main.get_command(ctx, "models")
+    assert isinstance(models, click.Group)
+    assert models.get_command(ctx, "compare") is importlib.import_module("monitor.cli").models_compare
 
 
 @pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["runs", "list", "--help"],

@@ -6,8 +6,8 @@ import psycopg
 from click.testing import CliRunner
 
 from demo.run import load_hours, run_demo
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 
 
 def test_the_shipped_data_is_whole() -> None:

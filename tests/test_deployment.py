@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from lookup_api.capacity import available_cpus
-from store.cli import main
+from predstore.cli import main
 from store.db import connection_slots, describe_target
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from batch.runner import ScoreRequest, score_partition
 from lookup_api import close_app, create_app
+from predstore.cli import main
 from store import ledger, predictions
-from store.cli import main
 from store.settings import Settings
 from tests import factories
 from tests.test_lookup_api import publish_run

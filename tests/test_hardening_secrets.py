@@ -13,7 +13,7 @@ from flask import Flask
 from batch.executors import ExecutorSpec
 from batch.runner import task_url
 from lookup_api import close_app, create_app
-from store.cli import main
+from predstore.cli import main
 from store.errors import describe_target, mask_secrets
 from store.settings import Settings
 

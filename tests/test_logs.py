@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from predstore.cli import main
 from store import logs
-from store.cli import main
 from store.settings import Settings
 from tests.test_scheduler import arrival_job, model, write_partition  # noqa: F401 (model: a fixture)
 

@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 
 from lookup_api import close_app, create_app
 from lookup_api.cache import MISSING, PredictionCache
+from predstore.cli import main
 from store import ledger, predictions, registry
-from store.cli import main
 from store.errors import ConfigError
 from store.settings import Settings
 

@@ -25,8 +25,8 @@ import predstore
 from batch.runner import ScoreRequest, score_partition
 from batch.score import score_frame
 from monitor.labels import ingest_labels
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 from tests import factories
 
 mlflow = pytest.importorskip("mlflow")

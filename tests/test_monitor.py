@@ -22,9 +22,9 @@ from batch.runner import ScoreRequest, score_partition
 from monitor.config import MonitorConfig, from_toml
 from monitor.labels import ingest_labels
 from monitor.runner import run_monitor, write_report
+from predstore.cli import main
 from scheduler.hooks import alerts_of
 from store import ConfigError, NotFound, Settings
-from store.cli import main
 from tests import factories
 
 QUIET = MonitorConfig()  # no webhook, whatever the environment says

@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from demo.run import CATEGORICAL, NUMERIC, load_hours
-from store.cli import main
+from predstore.cli import main
 
 QUIET_BATCHES = 20
 BATCH_ROWS = 300

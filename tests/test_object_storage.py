@@ -28,7 +28,7 @@ from batch.artifacts import load_model
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
 from lookup_api import close_app, create_app
-from store.cli import main
+from predstore.cli import main
 from store.errors import ModelError
 from store.settings import Settings
 from tests import factories

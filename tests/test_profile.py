@@ -15,8 +15,8 @@ from batch import profile
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
 from batch.score import Scores
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 from store.profiles import get_baseline, get_run_profiles
 from tests import factories
 

@@ -27,10 +27,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
 from batch.models import register_model
+from predstore.cli import main
 from scheduler.config import load_config
 from scheduler.jobs import latest_due
 from store import Settings
-from store.cli import main
 
 FEATURES = ("x1", "x2")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from predstore.cli import main
 from scheduler.config import load_config, parse_config
 from scheduler.hooks import alerts_of, run_hook
 from scheduler.jobs import latest_due
 from store import ConfigError
-from store.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

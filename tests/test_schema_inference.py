@@ -20,8 +20,8 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 from batch.features import assumed_numeric, infer_schema
 from batch.runner import ScoreRequest, score_partition
 from batch.validate import validate
+from predstore.cli import main
 from store import Settings
-from store.cli import main
 from tests import factories
 
 

@@ -22,8 +22,8 @@ from batch.artifacts import read_model
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
 from batch.score import score_frame
+from predstore.cli import main
 from store import ModelError, RunFailed, Settings
-from store.cli import main
 from tests import factories
 
 

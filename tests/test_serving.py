@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from batch.retention import parse_duration, prune_runs, retain
+from predstore.cli import main
 from store import Settings, ledger, lookups, predictions, registry
-from store.cli import main
 
 MODEL = "m"
 COLUMNS = ["entity_id", "row_number", "prediction"]

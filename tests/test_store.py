@@ -13,8 +13,8 @@ import pytest
 from alembic import command
 from click.testing import CliRunner
 
+from predstore.cli import main
 from store import ConfigError, SchemaOutdated, Settings
-from store.cli import main
 from store.migrate import alembic_config, check_current, current_revision, head_revision, upgrade
 
 TABLES = {"models", "model_aliases", "runs", "predictions", "rejected_rows", "labels"}
