@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 
 from batch import faults, profile, reader
@@ -95,89 +95,122 @@ def cached_model(uri: str, sha256: str, fmt: str, trusted: tuple[str, ...] | Non
 
 
 def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None = None) -> TaskResult:
-    """Score ``part`` into each target's run table and commit; see the module docstring."""
+    """Score ``part`` into each target's run table and commit; see the module docstring.
+
+    Three stages overlap: `_read` (this thread) validates each batch once for all targets, and
+    per target `_predicted` and `_write` (a thread each). Each stage counts into its own record,
+    `_Read` or the target's `_Scored`, and the task's result is put together from them at the end.
+    """
     models = [cached_model(t.artifact_uri, t.sha256, t.format, t.trusted_types) for t in ctx.targets]
-    result = TaskResult(first_row=part.first_row, targets=[TargetResult() for _ in ctx.targets])
-    known = [{c["name"]: c.get("categories") for c in t.schema["columns"] if c["kind"] == "categorical"}
-             for t in ctx.targets]
-    lock = threading.Lock()  # the reader thread and the writer each add to the profiles
+    read = _Read(rejected=[0] * len(ctx.targets), profiles=[{} for _ in ctx.targets])
+    scored = [_Scored() for _ in ctx.targets]
     with ExitStack() as stack:
         writers = [stack.enter_context(connect(ctx.url, application_name="predstore-score")) for _ in ctx.targets]
         quarantines = [stack.enter_context(connect(ctx.url, application_name="predstore-quarantine"))
                        for _ in ctx.targets]
         # The targets are versions of one model, so they share its erasure list.
         erasures = Erasures(*erasure.erased_for_run(writers[0], ctx.targets[0].run_id))
-
-        def validated() -> Iterator[tuple[int, list[Validated]]]:
-            with ExitStack() as copies:
-                rejects = [copies.enter_context(predictions.copy_rejects(q)) for q in quarantines]
-                for unit, batches in enumerate(reader.units(part, ctx.columns)):
-                    for batch in batches:
-                        t = time.perf_counter()
-                        checks = _validate_all(batch, ctx, first_row=part.first_row + result.rows_in,
-                                               erasures=erasures)
-                        result.rows_in += batch.num_rows
-                        for i, (target, checked) in enumerate(zip(ctx.targets, checks, strict=True)):
-                            for row in checked.rejects:
-                                rejects[i].write_row((target.run_id, *row))
-                            result.targets[i].rows_rejected += len(checked.rejects)
-                            if target.baseline:
-                                counted = profile.add(
-                                    profile.profile_features(checked.features, target.baseline, known[i]),
-                                    profile.profile_rejects(checked.rejects, target.baseline, known[i]))
-                                with lock:
-                                    result.targets[i].profile = profile.add(result.targets[i].profile, counted)
-                        result.stages["read_validate_s"] += time.perf_counter() - t
-                        if any(t.reject_limit is not None and r.rows_rejected > t.reject_limit
-                               for t, r in zip(ctx.targets, result.targets, strict=True)):
-                            return  # the runs fail anyway: stop reading, keep these rejects for diagnosis
-                        yield unit, checks
-
-        digests: list[dict[int, Digest]] = [{} for _ in ctx.targets]
-
-        def scorer(i: int) -> Callable[[Iterator[tuple[int, list[Validated]]]], None]:
-            """Target i's own two stages, predict then COPY, beside the other targets'."""
-            target, model = ctx.targets[i], models[i]
-
-            def predicted(items: Iterator[tuple[int, list[Validated]]]) -> Iterator[
-                    tuple[int, Validated, Scores | None]]:
-                for unit, checks in items:
-                    t = time.perf_counter()
-                    out = _predict(model, checks[i], target.schema)
-                    with lock:
-                        result.stages["predict_s"] += time.perf_counter() - t
-                    yield unit, checks[i], out
-
-            def score(items: Iterator[tuple[int, list[Validated]]]) -> None:
-                mine = result.targets[i]
-                with predictions.copy_predictions(writers[i], target.run_id, target.out_columns,
-                                                  sole_writer=ctx.sole_task) as write:
-                    for unit, checked, out in background(predicted(items), name=f"predict-{i}"):
-                        t = time.perf_counter()
-                        digest = digests[i].setdefault(unit, Digest())
-                        if out is not None:
-                            write(record_batch(checked, out, target.out_columns))
-                            faults.point("copy")
-                            digest.update(checked.entity_ids, out)
-                            mine.rows_scored += len(checked.entity_ids)
-                            if target.baseline:
-                                counted = profile.profile_outputs(out, target.baseline)
-                                with lock:
-                                    mine.profile = profile.add(mine.profile, counted)
-                        with lock:
-                            result.stages["write_s"] += time.perf_counter() - t
-                        if progress and i == 0:
-                            progress(len(checked.entity_ids) + len(checked.rejects))
-
-            return score
-
-        fan_out(validated(), [scorer(i) for i in range(len(ctx.targets))])
+        fan_out(_read(part, ctx, read, quarantines, erasures),
+                [partial(_write, index=i, target=target, model=model, writer=writer, sole_task=ctx.sole_task,
+                         scored=mine, progress=progress if i == 0 else None)
+                 for i, (target, model, writer, mine) in enumerate(zip(ctx.targets, models, writers, scored,
+                                                                      strict=True))])
         for connection in (*quarantines, *writers):
             connection.commit()
             faults.point("task_commit")
-    for i, per_unit in enumerate(digests):
-        result.targets[i].digests = [per_unit[u].hexdigest() for u in sorted(per_unit)]
-    return result
+    return TaskResult(
+        first_row=part.first_row, rows_in=read.rows_in,
+        targets=[TargetResult(rows_scored=mine.rows_scored, rows_rejected=read.rejected[i],
+                              digests=[mine.digests[unit].hexdigest() for unit in sorted(mine.digests)],
+                              profile=profile.add(read.profiles[i], mine.profile))
+                 for i, mine in enumerate(scored)],
+        stages={"read_validate_s": read.seconds, "predict_s": sum(s.predict_s for s in scored),
+                "write_s": sum(s.write_s for s in scored)},
+    )
+
+
+@dataclass
+class _Read:
+    """What the read stage did, counted by its thread alone: rows read, and per target rows
+    rejected and the profile of its features and rejects."""
+
+    rejected: list[int]
+    profiles: list[dict[str, dict[str, Any]]]
+    rows_in: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Scored:
+    """What one target's predict and write stages did; each field is written by one thread."""
+
+    rows_scored: int = 0
+    #: The profile of its outputs.
+    profile: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: One digest per row group.
+    digests: dict[int, Digest] = field(default_factory=dict)
+    predict_s: float = 0.0
+    write_s: float = 0.0
+
+
+def _read(part: reader.Slice, ctx: TaskContext, read: _Read, quarantines: list[psycopg.Connection],
+          erasures: Erasures) -> Iterator[tuple[int, list[Validated]]]:
+    """The slice's batches, each validated for every target, with their row group's number; rejects
+    are COPYed to quarantine as they are found. Stops early once a run rejected more than its limit
+    (the runs fail anyway; the rejects are kept for diagnosis)."""
+    known = [{c["name"]: c.get("categories") for c in t.schema["columns"] if c["kind"] == "categorical"}
+             for t in ctx.targets]
+    with ExitStack() as copies:
+        rejects = [copies.enter_context(predictions.copy_rejects(q)) for q in quarantines]
+        for unit, batches in enumerate(reader.units(part, ctx.columns)):
+            for batch in batches:
+                t = time.perf_counter()
+                checks = _validate_all(batch, ctx, first_row=part.first_row + read.rows_in, erasures=erasures)
+                read.rows_in += batch.num_rows
+                for i, (target, checked) in enumerate(zip(ctx.targets, checks, strict=True)):
+                    for row in checked.rejects:
+                        rejects[i].write_row((target.run_id, *row))
+                    read.rejected[i] += len(checked.rejects)
+                    if target.baseline:
+                        counted = profile.add(
+                            profile.profile_features(checked.features, target.baseline, known[i]),
+                            profile.profile_rejects(checked.rejects, target.baseline, known[i]))
+                        read.profiles[i] = profile.add(read.profiles[i], counted)
+                read.seconds += time.perf_counter() - t
+                if any(target.reject_limit is not None and rejected > target.reject_limit
+                       for target, rejected in zip(ctx.targets, read.rejected, strict=True)):
+                    return
+                yield unit, checks
+
+
+def _predicted(items: Iterator[tuple[int, list[Validated]]], *, index: int, target: Target, model: Any,
+               scored: _Scored) -> Iterator[tuple[int, Validated, Scores | None]]:
+    """Target ``index``'s predictions of each validated batch."""
+    for unit, checks in items:
+        t = time.perf_counter()
+        out = _predict(model, checks[index], target.schema)
+        scored.predict_s += time.perf_counter() - t
+        yield unit, checks[index], out
+
+
+def _write(items: Iterator[tuple[int, list[Validated]]], *, index: int, target: Target, model: Any,
+           writer: psycopg.Connection, sole_task: bool, scored: _Scored, progress: Progress | None) -> None:
+    """Predict (in a thread of its own) and COPY target ``index``'s predictions into its run's table."""
+    with predictions.copy_predictions(writer, target.run_id, target.out_columns, sole_writer=sole_task) as write:
+        predicted = _predicted(items, index=index, target=target, model=model, scored=scored)
+        for unit, checked, out in background(predicted, name=f"predict-{index}"):
+            t = time.perf_counter()
+            digest = scored.digests.setdefault(unit, Digest())
+            if out is not None:
+                write(record_batch(checked, out, target.out_columns))
+                faults.point("copy")
+                digest.update(checked.entity_ids, out)
+                scored.rows_scored += len(checked.entity_ids)
+                if target.baseline:
+                    scored.profile = profile.add(scored.profile, profile.profile_outputs(out, target.baseline))
+            scored.write_s += time.perf_counter() - t
+            if progress:
+                progress(len(checked.entity_ids) + len(checked.rejects))
 
 
 def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
