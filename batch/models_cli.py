@@ -1,0 +1,257 @@
+"""`predstore models`: register, list, show, promote, retire, retain and sync model versions; thin
+commands over batch.models, batch.promotion and the registry. (`models compare` is the monitor's:
+the root command adds it from monitor.cli.)"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from store import profiles, registry
+from store.db import connect
+from store.migrate import prepare
+from store.settings import Settings
+
+#: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
+NOT_PROMOTED = 3
+
+
+@click.group()
+def models() -> None:
+    """Register, list, inspect and promote model versions."""
+
+
+@models.command("register")
+@click.argument("artifact")
+@click.option("--name", required=True, help="Model name; each registration adds a version.")
+@click.option("--train-data", type=click.Path(path_type=Path), help="Training data (Parquet or CSV): dtypes, "
+              "categories and, with --target, training metrics.")
+@click.option("--target", help="Target column of --train-data (and --validation-data).")
+@click.option("--validation-data", type=click.Path(path_type=Path),
+              help="Held-out labeled data (Parquet or CSV) to measure the model on and to profile its output "
+              "baseline on; default: --train-data.")
+@click.option("--baseline-cv", type=int, metavar="K", help="Without --validation-data: profile the output baseline "
+              "on out-of-fold predictions of K clones of the model fitted on --train-data.")
+@click.option("--entity-col", help="Default entity id column for `predstore score` with this model.")
+@click.option("--current", is_flag=True, help="Make this version current (the first version always is).")
+@click.option("--trust-joblib", is_flag=True, help="Load a .joblib/.pkl artifact (or an MLflow model saved with "
+              "pickle), which runs any code it holds: only for files you built yourself. Artifacts from elsewhere "
+              "should be .skops.")
+@click.option("--trust-type", "trusted_types", multiple=True,
+              help="A type in a .skops file that skops does not trust by default, reviewed and trusted (repeat it).")
+@click.pass_obj
+def models_register(settings: Settings, artifact: str, name: str, train_data: Path | None, target: str | None,
+                    validation_data: Path | None, baseline_cv: int | None, entity_col: str | None, current: bool,
+                    trust_joblib: bool, trusted_types: tuple[str, ...]) -> None:
+    """Register a fitted scikit-learn estimator or Pipeline: ARTIFACT is a .skops file (with
+    --trust-joblib a .joblib), or an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION,
+    runs:/RUN_ID/PATH; needs predstore[mlflow]), whose signature gives the feature types.
+
+    Exit status: 0 registered, 2 usage or configuration error, 4 a model predstore cannot score
+    (an MLflow flavour other than scikit-learn's).
+    """
+    from batch.features import assumed_numeric
+    from batch.models import register_model
+
+    options: dict[str, Any] = dict(name=name, train_data=train_data, target=target, validation_data=validation_data,
+                                   baseline_cv=baseline_cv, entity_col=entity_col, current=current,
+                                   trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
+    if artifact.startswith(("models:/", "runs:/")):
+        from batch.mlflow_models import register_from_mlflow
+
+        model = register_from_mlflow(settings, artifact, **options)
+    else:
+        model = register_model(settings, Path(artifact), **options)
+    state = " (current)" if "current" in model.aliases else ""
+    source = f", from {model.mlflow_uri}" if model.mlflow_uri else ""
+    click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
+               f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}{source}")
+    if assumed := assumed_numeric(model.feature_schema):
+        click.echo(f"feature types from the {model.feature_schema.get('kinds_from', 'model')}; assumed numeric, as "
+                   f"nothing said otherwise (a partition's text in them goes to the model as text): "
+                   f"{', '.join(assumed)}; pass --train-data to record them")
+    if train_data:
+        click.echo("output baseline: " + ("validation data" if validation_data else
+                                          f"out-of-fold predictions ({baseline_cv} folds)" if baseline_cv else
+                                          "IN-SAMPLE (the training rows, where the model is more confident than on "
+                                          "new data): output drift is only a warning; pass --validation-data or "
+                                          "--baseline-cv K"))
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON: name, version, task, "
+              "created_at, aliases.")
+@click.pass_obj
+def models_list(settings: Settings, as_json: bool) -> None:
+    """List every model version."""
+    with _conn(settings) as conn:
+        rows = registry.list_models(conn)
+    if as_json:
+        click.echo(json.dumps([{"name": m.name, "version": m.version, "task": m.task,
+                                "created_at": m.created_at.isoformat(), "aliases": list(m.aliases)} for m in rows],
+                              indent=2))
+        return
+    if not rows:
+        click.echo("no models registered; see `predstore models register --help`")
+    for m in rows:
+        aliases = f" [{', '.join(m.aliases)}]" if m.aliases else ""
+        click.echo(f"{m.name:<24} v{m.version:<4} {m.task:<15} {m.created_at:%Y-%m-%d %H:%M}{aliases}")
+
+
+@models.command("show")
+@click.argument("name")
+@click.option("--version", type=int, help="A version (default: every version).")
+@click.option("--json", "as_json", is_flag=True, help="The output is JSON either way "
+              "(accepted like every command's --json).")
+@click.pass_obj
+def models_show(settings: Settings, name: str, version: int | None, as_json: bool) -> None:
+    """Show a model's versions: artifact, task, features, training metrics (JSON)."""
+    with _conn(settings) as conn:
+        rows = [registry.get_model(conn, name, version=version)] if version else registry.list_models(conn, name)
+        if not rows:
+            registry.get_model(conn, name)  # raises NotFound with the right message
+        sources = profiles.output_baseline_sources(conn, name)
+    click.echo(json.dumps([{**_jsonable(vars(m)), "output_baseline": sources.get(m.version)} for m in rows],
+                          indent=2, default=str))
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int, required=False)
+@click.option("--as", "alias", type=click.Choice(["current", "challenger"]), default="current", show_default=True,
+              help="challenger: score beside the current version, served only by ?version=.")
+@click.option("--challenger", "from_challenger", is_flag=True, help="Promote the challenger to current.")
+@click.option("--if-better", is_flag=True, help="With --challenger: only if `models compare` finds it better "
+              "(anytime-valid: safe to ask after every ingest).")
+@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
+              help="With --if-better: labeled entities needed before any verdict.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --if-better: also promote a challenger whose loss is known to be at most this much "
+              "above the current one's (non-inferiority, in the metric's units).")
+@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+              help="With --if-better: confidence of the anytime interval.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON: name, alias, before, version, "
+              "promoted, and with --if-better the verdict and its evidence.")
+@click.pass_obj
+def models_promote(settings: Settings, name: str, version: int | None, alias: str, from_challenger: bool,
+                   if_better: bool, min_labels: int, margin: float, confidence: float, as_json: bool) -> None:
+    """Make VERSION the current version of NAME (the previous one stays, for rollback), or its
+    challenger (--as challenger); or promote the challenger (--challenger [--if-better]).
+
+    Exit status: 0 promoted, 3 with --if-better when the evidence is not enough (nothing
+    changed), 2 usage or configuration error.
+    """
+    if from_challenger == (version is not None):
+        raise click.UsageError("give a VERSION, or --challenger (not both)")
+    if if_better and not from_challenger:
+        raise click.UsageError("--if-better goes with --challenger")
+    from batch.promotion import promote_model
+
+    evidence = None
+    if from_challenger:
+        if if_better:
+            from monitor.compare import compare_models
+
+            evidence = compare_models(settings, name, confidence=confidence, min_labels=min_labels, margin=margin)
+            if not evidence.verdict.promotes:
+                if as_json:
+                    _promoted(name, "current", evidence.current_version, evidence.challenger_version, evidence,
+                              promoted=False)
+                else:
+                    click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
+                               f"{evidence.verdict} ({evidence.evidence()})")
+                click.get_current_context().exit(NOT_PROMOTED)
+        promotion = promote_model(settings, name, actor=getpass.getuser(),
+                                  evidence=evidence.to_dict() if evidence else None)
+        before, version = promotion.before, promotion.version
+        why = f": {evidence.verdict} ({evidence.evidence()})" if evidence else ""
+        if as_json:
+            _promoted(name, "current", before, version, evidence)
+            return
+        click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
+        return
+    assert version is not None
+    before = promote_model(settings, name, version, alias=alias, actor=getpass.getuser()).before
+    if as_json:
+        _promoted(name, alias, before, version, None)
+        return
+    click.echo(f"{name}: {alias} version {before if before else 'none'} -> {version}")
+
+
+def _promoted(name: str, alias: str, before: int | None, version: int, evidence: Any, *,
+              promoted: bool = True) -> None:
+    """`models promote --json`: what changed (or, not promoted, what would have)."""
+    click.echo(json.dumps({"name": name, "alias": alias, "before": before, "version": version, "promoted": promoted,
+                           **({"verdict": str(evidence.verdict), "evidence": evidence.to_dict()} if evidence else {})},
+                          indent=2, default=str))
+
+
+@models.command("retire")
+@click.argument("name")
+@click.option("--challenger", is_flag=True, required=True, help="Stop scoring with the challenger.")
+@click.pass_obj
+def models_retire(settings: Settings, name: str, challenger: bool) -> None:
+    """Retire NAME's challenger: runs go back to scoring with the current version alone."""
+    with _conn(settings) as conn, conn.transaction():
+        registry.get_model(conn, name)  # NotFound if no such model
+        version = registry.remove_alias(conn, name, "challenger")
+    click.echo(f"{name}: challenger v{version} retired" if version else f"{name} had no challenger")
+
+
+@models.command("retain")
+@click.argument("name")
+@click.option("--keep-days", type=click.IntRange(min=1), help="Days a published run is served before it expires.")
+@click.option("--forever", is_flag=True, help="Remove the model's policy (PREDSTORE_KEEP_DAYS applies, if set).")
+@click.pass_obj
+def models_retain(settings: Settings, name: str, keep_days: int | None, forever: bool) -> None:
+    """Set how long NAME's published runs are kept; `runs prune` and the scheduler apply it daily."""
+    if (keep_days is None) == (not forever):
+        raise click.UsageError("give either --keep-days N or --forever")
+    from batch import retention
+
+    retention.retain(settings, name, keep_days)
+    click.echo(f"{name}: published runs are kept {keep_days} day(s)" if keep_days else
+               f"{name}: no policy of its own; " + (f"PREDSTORE_KEEP_DAYS={settings.keep_days} applies"
+                                                     if settings.keep_days else "runs are kept for ever"))
+
+
+@models.command("sync")
+@click.argument("name")
+@click.option("--from-mlflow", is_flag=True, required=True, help="Follow the MLflow registry's aliases "
+              "(MLFLOW_TRACKING_URI; needs predstore[mlflow]).")
+@click.option("--mlflow-name", help="The MLflow registered model (default: the one NAME's versions came from, "
+              "else NAME).")
+@click.option("--trust-joblib", is_flag=True, help="Load versions MLflow saved with pickle, which run any code "
+              "they hold.")
+@click.option("--trust-type", "trusted_types", multiple=True,
+              help="A type skops does not trust by default, reviewed and trusted (repeat it).")
+@click.pass_obj
+def models_sync(settings: Settings, name: str, from_mlflow: bool, mlflow_name: str | None, trust_joblib: bool,
+                trusted_types: tuple[str, ...]) -> None:
+    """Point NAME's current and challenger at the versions MLflow's `champion` and `challenger`
+    aliases name, registering those not registered yet (without training data: the signature
+    gives the feature types). MLflow without a challenger retires NAME's.
+
+    Exit status: 0 synced, 2 usage or configuration error, 4 a model predstore cannot score.
+    """
+    from batch.mlflow_models import sync_from_mlflow
+
+    for move in sync_from_mlflow(settings, name, mlflow_name=mlflow_name, trust_joblib=trust_joblib,
+                                 trusted_types=trusted_types, actor=getpass.getuser()):
+        click.echo(move.describe(name))
+
+
+@contextmanager
+def _conn(settings: Settings) -> Iterator[Any]:
+    with connect(prepare(settings), autocommit=True) as conn:
+        yield conn
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
