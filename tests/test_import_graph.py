@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: registration measures calibration with the monitor's statistics, and `models promote
 #: --if-better` asks the monitor's comparison.
 KNOWN_UPWARD = {
-    ("batch", "monitor"): {"batch/cli.py", "batch/models.py"},
+    ("batch", "monitor"): {"batch/models.py", "batch/models_cli.py"},
     ("monitor", "batch"): {"monitor/cli.py", "monitor/files.py", "monitor/labels.py", "monitor/runner.py"},
 }
 
