@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable, mask_secrets
+from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable, mask_secrets, nearest
 
 log = logging.getLogger("predstore.lookup_api.errors")
 
@@ -37,10 +37,10 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def _predstore_error(exc: PredstoreError) -> Response:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            status, code = STATUS[cls]
-            return error_response(status, code, str(exc))
+    found = nearest(STATUS, exc)
+    if found:
+        status, code = found
+        return error_response(status, code, str(exc))
     log.error("unexpected predstore error: %s", exc)
     return error_response(500, "internal", str(exc))
 

@@ -33,7 +33,7 @@ from scheduler.config import Job, ScheduleConfig
 from scheduler.scan import Cache, Found, scan
 from store import ledger, registry, schedules
 from store.db import connect
-from store.errors import JobError, PredstoreError, RunFailed, RunInProgress, first_line
+from store.errors import JobError, PredstoreError, RunFailed, RunInProgress, first_line, nearest
 from store.settings import Settings
 
 log = logging.getLogger("predstore.scheduler.jobs")
@@ -138,7 +138,7 @@ def apply_retention(ctx: Context, *, now: datetime | None = None) -> str:
 def outcome_of(exc: PredstoreError) -> str:
     """What a firing records of a partition whose scoring raised ``exc``: `OUTCOMES`' entry for its
     nearest class."""
-    return next(OUTCOMES[cls] for cls in type(exc).__mro__ if cls in OUTCOMES)
+    return nearest(OUTCOMES, exc) or "failed"
 
 
 def plural(n: int, noun: str) -> str:

@@ -24,6 +24,7 @@ from store.errors import (
     StoreUnavailable,
     UnsupportedModel,
     first_line,
+    nearest,
 )
 from store.settings import Settings
 
@@ -48,7 +49,9 @@ EXIT_CODES: dict[type[PredstoreError], int] = {
 
 def exit_code(exc: PredstoreError) -> int:
     """The exit status for ``exc``: `EXIT_CODES`' entry for its nearest class."""
-    return next(EXIT_CODES[cls] for cls in type(exc).__mro__ if cls in EXIT_CODES)
+    code = nearest(EXIT_CODES, exc)
+    assert code is not None  # PredstoreError is in the table
+    return code
 
 
 @click.group()

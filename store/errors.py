@@ -14,7 +14,8 @@ any password that libpq echoes back (it quotes a malformed URL whole).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -24,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 _PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
                         r"|(?P<userinfo>://[^:/@\s]*:)[^@\s]*(?=@)", re.IGNORECASE)
 MASK = "***"
+T = TypeVar("T")
 
 
 class PredstoreError(Exception):
@@ -101,6 +103,12 @@ class JobError(PredstoreError):
 
 class JobsFailed(PredstoreError):
     """A ``--once`` pass of the scheduler ran jobs that failed after their retries."""
+
+
+def nearest(table: Mapping[type[PredstoreError], T], exc: PredstoreError) -> T | None:
+    """``table``'s entry for the nearest class of ``exc`` it names (None if it names none): how the
+    CLI's, the API's and the scheduler's tables are read."""
+    return next((table[cls] for cls in type(exc).__mro__ if cls in table), None)
 
 
 def first_line(exc: BaseException) -> str:

@@ -46,6 +46,13 @@ def test_a_failed_run_carries_its_id_and_result_as_fields() -> None:
     assert errors.RunFailed("no run").run_id is None
 
 
+def test_a_table_is_read_by_the_nearest_class() -> None:
+    table = {errors.StoreUnavailable: "a", errors.ConnectionLost: "b"}
+    assert errors.nearest(table, errors.ConnectionLost("x")) == "b"
+    assert errors.nearest(table, errors.StoreUnavailable("x")) == "a"
+    assert errors.nearest(table, errors.NotFound("x")) is None
+
+
 @pytest.mark.parametrize(("message", "line"), [("first\nsecond", "first"), ("  \n", "ValueError"),
                                                ("", "ValueError")])
 def test_first_line(message: str, line: str) -> None:
