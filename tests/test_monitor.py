@@ -25,6 +25,7 @@ from monitor.runner import run_monitor, write_report
 from predstore.cli import main
 from scheduler.hooks import alerts_of
 from store import ConfigError, NotFound, Settings
+from store.cli import exit_code
 from tests import factories
 
 QUIET = MonitorConfig()  # no webhook, whatever the environment says
@@ -209,7 +210,7 @@ def test_database_errors_become_one_line_errors() -> None:
                                                r"PostgreSQL at u@db:5432/store: server closed") as caught:
         with store_errors("monitoring m", conninfo=url):
             raise psycopg.OperationalError("server closed the connection unexpectedly")
-    assert caught.value.exit_code == 1
+    assert exit_code(caught.value) == 1
 
 
 def test_a_challenger_is_monitored_beside_the_served_runs_without_alerting(
