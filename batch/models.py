@@ -19,11 +19,10 @@ from sklearn import metrics
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_predict
 
-from batch import profile
+from batch import calibration, profile
 from batch.artifacts import artifact_format, store_artifact
 from batch.features import infer_schema, model_input, task_of
 from batch.score import Scores, classifier_scores, predict
-from monitor import calibration
 from store import audit, monitoring, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError

@@ -1,6 +1,6 @@
-"""`predstore models`: register, list, show, promote, retire, retain and sync model versions; thin
-commands over batch.models, batch.promotion and the registry. (`models compare` is the monitor's:
-the root command adds it from monitor.cli.)"""
+"""`predstore models`: register, list, show, retire, retain and sync model versions; thin commands
+over batch.models and the registry. (`models compare` and `models promote`, which weighs the
+evidence with --if-better, are the monitor's: the root command adds them from monitor.cli.)"""
 
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ from store import profiles, registry
 from store.db import connect
 from store.migrate import prepare
 from store.settings import Settings
-
-#: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
-NOT_PROMOTED = 3
 
 
 @click.group()
@@ -118,77 +115,6 @@ def models_show(settings: Settings, name: str, version: int | None, as_json: boo
             registry.get_model(conn, name)  # raises NotFound with the right message
         sources = profiles.output_baseline_sources(conn, name)
     click.echo(json.dumps([{**_jsonable(vars(m)), "output_baseline": sources.get(m.version)} for m in rows],
-                          indent=2, default=str))
-
-
-@models.command("promote")
-@click.argument("name")
-@click.argument("version", type=int, required=False)
-@click.option("--as", "alias", type=click.Choice(["current", "challenger"]), default="current", show_default=True,
-              help="challenger: score beside the current version, served only by ?version=.")
-@click.option("--challenger", "from_challenger", is_flag=True, help="Promote the challenger to current.")
-@click.option("--if-better", is_flag=True, help="With --challenger: only if `models compare` finds it better "
-              "(anytime-valid: safe to ask after every ingest).")
-@click.option("--min-labels", type=click.IntRange(min=2), default=100, show_default=True,
-              help="With --if-better: labeled entities needed before any verdict.")
-@click.option("--margin", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="With --if-better: also promote a challenger whose loss is known to be at most this much "
-              "above the current one's (non-inferiority, in the metric's units).")
-@click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
-              help="With --if-better: confidence of the anytime interval.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON: name, alias, before, version, "
-              "promoted, and with --if-better the verdict and its evidence.")
-@click.pass_obj
-def models_promote(settings: Settings, name: str, version: int | None, alias: str, from_challenger: bool,
-                   if_better: bool, min_labels: int, margin: float, confidence: float, as_json: bool) -> None:
-    """Make VERSION the current version of NAME (the previous one stays, for rollback), or its
-    challenger (--as challenger); or promote the challenger (--challenger [--if-better]).
-
-    Exit status: 0 promoted, 3 with --if-better when the evidence is not enough (nothing
-    changed), 2 usage or configuration error.
-    """
-    if from_challenger == (version is not None):
-        raise click.UsageError("give a VERSION, or --challenger (not both)")
-    if if_better and not from_challenger:
-        raise click.UsageError("--if-better goes with --challenger")
-    from batch.promotion import promote_model
-
-    evidence = None
-    if from_challenger:
-        if if_better:
-            from monitor.compare import compare_models
-
-            evidence = compare_models(settings, name, confidence=confidence, min_labels=min_labels, margin=margin)
-            if not evidence.verdict.promotes:
-                if as_json:
-                    _promoted(name, "current", evidence.current_version, evidence.challenger_version, evidence,
-                              promoted=False)
-                else:
-                    click.echo(f"{name}: challenger v{evidence.challenger_version} not promoted: "
-                               f"{evidence.verdict} ({evidence.evidence()})")
-                click.get_current_context().exit(NOT_PROMOTED)
-        promotion = promote_model(settings, name, actor=getpass.getuser(),
-                                  evidence=evidence.to_dict() if evidence else None)
-        before, version = promotion.before, promotion.version
-        why = f": {evidence.verdict} ({evidence.evidence()})" if evidence else ""
-        if as_json:
-            _promoted(name, "current", before, version, evidence)
-            return
-        click.echo(f"{name}: current version {before if before else 'none'} -> {version} (was the challenger){why}")
-        return
-    assert version is not None
-    before = promote_model(settings, name, version, alias=alias, actor=getpass.getuser()).before
-    if as_json:
-        _promoted(name, alias, before, version, None)
-        return
-    click.echo(f"{name}: {alias} version {before if before else 'none'} -> {version}")
-
-
-def _promoted(name: str, alias: str, before: int | None, version: int, evidence: Any, *,
-              promoted: bool = True) -> None:
-    """`models promote --json`: what changed (or, not promoted, what would have)."""
-    click.echo(json.dumps({"name": name, "alias": alias, "before": before, "version": version, "promoted": promoted,
-                           **({"verdict": str(evidence.verdict), "evidence": evidence.to_dict()} if evidence else {})},
                           indent=2, default=str))
 
 

@@ -9,7 +9,7 @@ The full shape is 10M labels over 100 runs with 100k new ones (``--labels 100000
 logistic regression scores ``--runs`` partitions of distinct entities; every entity gets one label
 an hour after its run was published. Baseline: realized performance without tallies: the
 point-in-time join of every label with every retained prediction (one query), then every run's
-and window's metrics from the matched rows (`monitor.performance`).
+and window's metrics from the matched rows (`batch.performance`).
 
 ``--rescored``: the same ``labels / runs`` entities are scored by every run (a customer base scored
 every day), each gets a label for each run's period, arriving three runs late, and the new labels
@@ -34,9 +34,9 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_score import FEATURES, make_rows, target  # noqa: E402
 
+from batch import performance  # noqa: E402
 from batch.models import register_model  # noqa: E402
 from batch.runner import ScoreRequest, score_partition  # noqa: E402
-from monitor import performance  # noqa: E402
 from monitor.config import MonitorConfig  # noqa: E402
 from monitor.labels import ingest_labels  # noqa: E402
 from monitor.runner import run_monitor  # noqa: E402

@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from batch import faults, reader, storage
+from batch.performance import canonical_all
 from monitor.errors import store_errors
-from monitor.performance import canonical_all
 from store import erasure, monitoring, registry
 from store.db import connect
 from store.errors import InputError

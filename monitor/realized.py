@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from monitor import performance, tallies
+from batch import performance
+from monitor import tallies
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation

@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
+from batch.performance import HEADLINE
 from monitor import charts
 from monitor.charts import Chart, Point
 from monitor.diagnostics import Match, WindowDiagnostics
-from monitor.performance import HEADLINE
 
 #: The metric shown per column kind in the drift-over-time table and trends.
 TREND_METRIC = {"numeric": "wasserstein", "categorical": "jensen_shannon"}

@@ -44,9 +44,11 @@ def load(name: str) -> click.Command | None:
         return monitor_cli.labels if name == "labels" else monitor_cli.monitor
     if name == "models":
         from batch.models_cli import models
-        from monitor.cli import models_compare
+        from monitor.cli import models_compare, models_promote
 
-        models.add_command(models_compare)  # comparing a model's versions is the monitor's work
+        # weighing a model's versions on the labels is the monitor's work
+        models.add_command(models_compare)
+        models.add_command(models_promote)
         return models
     if name in ("runs", "score"):
         from batch import cli as batch_cli

@@ -231,7 +231,7 @@ label_matches = Table(
     Index("ix_label_matches_run_id", "run_id"),
 )
 
-# What a version's performance estimates need (`monitor.calibration`), fitted at registration on
+# What a version's performance estimates need (`batch.calibration`), fitted at registration on
 # --validation-data: per-class isotonic knots (classifier) or expected error by prediction (regressor).
 calibrations = Table(
     "calibrations",

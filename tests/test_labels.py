@@ -19,11 +19,11 @@ from psycopg import sql
 from sklearn.linear_model import LogisticRegression
 
 from batch.models import register_model
+from batch.performance import canonical
 from batch.runner import ScoreRequest, score_partition
 from monitor import realized
 from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels
-from monitor.performance import canonical
 from monitor.runner import run_monitor
 from store import Settings
 from store.schema import run_table

@@ -164,7 +164,7 @@ def _no_scores(n: int) -> profile.Scores:
 def test_performance_metrics_equal_sklearn() -> None:
     from sklearn import metrics
 
-    from monitor import performance
+    from batch import performance
 
     rng = np.random.default_rng(3)
     y = rng.gamma(2.0, 10.0, size=500)

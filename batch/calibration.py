@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from monitor.performance import canonical_all, expected_counts, expected_from_counts
+from batch.performance import canonical_all, expected_counts, expected_from_counts
 
 Z95 = 1.959963984540054
 #: Prediction bins of the expected-error model of a regressor.
