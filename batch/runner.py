@@ -24,7 +24,7 @@ import psycopg
 from batch import faults, metrics, reader, stages
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
 from batch.verify import verify_run
-from store import ledger, predictions, registry
+from store import ledger, logs, predictions, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, first_line, from_database
 from store.migrate import prepare
@@ -48,7 +48,8 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
         raise ConfigError(f"--max-reject-fraction {request.max_reject_fraction} must be between 0 and 1")
     url = prepare(settings)
     partition = reader.open_partition(request.path, key=request.partition_key)
-    with connect(url, autocommit=True, application_name="predstore-score") as control:
+    with logs.context(model=request.model_name, partition=partition.key), \
+            connect(url, autocommit=True, application_name="predstore-score") as control:
         roles = _roles(control, request)
         current = roles["current"]
         entity_col = request.entity_col or current.feature_schema.get("entity_col") or DEFAULT_ENTITY_COL
@@ -115,15 +116,17 @@ def _score(settings: Settings, control: psycopg.Connection, plan: RunPlan, resul
         plan = replace(plan, run_ids=dict(run_ids))
         _note_fingerprint(plan.url, partition, list(run_ids.values()))
         started, cpu_started = time.perf_counter(), time.process_time()
-        try:
-            faults.point("run_started")
-            _run(control, plan, results, progress)
-            for role, model_row in plan.models.items():
-                _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
-        except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
-            if not isinstance(exc, PredstoreError | psycopg.Error | KeyboardInterrupt):
-                log.debug("unexpected error in the run", exc_info=exc)  # the traceback, with --verbose
-            _after_error(control, plan, results, exc, started=started, cpu_started=cpu_started)
+        # the lines of the run carry its id (the current version's, with a challenger beside it)
+        with logs.context(run_id=run_ids.get("current", min(run_ids.values()))):
+            try:
+                faults.point("run_started")
+                _run(control, plan, results, progress)
+                for role, model_row in plan.models.items():
+                    _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
+            except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
+                if not isinstance(exc, PredstoreError | psycopg.Error | KeyboardInterrupt):
+                    log.debug("unexpected error in the run", exc_info=exc)  # the traceback, with --verbose
+                _after_error(control, plan, results, exc, started=started, cpu_started=cpu_started)
     finally:
         for run_id in run_ids.values():
             with suppress(psycopg.Error):  # a lost connection has released its locks already

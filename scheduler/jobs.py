@@ -269,10 +269,11 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
                 return
             then = "giving up until its content or the model changes" if attempt == last else "will retry"
             log.warning("job %s: %s attempt %d of %d failed (%s): %s", job.id, partition.key, attempt, last, then,
-                        exc)
+                        exc, extra={"partition": partition.key, "run_id": run_id})
             tally.record(partition.key, "failed", attempts=attempt, run_id=run_id, error=str(exc))
             continue
-        log.info("job %s: %s: %s", job.id, partition.key, result.message)
+        log.info("job %s: %s: %s", job.id, partition.key, result.message,
+                 extra={"partition": partition.key, "run_id": result.run_id})
         tally.record(partition.key, result.status, attempts=attempt, run_id=result.run_id)
         return
 

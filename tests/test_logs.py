@@ -41,6 +41,8 @@ def test_a_scheduler_pass_logs_one_json_object_per_line(model: str, tmp_path: Pa
     assert any(line["level"] == "WARNING" and "bad attempt 1 of 2 failed" in line["message"] for line in lines)
     jobs = [line for line in lines if line["logger"] == "predstore.scheduler.jobs"]
     assert jobs and all((line["job_id"], line["model"]) == ("arrive", model) for line in jobs)
+    runs = {line["partition"]: line for line in jobs if "partition" in line}  # the outcome of each partition
+    assert set(runs) == {"good", "bad"} and isinstance(runs["good"]["run_id"], int), runs
 
 
 def test_text_lines_carry_time_level_and_logger(model: str, tmp_path: Path,  # noqa: F811
