@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,7 +202,7 @@ def _print(result: MonitorResult, report_path: Path | None) -> None:
         click.echo(f"\nreport: {report_path}")
 
 
-def _performance_table(windows: list[dict[str, Any]], labels: dict[str, int], *, last: int = 12) -> None:
+def _performance_table(windows: list[dict[str, Any]], labels: Mapping[str, int], *, last: int = 12) -> None:
     """One line per window and model version: its metrics side by side, and the worst status."""
     from monitor.report import fmt
 

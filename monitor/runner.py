@@ -33,10 +33,31 @@ from store.settings import Settings
 log = logging.getLogger("predstore.monitor")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MonitorResult:
     """What one monitor run computed and raised. ``alerts`` are the ones raised now (sent to the
     webhook and the scheduler's on_alert); ``standing`` were raised before for what was examined."""
+
+    model: str
+    checks: tuple[dict[str, Any], ...] = ()
+    performance: tuple[dict[str, Any], ...] = ()
+    labels: Mapping[str, int] = field(default_factory=dict)
+    alerts: tuple[Alert, ...] = ()
+    standing: tuple[Alert, ...] = ()
+
+    @property
+    def fired(self) -> bool:
+        return bool(self.alerts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "fired": self.fired, "checks": list(self.checks),
+                "performance": list(self.performance), "labels": dict(self.labels),
+                "alerts": [a.to_dict() for a in self.alerts], "standing": [a.to_dict() for a in self.standing]}
+
+
+@dataclass
+class _Found:
+    """What a monitor run finds, as it finds it (`MonitorResult` once done)."""
 
     model: str
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -45,14 +66,9 @@ class MonitorResult:
     alerts: list[Alert] = field(default_factory=list)
     standing: list[Alert] = field(default_factory=list)
 
-    @property
-    def fired(self) -> bool:
-        return bool(self.alerts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "fired": self.fired, "checks": self.checks, "performance": self.performance,
-                "labels": self.labels, "alerts": [a.to_dict() for a in self.alerts],
-                "standing": [a.to_dict() for a in self.standing]}
+    def done(self) -> MonitorResult:
+        return MonitorResult(self.model, tuple(self.checks), tuple(self.performance), dict(self.labels),
+                             tuple(self.alerts), tuple(self.standing))
 
 
 def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = None, since: datetime | None = None,
@@ -60,7 +76,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
     """Compute what is missing for ``model_name``, record it, raise and send alerts; export its figures
     for Prometheus (`_export`)."""
     config = config or MonitorConfig.from_env()
-    result = MonitorResult(model=model_name)
+    result = _Found(model=model_name)
     try:
         latest = _monitor(settings, model_name, run_id, since, config, result)
     except (ConfigError, NotFound):
@@ -69,11 +85,11 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
         _export(settings, result, None, succeeded=False)
         raise
     _export(settings, result, latest, succeeded=True)
-    return result
+    return result.done()
 
 
 def _monitor(settings: Settings, model_name: str, run_id: int | None, since: datetime | None, config: MonitorConfig,
-             result: MonitorResult) -> dict[str, Any] | None:
+             result: _Found) -> dict[str, Any] | None:
     """`run_monitor`'s work; returns the model's latest drift check (`monitoring.latest_check`)."""
     url = prepare(settings)
     with store_errors(f"monitoring {model_name}", conninfo=url), \
@@ -106,7 +122,7 @@ def _monitor(settings: Settings, model_name: str, run_id: int | None, since: dat
     return latest
 
 
-def _export(settings: Settings, result: MonitorResult, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
+def _export(settings: Settings, result: _Found, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
     """The model's figures for Prometheus (`batch.metrics`): the drift share of its latest served run's
     check, the alerts this run raised and those that stand, and, on success, the time of this check."""
     metrics.export(settings, "monitor", {"model": result.model}, {
@@ -123,7 +139,7 @@ def _export(settings: Settings, result: MonitorResult, latest: dict[str, Any] | 
 
 def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
                  run_id: int | None, since: datetime | None, config: MonitorConfig,
-                 result: MonitorResult) -> list[Alert]:
+                 result: _Found) -> list[Alert]:
     baselines: dict[int, list[dict[str, Any]]] = {}
 
     def baseline(version: int) -> list[dict[str, Any]]:
@@ -160,7 +176,7 @@ def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[in
 
 
 def _record_check(conn: psycopg.Connection, model_name: str, version: int, base: list[dict[str, Any]],
-                  profile: dict[str, dict[str, Any]], config: MonitorConfig, result: MonitorResult, *, scope: str,
+                  profile: dict[str, dict[str, Any]], config: MonitorConfig, result: _Found, *, scope: str,
                   run: dict[str, Any] | None, run_ids: list[int], start: datetime | None = None,
                   end: datetime | None = None) -> list[Alert]:
     checked = stats.check(base, profile, config.drift)
@@ -215,7 +231,7 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
 # --- alerts --------------------------------------------------------------------------------
 
 
-def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: MonitorResult) -> None:
+def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: _Found) -> None:
     """Record each alert once per (kind, scope): new ones go to ``alerts``, earlier ones to ``standing``."""
     standing_keys = []
     for alert in candidates:

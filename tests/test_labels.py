@@ -121,7 +121,7 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     assert per_run["mae"]["labels"] == 100 and per_run["mae"]["coverage"] == pytest.approx(0.25)
     assert per_run["mae"]["training_value"] is not None and set(per_run) == {"mae", "rmse", "r2", "mape"}
     assert not any(a.kind == "concept_drift" for a in first.alerts)
-    assert run_monitor(settings, "amount", config=QUIET).performance == []  # nothing new
+    assert run_monitor(settings, "amount", config=QUIET).performance == ()  # nothing new
 
     # A week later the world changed: the model is now badly wrong.
     ingest_labels(settings, _labels(tmp_path, data.iloc[100:300], "b.parquet", when=t0 + timedelta(days=7), bias=8.0),

@@ -66,9 +66,9 @@ def test_drift_is_checked_per_run_recorded_and_alerted_once(settings: Settings, 
     assert {r["run_id"] for r in estimated} == set(scored.values())
 
     again = run_monitor(settings, "pipe", config=QUIET)
-    assert again.checks == [] and again.alerts == [] and not again.fired
+    assert again.checks == () and again.alerts == () and not again.fired
     rechecked = run_monitor(settings, "pipe", run_id=scored["shifted"], config=QUIET)
-    assert rechecked.alerts == [] and {a.kind for a in rechecked.standing} == {"data_drift", "prediction_drift"}
+    assert rechecked.alerts == () and {a.kind for a in rechecked.standing} == {"data_drift", "prediction_drift"}
     assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (2,)
     # What the scheduler's on_alert hook receives: JSON-able dicts.
     assert [a["kind"] for a in alerts_of(result)] == ["data_drift", "prediction_drift"]
