@@ -162,10 +162,14 @@ def _performance(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, Any]
     """The headline metric per window (interval, value at registration, coverage), the table of
     every metric per window, and the estimates made before labels."""
     windows = [r for r in rows if r["scope"] == "window" and not r["estimated"] and not r.get("backfill")]
+    backfill = not windows  # only labels older than the runs that scored them (a backfill, a replay)
+    if backfill:
+        windows = [r for r in rows if r["scope"] == "window" and not r["estimated"] and r.get("backfill")]
     served = [r for r in windows if r["run_role"] == "current"]
     headline = HEADLINE.get(task, "mae")
     out: dict[str, Any] = {"chart": None, "metrics": [], "rows": [], "estimates": [r for r in rows if r["estimated"]],
-                           "any": bool(windows) or any(r["estimated"] for r in rows)}
+                           "any": bool(windows) or any(r["estimated"] for r in rows),
+                           "backfill": backfill and bool(windows)}
     if not windows:
         return out
     starts = sorted({r["window_start"] for r in served})
@@ -175,7 +179,8 @@ def _performance(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, Any]
                       and r["training_value"] is not None), None)
     if starts:
         out["chart"] = charts.lines(
-            f"{headline} per window", [f"{s:%Y-%m-%d}" for s in starts], {headline: [p.get("value") for p in picked]},
+            f"{headline} per window" + (" (backfill labels)" if backfill else ""), [f"{s:%Y-%m-%d}" for s in starts],
+            {headline: [p.get("value") for p in picked]},
             band=([p.get("low") for p in picked], [p.get("high") for p in picked]), band_label="95% interval",
             reference=reference, reference_label="at registration", shares=[p.get("coverage") for p in picked],
             shares_label="label coverage", status=[p.get("status") for p in picked], x_label="window (start)",

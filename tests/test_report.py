@@ -187,6 +187,31 @@ def test_a_regressor_report_draws_a_sample_of_its_matched_labels(settings: Setti
     assert not parsed.of("confusion") and not parsed.of("reliability")
 
 
+def test_labels_older_than_their_runs_are_drawn_as_backfill(settings: Settings, tmp_path: Path) -> None:
+    """A replay of past data (the demo's case): every label predates the run that scored it, so
+    the windows are backfill; the report draws them, and says what they are."""
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    data = factories.frame(300, seed=2)
+    score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p.parquet", data),
+                                           model_name="amount"))
+    past = datetime(2024, 3, 4, tzinfo=UTC)
+    labels = pd.DataFrame({"id": data["entity_id"], "truth": data["amount"] + 1.0,
+                           "at": [past + timedelta(days=i % 14) for i in range(len(data))]})
+    labels.to_parquet(tmp_path / "labels.parquet", index=False)
+    ingest_labels(settings, tmp_path / "labels.parquet", model_name="amount", entity_col="id", label_col="truth",
+                  time_col="at")
+    run_monitor(settings, "amount", config=QUIET)
+    page = write_report(settings, "amount", tmp_path / "r.html").read_text()
+    (performance,) = Page(page).of("performance")
+    assert performance["label"] == "mae per window (backfill labels)"
+    error = np.abs(joblib.load(artifact).predict(data[factories.FEATURES]) - (data["amount"] + 1.0))
+    week = np.arange(len(data)) % 14 >= 7  # 2024-03-04 is a Monday: two weekly windows
+    drawn = [float(p["data-y"]) for p in marks(performance, "point")]
+    assert np.allclose(drawn, [error[~week].mean(), error[week].mean()])
+    assert "older than the runs that scored it" in page
+
+
 # --- pure ------------------------------------------------------------------------------------
 
 
