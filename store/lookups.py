@@ -224,7 +224,7 @@ def listen(conn: psycopg.Connection, channels: Sequence[str]) -> None:
         for channel in channels:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"lost the notification connection: {exc}") from exc
+        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
 
 
 def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str, str]]:
@@ -233,4 +233,4 @@ def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str
     try:
         return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=1)]
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"lost the notification connection: {exc}") from exc
+        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
