@@ -34,7 +34,7 @@ def load(name: str) -> click.Command | None:
         from demo.cli import demo
         return demo
     if name == "forget":
-        from batch.forget import forget
+        from store.forget import forget
         return forget
     if name in ("jobs", "schedule"):
         from scheduler import cli as scheduler_cli

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from batch.forget import forget_entity
 from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
 from monitor.labels import ingest_labels
+from store.forget import forget_entity
 from store.settings import Settings
 from tests import factories
 
