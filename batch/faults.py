@@ -43,6 +43,7 @@ POINTS = {
 JOB_POINTS = {
     "monitor": "monitor/runner.py: the model's monitor lock is taken, nothing checked yet",
     "labels": "monitor/labels.py: a batch of labels was written into the COPY",
+    "matched": "monitor/realized.py: a chunk of labels was matched, its tallies not yet added",
 }
 
 #: What an armed point does: the default first.

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from batch import performance
+from batch import faults, performance
 from monitor import tallies
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
@@ -45,6 +45,7 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     while True:  # the waiting labels, a bounded number at a time
         upto = matching.pending_bound(conn, model_name, after=after, size=MATCH_CHUNK)
         changes = matching.match_labels(conn, model_name, after=after, upto=upto)
+        faults.point("matched")
         if changes:
             monitoring.add_tallies(conn, model_name, count(changes, versions))
             matched += len(changes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -337,3 +338,35 @@ def test_matching_through_the_serving_directory_agrees_with_probing_every_run(
     matched = sorted(conn.execute(
         "SELECT entity_id, event_time, run_role, run_id, matched_as FROM label_matches").fetchall())
     assert matched == expected
+
+
+def test_a_monitor_killed_between_matching_and_counting_loses_and_doubles_nothing(
+        settings: Settings, tmp_path: Path, cli_env: dict[str, str], conn: psycopg.Connection) -> None:
+    """SIGKILL after a chunk of labels was matched (by the directory and by the walk) and before
+    its tallies were added: the labels wait again, and the next run counts each of them once."""
+    artifact, train = factories.regressor(tmp_path / "m")
+    register_model(settings, artifact, name="amount", train_data=train, target="amount")
+    data = factories.frame(80, seed=2)
+    path = factories.write_parquet(tmp_path / "p.parquet", data)
+    first = score_partition(settings, ScoreRequest(path=path, model_name="amount"))
+    published = conn.execute("SELECT published_at FROM runs WHERE run_id = %s", [first.run_id]).fetchone()
+    conn.commit()
+    assert published is not None
+    second = score_partition(settings, ScoreRequest(path=path, model_name="amount", force=True))  # old labels: walk
+    old = _labels(tmp_path, data.iloc[:40], "old.parquet", when=published[0] + timedelta(microseconds=1))
+    new = _labels(tmp_path, data.iloc[40:], "new.parquet", when=datetime.now(UTC) + timedelta(minutes=1))
+    for labels in (old, new):
+        ingest_labels(settings, labels, model_name="amount", entity_col="id", label_col="truth", time_col="at")
+    killed = subprocess.run([sys.executable, "-m", "store", "monitor", "--model", "amount"], capture_output=True,
+                            env={**cli_env, "PREDSTORE_FAULT_POINT": "matched"}, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert conn.execute("SELECT count(*) FILTER (WHERE matched_at IS NULL), count(*) FROM labels").fetchone() == \
+        (80, 80)
+    assert conn.execute("SELECT (SELECT count(*) FROM label_matches), (SELECT count(*) FROM performance_tallies)"
+                        ).fetchone() == (0, 0)
+    conn.commit()
+    run_monitor(settings, "amount", config=QUIET)
+    runs = dict(conn.execute("SELECT run_id, count(*) FROM label_matches WHERE matched_as = 'in_force' GROUP BY 1"))
+    assert runs == {first.run_id: 40, second.run_id: 40}, runs
+    assert conn.execute("SELECT sum(labels) FROM performance_tallies").fetchone() == (80,)
+    assert conn.execute("SELECT count(*) FROM labels WHERE matched_at IS NULL").fetchone() == (0,)
