@@ -53,16 +53,19 @@ _WAITING = """
 _SERVED = """
     CREATE TEMP TABLE match_served AS
     WITH superseded AS MATERIALIZED (
-        SELECT role, published_at FROM runs WHERE model_name = %(model)s AND status = 'superseded')
+        SELECT role, published_at FROM runs WHERE model_name = %(model)s AND status = 'superseded'),
+    published AS MATERIALIZED (
+        SELECT run_id FROM runs WHERE model_name = %(model)s AND status = 'published')
     SELECT w.entity_id, w.event_time, w.label, w.label_value, ro.role AS run_role, d.run_id,
            d.model_version AS version, 'in_force'::text AS matched_as, d.prediction, d.label AS predicted, d.scores,
            CASE WHEN d.run_id IS NULL THEN NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role)
+                WHEN d.run_id NOT IN (SELECT run_id FROM published) THEN false  -- not the directory's to answer
                 ELSE d.published_at <= w.event_time
                      AND NOT EXISTS (SELECT FROM superseded s WHERE s.role = ro.role
                                      AND s.published_at >= d.published_at AND s.published_at <= w.event_time)
            END AS decided
     FROM match_waiting w CROSS JOIN unnest(%(roles)s::text[]) AS ro(role)
-    LEFT JOIN (served_predictions d JOIN runs dr ON dr.run_id = d.run_id AND dr.status = 'published')
+    LEFT JOIN served_predictions d
            ON d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = w.entity_id COLLATE "C"
     WHERE NOT w.corrected"""
 
@@ -151,6 +154,7 @@ def match_labels(conn: psycopg.Connection, model_name: str, *, after: LabelKey |
               "after_time": after[1] if after else None, "upto": upto[0] if upto else None,
               "upto_time": upto[1] if upto else None}
     conn.execute(_WAITING, params)
+    conn.execute("ANALYZE match_waiting")  # a temporary table has no statistics until asked
     conn.execute(_SERVED, params)
     conn.execute(_OPEN)
     _walk(conn, model_name)
