@@ -65,8 +65,9 @@ _SERVED = """
                                      AND s.published_at >= d.published_at AND s.published_at <= w.event_time)
            END AS decided
     FROM match_waiting w CROSS JOIN unnest(%(roles)s::text[]) AS ro(role)
-    LEFT JOIN served_predictions d
-           ON d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = w.entity_id COLLATE "C"
+    LEFT JOIN LATERAL (  -- a probe of the directory's key per label and role, however large either side
+        SELECT d.run_id, d.model_version, d.published_at, d.prediction, d.label, d.scores FROM served_predictions d
+        WHERE d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = w.entity_id COLLATE "C" LIMIT 1) d ON true
     WHERE NOT w.corrected"""
 
 _OPEN = """
