@@ -140,18 +140,19 @@ def list_models(conn: psycopg.Connection, name: str | None = None) -> list[Model
 
 def find_by_sha256(conn: psycopg.Connection, name: str, sha256: str) -> ModelVersion | None:
     """The version of ``name`` whose artifact has this hash, if one was registered."""
-    row = conn.cursor(row_factory=dict_row).execute(
-        _SELECT + " WHERE m.name = %s AND m.sha256 = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
-        [name, sha256],
-    ).fetchone()
-    return _row(row) if row else None
+    return _first(conn, name, "sha256", sha256)
 
 
 def find_by_mlflow_uri(conn: psycopg.Connection, name: str, mlflow_uri: str) -> ModelVersion | None:
     """The version of ``name`` registered from ``mlflow_uri`` (as resolved: models:/churn/3), if any."""
+    return _first(conn, name, "mlflow_uri", mlflow_uri)
+
+
+def _first(conn: psycopg.Connection, name: str, column: str, value: str) -> ModelVersion | None:
+    """The oldest version of ``name`` whose ``column`` (a fixed name, never user input) is ``value``."""
     row = conn.cursor(row_factory=dict_row).execute(
-        _SELECT + " WHERE m.name = %s AND m.mlflow_uri = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
-        [name, mlflow_uri],
+        _SELECT + f" WHERE m.name = %s AND m.{column} = %s GROUP BY m.name, m.version ORDER BY m.version LIMIT 1",
+        [name, value],
     ).fetchone()
     return _row(row) if row else None
 
