@@ -103,10 +103,11 @@ def build(work: Path, *, labels: int, runs: int, new: int, rescored: bool = Fals
 
 def probe_new(settings: Settings) -> float:
     """Seconds to match the waiting labels alone by probing every retained run (nothing written)."""
+    waiting = FULL_MATCH.replace("WHERE l.model_name = 'm'", "WHERE l.model_name = 'm' AND l.matched_at IS NULL")
+    assert waiting != FULL_MATCH
     started = time.perf_counter()
     with connect(prepare(settings), autocommit=True) as conn:
-        conn.execute(FULL_MATCH.replace("WHERE l.model_name = 'm'",
-                                        "WHERE l.model_name = 'm' AND l.matched_at IS NULL"))
+        conn.execute(waiting)
     return time.perf_counter() - started
 
 
