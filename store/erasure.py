@@ -58,7 +58,7 @@ def erase_entity(conn: psycopg.Connection, entity_id: str, *, model: str | None 
             predictions += deleted
             runs.append(int(run_id))
             models.add(str(model_name))
-    serving.forget_entity(conn, entity_id, model=model)
+    serving.unserve_entity(conn, entity_id, model=model)
     labels = conn.execute(
         "DELETE FROM labels WHERE entity_id = %s AND (%s::text IS NULL OR model_name = %s)", [entity_id, model, model]
     ).rowcount

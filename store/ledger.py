@@ -61,6 +61,7 @@ class Run:
     details: dict[str, Any] | None
     superseded_at: datetime | None
     role: str
+    snapshot: bool
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,16 @@
 """Read queries of the lookup API, one function each.
 
-The current prediction of (model, entity) is the row of the most recently published run of the
-model that holds the entity, which the serving directory (`store.serving`) keeps: a lookup, hit or
-miss, is one probe of its primary key, however many runs and partitions the store keeps. A lookup
-of a given version reads the directory too; only an entity whose newest served row is of another
-version is looked up in that version's published runs, named one by one so that the planner opens
-those tables alone. Pooled connections prepare statements on first use: they run the same few
-queries all day.
+What (model, entity) is served is its row in the first segment of the model's serving order that
+holds it (`store.serving`): a lookup, hit or miss, single or batch, is one statement probing the
+unique index of each ranked segment (the current version's, and those of the versions served
+before it), however many runs and partitions the store keeps. A lookup of a given version probes
+that version's segment alone. Pooled connections prepare statements on first use: they run the
+same few queries all day.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -41,6 +39,8 @@ class Prediction:
     prediction: float | None
     label: str | None
     scores: list[float] | None
+    #: Whether it is the current version's (else an earlier version's, the entity's previous answer).
+    version_current: bool
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,18 @@ class PublishedRun:
     published_at: datetime
 
 
-#: In the order of `Prediction`'s fields, which rows are built from positionally.
-_COLUMNS = """entity_id, model_name AS model, model_version, run_id, partition_key AS partition,
-              scored_at, prediction, label, scores"""
-
-#: The served row of one entity; without a version, of the 'current' role, else the newest of both
-#: roles (whether it is of the version asked for is checked by the caller).
-_ONE = f"SELECT {_COLUMNS} FROM served_predictions WHERE model_name = %s AND entity_id = %s AND role = 'current'"
-_NEWEST = f"""SELECT {_COLUMNS} FROM served_predictions WHERE model_name = %s AND entity_id = %s
-              ORDER BY published_at DESC, run_id DESC LIMIT 1"""
+#: An entity's served rows, one per segment of the model ({which}: the ranked ones, or one version's),
+#: in the order of `Prediction`'s fields. Each segment is one probe of its unique index.
+_SERVED = """SELECT d.entity_id, s.model_name AS model, s.model_version, d.run_id, r.partition_key AS partition,
+                    r.scored_at, d.prediction, d.label, d.scores, coalesce(s.rank = 0, false) AS version_current
+             FROM serving_segments s
+             JOIN served_predictions d ON d.segment_id = s.segment_id AND d.entity_id {match}
+             JOIN served_runs r ON r.run_id = d.run_id
+             WHERE s.model_name = %(model)s AND {which}"""
+_RANKED = "s.rank IS NOT NULL ORDER BY {order} s.rank"
+_OF_VERSION = "s.model_version = %(version)s"
+_ONE = _SERVED.format(match="= %(id)s", which=_RANKED.format(order="")) + " LIMIT 1"
+_ONE_OF_VERSION = _SERVED.format(match="= %(id)s", which=_OF_VERSION)
 
 # A batch is rendered by PostgreSQL: building a thousand JSON objects there costs a fraction of
 # what loading the rows into Python and encoding them again does. The object is the same one
@@ -74,26 +77,13 @@ _JSON = """SELECT entity_id, age > %(max_age)s AS stale, json_build_object(
                 'partition', partition,
                 'scored_at', to_char(scored_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), 'age', age,
                 'stale', coalesce(age > %(max_age)s, false),
-                'prediction', prediction, 'label', label, 'scores', scores)::text
+                'prediction', prediction, 'label', label, 'scores', scores, 'version_current', version_current,
+                'source', 'precomputed')::text
             FROM (SELECT *, round(greatest(0, %(now)s - extract(epoch FROM scored_at))::numeric, 3) AS age
                   FROM ({rows}) AS found) AS aged"""
-_MANY = _JSON.format(rows=f"""SELECT {_COLUMNS} FROM served_predictions
-    WHERE model_name = %(model)s AND role = 'current' AND entity_id = ANY(%(ids)s::text[])""")
-#: Of a version: the entities whose newest served row is of it, and the others' newest row among
-#: the version's published runs ({runs}, spelled out).
-_MANY_OF_VERSION = _JSON.format(rows=f"""
-    WITH newest AS (
-        SELECT DISTINCT ON (entity_id) {_COLUMNS} FROM served_predictions
-        WHERE model_name = %(model)s AND entity_id = ANY(%(ids)s::text[])
-        ORDER BY entity_id, published_at DESC, run_id DESC)
-    SELECT * FROM newest WHERE model_version = %(version)s
-    UNION ALL
-    SELECT * FROM ({{older}}) AS older
-    WHERE entity_id IN (SELECT entity_id FROM newest WHERE model_version <> %(version)s)""")
-#: The newest row of some entities among the runs {runs}.
-_IN_RUNS = f"""SELECT DISTINCT ON (entity_id) {_COLUMNS}
-               FROM published_predictions WHERE run_id IN ({{runs}}) AND entity_id = ANY(%(ids)s::text[])
-               ORDER BY entity_id, published_at DESC, run_id DESC"""
+_MANY = _JSON.format(rows="SELECT DISTINCT ON (d.entity_id) " + _SERVED.format(
+    match="= ANY(%(ids)s::text[])", which=_RANKED.format(order="d.entity_id,")).removeprefix("SELECT "))
+_MANY_OF_VERSION = _JSON.format(rows=_SERVED.format(match="= ANY(%(ids)s::text[])", which=_OF_VERSION))
 
 #: Session settings of lookup connections: a lookup never waits for parallel workers or JIT.
 #: Timestamps come in UTC, whether PostgreSQL or Python renders them.
@@ -144,56 +134,33 @@ def _target(pool: ConnectionPool) -> str:
 def current_prediction(
     conn: psycopg.Connection, model: str, entity_id: str, *, version: int | None = None
 ) -> Prediction | None:
-    """The current published prediction of ``entity_id`` by ``model`` (restricted to ``version``)."""
-    if version is None:
-        row = conn.execute(_ONE, [model, entity_id]).fetchone()  # a tuple: the cheapest row
-        return Prediction(*row) if row is not None else None
-    with _snapshot(conn):
-        row = conn.execute(_NEWEST, [model, entity_id]).fetchone()
-        if row is None:
-            return None  # no published run holds it
-        found = Prediction(*row)
-        if found.model_version == version:
-            return found
-        runs = _runs_of(conn, model, version)
-        if not runs:
-            return None
-        older = conn.execute(_IN_RUNS.format(runs=runs), {"ids": [entity_id]}, prepare=False).fetchone()
-        return Prediction(*older) if older is not None else None
+    """The prediction ``model`` serves for ``entity_id`` (of ``version``, if given)."""
+    params = {"model": model, "id": entity_id, "version": version}
+    row = conn.execute(_ONE if version is None else _ONE_OF_VERSION, params).fetchone()  # a tuple: the cheapest row
+    return Prediction(*row) if row is not None else None
 
 
 def current_predictions_json(
     conn: psycopg.Connection, model: str, entity_ids: Sequence[str], *, version: int | None = None,
     now: float, max_age: int | None,
 ) -> list[tuple[str, bool, str]]:
-    """The current predictions of those ``entity_ids`` that have one, in one query, each as
-    (entity id, stale, the JSON object the API answers), its age taken at ``now`` (epoch seconds)
-    and stale when older than ``max_age`` seconds."""
+    """The served predictions of those ``entity_ids`` that have one, in one statement (so one
+    published state, whatever commits meanwhile), each as (entity id, stale, the JSON object the
+    API answers), its age taken at ``now`` (epoch seconds) and stale when older than ``max_age`` seconds."""
     params = {"model": model, "ids": list(entity_ids), "version": version, "now": now, "max_age": max_age}
-    if version is None:
-        rows = conn.execute(_MANY, params).fetchall()
-    else:
-        with _snapshot(conn):
-            runs = _runs_of(conn, model, version) or "NULL"
-            query = _MANY_OF_VERSION.format(older=_IN_RUNS.format(runs=runs))
-            rows = conn.execute(query, params, prepare=False).fetchall()
+    rows = conn.execute(_MANY if version is None else _MANY_OF_VERSION, params).fetchall()
     return [(entity_id, bool(stale), text) for entity_id, stale, text in rows]
 
 
-def _runs_of(conn: psycopg.Connection, model: str, version: int) -> str:
-    """The published runs of ``model`` ``version`` as a list of SQL literals ('' if none)."""
-    rows = conn.execute("SELECT run_id FROM published_runs WHERE model_name = %s AND model_version = %s",
-                        [model, version]).fetchall()
-    return ", ".join(str(int(r[0])) for r in rows)
-
-
-@contextmanager
-def _snapshot(conn: psycopg.Connection) -> Iterator[None]:
-    """One read-only REPEATABLE READ transaction: the statements of a lookup that needs more than
-    one see the same published state."""
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        yield
+def snapshot_of(conn: psycopg.Connection, model: str) -> tuple[int, int] | None:
+    """(version, run id) of the snapshot that defines what ``model`` serves, if its current version
+    published one and no earlier version is served beside it."""
+    row = conn.execute(
+        """SELECT model_version, snapshot_run_id FROM serving_segments s
+           WHERE model_name = %s AND rank = 0 AND snapshot_run_id IS NOT NULL
+             AND NOT EXISTS (SELECT FROM serving_segments o WHERE o.model_name = s.model_name AND o.rank > 0)""",
+        [model]).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def check_model(conn: psycopg.Connection, model: str, *, version: int | None = None) -> None:

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from store.schema import RUN_ROLES, run_table
+from store.serving import IN_SET
 
 #: Runs whose predictions are still stored (a dropped run keeps its profile, not its rows).
 RETAINED = ("published", "superseded")
@@ -47,13 +48,21 @@ _WAITING = """
       AND (%(after)s::text IS NULL OR (l.entity_id, l.event_time) > (%(after)s, %(after_time)s))
       AND (%(upto)s::text IS NULL OR (l.entity_id, l.event_time) <= (%(upto)s, %(upto_time)s))"""
 
-# Each new label per role, with the directory's answer where it decides: the entity's newest published
-# run predates the label and no superseded run of the role came between them; or no run of the role
-# serves the entity and none of the role is superseded (then no retained run holds it).
-_SERVED = """
+# Each new label per role, with the directory's answer where it decides. The directory's newest row
+# of the role (over every version's segment) is the run in force when it predates the label and no
+# run the segments may hide came between them: a superseded run, a retained run outside its
+# version's set, or one its version's later run of the other role shadows. With no row of the role
+# and no such run at all, no retained run holds the entity.
+_SERVED = f"""
     CREATE TEMP TABLE match_served AS
     WITH superseded AS MATERIALIZED (
-        SELECT role, published_at FROM runs WHERE model_name = %(model)s AND status = 'superseded'),
+        WITH retained AS (
+            SELECT r.run_id, r.model_version, r.role, r.published_at, r.status, ({IN_SET}) AS in_set
+            FROM runs r WHERE r.model_name = %(model)s AND r.status IN ('published', 'superseded'))
+        SELECT role, published_at FROM retained r
+        WHERE status = 'superseded' OR NOT in_set
+           OR EXISTS (SELECT FROM retained z WHERE z.in_set AND z.model_version = r.model_version
+                      AND z.role <> r.role AND z.published_at > r.published_at)),
     published AS MATERIALIZED (
         SELECT run_id FROM runs WHERE model_name = %(model)s AND status = 'published')
     SELECT w.entity_id, w.event_time, w.label, w.label_value, ro.role AS run_role, d.run_id,
@@ -65,9 +74,13 @@ _SERVED = """
                                      AND s.published_at >= d.published_at AND s.published_at <= w.event_time)
            END AS decided
     FROM match_waiting w CROSS JOIN unnest(%(roles)s::text[]) AS ro(role)
-    LEFT JOIN LATERAL (  -- a probe of the directory's key per label and role, however large either side
-        SELECT d.run_id, d.model_version, d.published_at, d.prediction, d.label, d.scores FROM served_predictions d
-        WHERE d.model_name = %(model)s AND d.role = ro.role AND d.entity_id = w.entity_id COLLATE "C" LIMIT 1) d ON true
+    LEFT JOIN LATERAL (  -- a probe of each segment's key per label and role, however large either side
+        SELECT d.run_id, r.model_version, r.published_at, d.prediction, d.label, d.scores
+        FROM serving_segments s
+        JOIN served_predictions d ON d.segment_id = s.segment_id AND d.entity_id = w.entity_id COLLATE "C"
+        JOIN runs r ON r.run_id = d.run_id
+        WHERE s.model_name = %(model)s AND r.role = ro.role
+        ORDER BY r.published_at DESC LIMIT 1) d ON true
     WHERE NOT w.corrected"""
 
 _OPEN = """

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from store.matching import RETAINED
+from store.serving import IN_SET
 
 #: Runs whose profile can be checked for drift.
 PROFILED = ("published", "superseded", "dropped")
@@ -136,10 +137,11 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
     again, whatever its time. Counts what happened, and how many staged labels are for entities
     no retained run of the model scored.
     """
-    # Entities held by a published run are in the serving directory; superseded runs are probed,
-    # spelled out so that the planner opens only their tables.
+    # Entities held by a run of a version's set are in that version's segment; the other retained
+    # runs are probed, spelled out so that the planner opens only their tables.
     superseded = [r[0] for r in conn.execute(
-        "SELECT run_id FROM runs WHERE model_name = %s AND status = 'superseded'", [model_name])]
+        f"""SELECT run_id FROM runs r WHERE model_name = %s AND status IN ('published', 'superseded')
+            AND NOT ({IN_SET})""", [model_name])]
     in_superseded = sql.SQL(
         """UNION SELECT p.entity_id FROM predictions p
            WHERE p.run_id IN ({runs}) AND p.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)""").format(
@@ -162,8 +164,8 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
                    WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
                RETURNING (xmax = 0) AS inserted),
            scored AS (
-               SELECT d.entity_id FROM served_predictions d
-               WHERE d.model_name = %(model)s AND d.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)
+               SELECT d.entity_id FROM serving_segments s JOIN served_predictions d ON d.segment_id = s.segment_id
+               WHERE s.model_name = %(model)s AND d.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)
                {in_superseded})
            SELECT (SELECT count(*) FROM label_stage),
                   (SELECT count(*) FROM staged),

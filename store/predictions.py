@@ -25,7 +25,7 @@ ARROW_TYPES = {"entity_id": pa.string(), "row_number": pa.int64(), "prediction":
                "label": pa.string(), "scores": pa.list_(pa.float64())}
 
 #: NOTIFY channel told the model name whenever a run of it is published.
-PUBLISH_CHANNEL = "predstore_published"
+PUBLISH_CHANNEL = serving.PUBLISH_CHANNEL
 
 DUPLICATE_REASON = "duplicate entity_id: a later row of the partition has the same id and is the one kept"
 
@@ -113,11 +113,12 @@ def index_run_table(conn: psycopg.Connection, run_id: int) -> int:
 
 
 def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition_key: str,
-            role: str = "current") -> int | None:
-    """Attach the run's table and make it the published run of (model, partition, role).
+            role: str = "current", snapshot: bool = False) -> int | None:
+    """Attach the run's table and make it the published run of (model, partition, role); a
+    ``snapshot`` is the published run of every partition of (model, role) it replaces.
 
-    Returns the run it supersedes. Visible to readers when the caller commits, the serving
-    directory (`store.serving`) updated with it.
+    Returns the run it supersedes in its partition. Visible to readers when the caller commits, the
+    serving directory (`store.serving`) updated with it.
     """
     table = run_table(run_id)
     # The CHECK lets ATTACH skip scanning the table to prove its rows belong to the partition.
@@ -127,20 +128,19 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
         t=table, id=sql.Literal(run_id)))
     # The clock now, not the transaction's start (now()): the index build came first in it.
     at = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-    previous = conn.execute(
+    superseded = conn.execute(
         """UPDATE runs SET status = 'superseded', superseded_at = %s
-           WHERE model_name = %s AND partition_key = %s AND role = %s AND status = 'published'
-           RETURNING run_id""",
-        [at, model_name, partition_key, role],
-    ).fetchone()
-    if conn.execute("UPDATE runs SET status = 'published', published_at = %s WHERE run_id = %s "
-                    "AND status = 'running'", [at, run_id]).rowcount != 1:
+           WHERE model_name = %s AND (partition_key = %s OR %s) AND role = %s AND status = 'published'
+           RETURNING run_id, partition_key""",
+        [at, model_name, partition_key, snapshot, role],
+    ).fetchall()
+    if conn.execute("UPDATE runs SET status = 'published', published_at = %s, snapshot = %s WHERE run_id = %s "
+                    "AND status = 'running'", [at, snapshot, run_id]).rowcount != 1:
         raise RunNotRunning(run_id, None)  # reaped meanwhile: the caller's transaction rolls back
-    previous_id = int(previous[0]) if previous else None
-    serving.serve_run(conn, run_id, superseded=previous_id)
+    serving.serve_run(conn, run_id, snapshot=snapshot)
     # Delivered at commit: lookup services drop what they cached for this model.
     conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
-    return previous_id
+    return next((int(r[0]) for r in superseded if r[1] == partition_key), None)
 
 
 def drop_run_table(conn: psycopg.Connection, run_id: int) -> None:

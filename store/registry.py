@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from store import serving
 from store.errors import NotFound
 
 
@@ -99,6 +100,8 @@ def set_alias(conn: psycopg.Connection, name: str, alias: str, version: int) -> 
            ON CONFLICT (model_name, alias) DO UPDATE SET version = excluded.version, updated_at = now()""",
         [name, alias, version],
     )
+    if alias == "current":
+        serving.rank_current(conn, name, version)  # what every lookup answers follows, in this transaction
     return int(row[0]) if row else None
 
 

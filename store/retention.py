@@ -78,16 +78,18 @@ def expiring(conn: psycopg.Connection, *, now: datetime, default: timedelta | No
 
 
 def expire(conn: psycopg.Connection, runs: Sequence[Expiring]) -> int:
-    """Mark ``runs`` expired (the published ones) or dropped (the superseded ones) and take the
-    published ones out of the serving directory; their tables are the caller's to drop once this
+    """Mark ``runs`` expired (the published ones) or dropped (the superseded ones) and take them
+    out of the serving directory; their tables are the caller's to drop once this
     commits. Returns how many entities no published run serves any more."""
     published = [r.run_id for r in runs if r.status == "published"]
     expired = [int(row[0]) for row in conn.execute(
         "UPDATE runs SET status = 'expired' WHERE run_id = ANY(%s) AND status = 'published' RETURNING run_id",
         [published]).fetchall()]
-    conn.execute("UPDATE runs SET status = 'dropped' WHERE run_id = ANY(%s) AND status = 'superseded'",
-                 [[r.run_id for r in runs if r.status == "superseded"]])
-    gone = serving.unserve_runs(conn, expired)
-    for model in sorted({r.model for r in runs if r.run_id in expired}):
+    dropped = [int(row[0]) for row in conn.execute(
+        "UPDATE runs SET status = 'dropped' WHERE run_id = ANY(%s) AND status = 'superseded' RETURNING run_id",
+        [[r.run_id for r in runs if r.status == "superseded"]]).fetchall()]
+    # A superseded run may still serve its version (superseded by another version's run).
+    gone = serving.unserve_runs(conn, expired + dropped)
+    for model in sorted({r.model for r in runs if r.run_id in expired or r.run_id in dropped}):
         conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model])
     return gone

@@ -17,11 +17,11 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from store.schema import PARTITION_SCHEMA
+from store.schema import PARTITION_SCHEMA, SEGMENT_SCHEMA
 
 #: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
-READER_GRANTS = ("served_predictions", "published_predictions", "current_predictions", "published_runs", "models",
-                 "model_aliases", "api_keys", "alembic_version")
+READER_GRANTS = ("served_predictions", "serving_segments", "served_runs", "published_predictions",
+                 "current_predictions", "published_runs", "models", "model_aliases", "api_keys", "alembic_version")
 #: Tables the analyst may not read (the erasure key would reverse the erasure list's HMACs).
 ANALYST_DENIED = ("api_keys", "erasure_key")
 
@@ -56,16 +56,17 @@ def grant_writer(conn: psycopg.Connection, role: str, *, password: str | None = 
     name = _database(conn)
     conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(name), ident))
     conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(ident))
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PARTITION_SCHEMA)))
-    conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(PARTITION_SCHEMA), ident))
+    for schema in (PARTITION_SCHEMA, SEGMENT_SCHEMA):
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), ident))
     owned = conn.execute(
         """SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
                   n.nspname, c.relname
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname IN ('public', %s) AND c.relkind IN ('r', 'p', 'v', 'm')
+           WHERE n.nspname IN ('public', %s, %s) AND c.relkind IN ('r', 'p', 'v', 'm')
              AND pg_get_userbyid(c.relowner) <> %s
            ORDER BY c.relkind = 'v', c.oid""",
-        [PARTITION_SCHEMA, role],
+        [PARTITION_SCHEMA, SEGMENT_SCHEMA, role],
     ).fetchall()
     for kind, schema, table in owned:
         conn.execute(sql.SQL("ALTER {} {}.{} OWNER TO {}").format(

@@ -7,7 +7,6 @@ and docs/monitoring.md.
 
 from __future__ import annotations
 
-from psycopg import sql
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
     Table,
     Text,
     func,
@@ -28,15 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-#: Schema holding one table per scoring run; each is attached to ``predictions`` when published.
-PARTITION_SCHEMA = "predstore_partitions"
+from store.names import PARTITION_SCHEMA, SEGMENT_SCHEMA, run_table  # noqa: F401  (re-exported)
+
 #: Longest entity id stored: scoring rejects longer ones, and the lookup API refuses them.
 MAX_ENTITY_ID_LENGTH = 512
-
-
-def run_table(run_id: int) -> sql.Composed:
-    """The name of the table holding one run's predictions."""
-    return sql.SQL("{}.{}").format(sql.Identifier(PARTITION_SCHEMA), sql.Identifier(f"run_{run_id}"))
 
 
 metadata = MetaData(
@@ -148,28 +143,43 @@ predictions = Table(
     postgresql_partition_by="LIST (run_id)",
 )
 
-# The serving directory: the prediction each (model, role, entity) is served, copied from the most
-# recently published run that holds the entity. `store.predictions.publish` keeps it in the publish
-# transaction, so a lookup is one B-tree probe whatever the number of runs the store keeps; its
-# columns are those of the ``published_predictions`` view, in that order.
+# The serving directory (`store.serving`): per (model, version), a segment: for each entity the row of
+# the newest run of the version's set that holds it. One table per segment, attached here by its id;
+# a lookup probes the unique index (entity_id) of each segment its model ranks, never one per run.
 served_predictions = Table(
     "served_predictions",
     metadata,
-    Column("model_name", Text, primary_key=True),
-    Column("model_version", Integer, nullable=False),
+    Column("segment_id", BigInteger, nullable=False),
+    Column("entity_id", Text(collation="C"), nullable=False),
     Column("run_id", BigInteger, nullable=False),
-    Column("partition_key", Text, nullable=False),
-    Column("entity_id", Text(collation="C"), primary_key=True),
     Column("row_number", BigInteger, nullable=False),
     Column("prediction", Float(53)),
     Column("label", Text),
     Column("scores", ARRAY(Float(53))),
-    Column("scored_at", DateTime(timezone=True), nullable=False),
-    Column("published_at", DateTime(timezone=True), nullable=False),
-    Column("role", Text, primary_key=True),
-    # Room on each page for the next publish's version of a row: its update stays on the page (HOT).
-    postgresql_with={"fillfactor": 70},
+    postgresql_partition_by="LIST (segment_id)",
 )
+
+serving_segment_ids = Sequence("serving_segment_ids", metadata=metadata)
+
+# Which segment table serves each (model, version), and its rank in the model's serving order:
+# 0 for the current version, then the versions current before it; NULL when not served (a
+# challenger, or a version a snapshot of the current one cut off).
+serving_segments = Table(
+    "serving_segments",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("segment_id", BigInteger, nullable=False, unique=True),
+    Column("rank", Integer),
+    Column("rows", BigInteger, nullable=False, server_default="0"),
+    # The version's latest snapshot run: the entities it lacks are not served.
+    Column("snapshot_run_id", BigInteger),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
+)
+
+# A snapshot run (migration 0013) declares the version's whole served set.
+runs.append_column(Column("snapshot", Boolean, nullable=False, server_default="false"))
 
 # Retention by age: each model's published runs are dropped (status 'expired') once older than
 # keep_days; without a row here, PREDSTORE_KEEP_DAYS applies (unset: kept for ever).
