@@ -38,6 +38,8 @@ RUN_KEYS = ("run_id", "status", "model_name", "model_version", "partition_key", 
 @click.option("--max-reject-fraction", type=float, default=0.05, show_default=True,
               help="Fail the run, publishing nothing, when more rows than this are rejected.")
 @click.option("--force", is_flag=True, help="Score again even if this content was already published.")
+@click.option("--snapshot", is_flag=True,
+              help="The run is the model's whole served set: entities it lacks stop being served.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: this machine's processes; dask: a dask.distributed cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -46,8 +48,8 @@ RUN_KEYS = ("run_id", "status", "model_name", "model_version", "partition_key", 
 @click.option("--json", "as_json", is_flag=True, help="Print each run's summary as JSON.")
 @click.pass_obj
 def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: int | None, entity_col: str | None,
-          partition_key: str | None, max_reject_fraction: float, force: bool, executor: str, workers: int,
-          dask_address: str | None, as_json: bool) -> None:
+          partition_key: str | None, max_reject_fraction: float, force: bool, snapshot: bool, executor: str,
+          workers: int, dask_address: str | None, as_json: bool) -> None:
     """Score data partitions (Parquet file, directory of Parquet, or CSV) and publish the predictions.
 
     A partition is a local path or a URI: s3://bucket/prefix/dt=.../, gs://, abfs://, file://.
@@ -64,7 +66,7 @@ def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: 
     for path in paths:
         request = ScoreRequest(path=storage.target(path), model_name=model_name, version=version, entity_col=entity_col,
                                partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force,
-                               executor=spec)
+                               snapshot=snapshot, executor=spec)
         with _progress(storage.basename(path)) as progress:
             try:
                 result: RunResult | None = score_partition(settings, request, progress=progress)

@@ -44,6 +44,7 @@ JOB_POINTS = {
     "monitor": "monitor/runner.py: the model's monitor lock is taken, nothing checked yet",
     "labels": "monitor/labels.py: a batch of labels was written into the COPY",
     "matched": "monitor/realized.py: a chunk of labels was matched, its tallies not yet added",
+    "promoted": "batch/promotion.py: the alias moved and serving switched, the promotion not yet committed",
 }
 
 #: What an armed point does: the default first.

@@ -30,6 +30,8 @@ class ScoreRequest:
     partition_key: str | None = None
     max_reject_fraction: float = 0.05
     force: bool = False
+    #: The run is the model's whole served set (for its version): entities it lacks stop being served.
+    snapshot: bool = False
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
 

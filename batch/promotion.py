@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batch import faults
 from store import audit, registry
 from store.db import connect
 from store.errors import ConfigError
@@ -40,10 +41,12 @@ def promote_model(settings: Settings, name: str, version: int | None = None, *, 
             audit.record(conn, "model.promote", target=f"{name} v{version}", actor=actor,
                          details={"alias": "current", "before": before, "from": "challenger",
                                   **({"evidence": evidence} if evidence else {})})
+            faults.point("promoted")
             return Promotion(name, "current", before, version)
         if alias == "challenger" and version == registry.get_model(conn, name).version:
             raise ConfigError(f"version {version} is already the current version of {name}")
         before = registry.set_alias(conn, name, alias, version)
         audit.record(conn, "model.promote", target=f"{name} v{version}", actor=actor,
                      details={"alias": alias, "before": before})
+        faults.point("promoted")
     return Promotion(name, alias, before, version)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from store import predictions, registry, retention
+from store import predictions, registry, retention, serving
 from store.db import connect
 from store.migrate import prepare
 from store.retention import Expiring
@@ -87,6 +87,7 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
             log.info("dropped run %s (%s, partition %r, published %s)", run.run_id, run.model, run.partition,
                      run.published_at.isoformat(timespec="seconds"))
             stop.wait(pace * (time.perf_counter() - started))
+        serving.drop_retired(conn)
     return Pruned(runs=tuple(done), dry_run=False, entities_unserved=unserved)
 
 

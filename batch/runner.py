@@ -24,7 +24,7 @@ import psycopg
 from batch import faults, metrics, reader, stages
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
 from batch.verify import verify_run
-from store import ledger, logs, predictions, registry
+from store import ledger, logs, predictions, registry, serving
 from store.db import connect
 from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, first_line, from_database
 from store.migrate import prepare
@@ -56,6 +56,7 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
         for run_id in ledger.reap_abandoned(control, model_name=current.name, partition_key=partition.key):
             predictions.drop_run_table(control, run_id)
             log.warning("run %s was left running by a process that died; marked abandoned", run_id)
+        serving.drop_retired(control)  # segment tables a publish replaced, if it died before dropping them
         results = {role: RunResult(status="running", model=m.name, model_version=m.version, partition=partition.key)
                    for role, m in roles.items()}
         due = {}

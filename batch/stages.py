@@ -21,7 +21,7 @@ from batch.executors import run_tasks
 from batch.plan import Progress, RunPlan, RunResult
 from batch.tasks import Target, TaskContext, TaskResult, run_digest
 from batch.validate import check_columns, required_columns
-from store import ledger, predictions, profiles, registry
+from store import ledger, predictions, profiles, registry, serving
 from store.db import connect
 from store.errors import InputError, RunFailed
 
@@ -72,6 +72,8 @@ def publish(plan: RunPlan, written: Written, results: dict[str, RunResult], *, s
             _publish_one(plan, written, conn, i, role, results[role], t=t, started=started, cpu_started=cpu_started)
         faults.point("published")
     faults.point("committed")
+    with connect(plan.url, autocommit=True, application_name="predstore-publish") as conn:
+        serving.drop_retired(conn)  # the segment tables this publish replaced
 
 
 def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult,
@@ -91,7 +93,8 @@ def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: i
         profiles.insert_run_profile(conn, run_id, total_profile)
     publishing = time.perf_counter()
     result.superseded_run = predictions.publish(conn, run_id, model_name=model_row.name,
-                                                partition_key=plan.partition.key, role=role)
+                                                partition_key=plan.partition.key, role=role,
+                                                snapshot=plan.request.snapshot)
     result.stages["publish_s"] = round(time.perf_counter() - publishing, 3)
     result.status = "published"
     measure(result, started)

@@ -40,7 +40,7 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "Prediction": {
             "type": "object",
             "required": ["entity_id", "model", "model_version", "run_id", "partition", "scored_at", "age", "stale",
-                         "prediction", "label", "scores"],
+                         "prediction", "label", "scores", "version_current", "source"],
             "properties": {
                 "entity_id": {"type": "string"}, "model": {"type": "string"}, "model_version": {"type": "integer"},
                 "run_id": {"type": "integer"}, "partition": {"type": "string"}, "scored_at": _TIMESTAMP,
@@ -48,6 +48,11 @@ def _schemas(max_batch: int) -> dict[str, Any]:
                 "stale": {"type": "boolean", "description": "Older than the model's maximum age"},
                 "prediction": {"type": ["number", "null"]}, "label": {"type": ["string", "null"]},
                 "scores": {"type": ["array", "null"], "items": {"type": ["number", "null"]}},
+                "version_current": {"type": "boolean", "description": (
+                    "From the model's current version; false: an earlier version's answer, kept because the "
+                    "current version never scored the entity")},
+                "source": {"type": "string", "enum": ["precomputed"],
+                           "description": "Where the answer comes from: a published run"},
             },
         },
         "BatchRequest": {

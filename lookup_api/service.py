@@ -93,22 +93,32 @@ def prediction(service: Service, model: str, entity_id: str, *, version: int | N
     if found is MISSING:
         token = service.cache.generation(model)
 
-        def query(conn: psycopg.Connection) -> Prediction | None:
+        def query(conn: psycopg.Connection) -> Prediction | str:
             found = lookups.current_prediction(conn, model, entity_id, version=version)
             if found is None:
                 lookups.check_model(conn, model, version=version)
+                return _not_served(conn, model, entity_id, version=version)
             return found
 
         found = service.read(query)
         service.cache.put(model, key, found, token)
-    if found is None:
-        of_version = f" version {version}" if version is not None else ""
-        raise NotFound(f"model {model!r}{of_version} has no published prediction for entity {entity_id!r}")
+    if isinstance(found, str):
+        raise NotFound(found)
     answer = present(found, max_age=service.settings.max_age(model), now=service.clock())
     if answer["stale"] and service.settings.api_stale_policy == "hide":
         raise Stale(f"the prediction of model {model!r} for entity {entity_id!r} is {answer['age']:.0f} s old, "
                     f"older than the {service.settings.max_age(model)} s allowed")
     return answer
+
+
+def _not_served(conn: psycopg.Connection, model: str, entity_id: str, *, version: int | None) -> str:
+    """Why ``model`` has no prediction to serve for ``entity_id``, in one line."""
+    snapshot = lookups.snapshot_of(conn, model) if version is None else None
+    if snapshot is not None:
+        return (f"entity {entity_id!r} was not in the latest snapshot of model {model!r} "
+                f"(version {snapshot[0]}, run {snapshot[1]}), so it is no longer served")
+    of_version = f" version {version}" if version is not None else ""
+    return f"model {model!r}{of_version} has no published prediction for entity {entity_id!r}"
 
 
 def predictions(service: Service, model: str, entity_ids: Sequence[str], *, version: int | None) -> str:
@@ -135,7 +145,8 @@ def present(p: Prediction, *, max_age: int | None, now: float) -> dict[str, Any]
     stale = max_age is not None and age > max_age
     return {"entity_id": p.entity_id, "model": p.model, "model_version": p.model_version, "run_id": p.run_id,
             "partition": p.partition, "scored_at": p.scored_at.isoformat(timespec="microseconds"), "age": age,
-            "stale": stale, "prediction": p.prediction, "label": p.label, "scores": p.scores}
+            "stale": stale, "prediction": p.prediction, "label": p.label, "scores": p.scores,
+            "version_current": p.version_current, "source": "precomputed"}
 
 
 def models(service: Service, name: str | None = None) -> list[dict[str, Any]]:

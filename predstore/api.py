@@ -84,23 +84,24 @@ class Store:
                 return None
 
     def score(self, data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
-              version: int | None = None, force: bool = False) -> RunResult:
+              version: int | None = None, force: bool = False, snapshot: bool = False) -> RunResult:
         """Score ``data`` (a DataFrame, an Arrow table, or the path or URI of a Parquet file, a
         folder of Parquet or a CSV file) with ``model`` and publish it as ``partition``: by default the file's
         name, or for a frame ``frame-`` and the start of its content's sha256, so scoring the same
-        frame again is skipped unless ``force``. Raises `RunFailed` if the run fails."""
+        frame again is skipped unless ``force``. A ``snapshot`` is the model's whole served set: the
+        entities it lacks stop being served. Raises `RunFailed` if the run fails."""
         from batch.runner import ScoreRequest, score_partition
 
         if isinstance(data, str | Path):  # a path, or a URI (s3://, gs://, abfs://, file://) as the CLI takes it
             request = ScoreRequest(path=data, model_name=model, version=version, entity_col=entity_col,
-                                   partition_key=partition, force=force)
+                                   partition_key=partition, force=force, snapshot=snapshot)
             return score_partition(self.settings, request)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             path = _parquet(data, Path(tmp) / "frame.parquet")
             assert path is not None
             key = partition or f"frame-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
             request = ScoreRequest(path=path, model_name=model, version=version, entity_col=entity_col,
-                                   partition_key=key, force=force)
+                                   partition_key=key, force=force, snapshot=snapshot)
             return score_partition(self.settings, request)
 
     def labels(self, data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
@@ -129,7 +130,8 @@ class Store:
 
     def predictions(self, model: str, entity_ids: Sequence[str], *, version: int | None = None) -> pd.DataFrame:
         """The current published predictions of ``entity_ids`` (those that have one), as the lookup
-        API answers them: one row per entity, with its run, partition, time and scores."""
+        API answers them: one row per entity, with its run, partition, time, scores and whether it is the
+        current version's (``version_current``)."""
         import pandas as pd
 
         from store import lookups
@@ -140,7 +142,8 @@ class Store:
                                                     now=time.time(), max_age=None)
         frame = pd.DataFrame([json.loads(text) for _, _, text in rows],
                              columns=["entity_id", "model", "model_version", "run_id", "partition", "scored_at",
-                                      "age", "stale", "prediction", "label", "scores"])
+                                      "age", "stale", "prediction", "label", "scores", "version_current",
+                                      "source"])
         frame["scored_at"] = pd.to_datetime(frame["scored_at"], utc=True)
         return frame.drop(columns=["age", "stale"])
 
@@ -223,10 +226,10 @@ def model(name: str, *, version: int | None = None) -> ModelVersion | None:
 
 
 def score(data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
-          version: int | None = None, force: bool = False) -> RunResult:
+          version: int | None = None, force: bool = False, snapshot: bool = False) -> RunResult:
     """`Store.score` on the default store."""
     return _DEFAULT.score(data, model=model, entity_col=entity_col, partition=partition, version=version,
-                          force=force)
+                          force=force, snapshot=snapshot)
 
 
 def labels(data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,

@@ -28,7 +28,7 @@ DEFAULT_BACKOFF_S = 30.0
 SCHEDULER_KEYS = {"misfire_grace_time"}
 COMMON_KEYS = {"kind", "model", "cron", "timezone", "retries", "backoff", "on_alert"}
 KEYS = {
-    "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction"},
+    "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction", "snapshot"},
     "monitor": COMMON_KEYS,
 }
 #: Builds the error for a key and a reason.
@@ -57,6 +57,8 @@ class Job:
     on_alert: str | None = None
     entity_col: str | None = None
     max_reject_fraction: float = 0.05
+    #: Each run is the model's whole served set (a full refresh): entities it lacks stop being served.
+    snapshot: bool = False
 
     def trigger(self) -> CronTrigger:
         """The cron trigger of a cron job, in its time zone."""
@@ -148,6 +150,10 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
         values["entity_col"] = _text(spec, "entity_col", where, fail)
         values["max_reject_fraction"] = float(_number(spec, "max_reject_fraction", where, fail, default=0.05,
                                                       minimum=0, maximum=1))
+        snapshot = spec.get("snapshot", False)
+        if not isinstance(snapshot, bool):
+            raise fail(where + "snapshot", "must be true or false")
+        values["snapshot"] = snapshot
         if on_arrival and "cron" in spec:
             raise fail(where + "cron", "give either cron (with timezone) or on_arrival = true, not both")
         if not on_arrival and "cron" not in spec:

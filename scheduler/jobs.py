@@ -253,7 +253,8 @@ def _done(conn: psycopg.Connection, model: registry.ModelVersion, partition: Fou
 def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attempt: int, tally: Tally) -> None:
     last = job.retries + 1
     request = ScoreRequest(path=partition.path, model_name=job.model, partition_key=partition.key,
-                           entity_col=job.entity_col, max_reject_fraction=job.max_reject_fraction)
+                           entity_col=job.entity_col, max_reject_fraction=job.max_reject_fraction,
+                           snapshot=job.snapshot)
     for attempt in range(first_attempt, last + 1):
         if attempt > first_attempt and _backoff(ctx, job, attempt, partition.key):
             tally.record(partition.key, "failed", attempts=attempt - 1, error="stopped before its retry")
