@@ -39,7 +39,7 @@ def check_ledger(conn: psycopg.Connection) -> None:
         "SELECT tablename FROM pg_tables WHERE schemaname = 'predstore_partitions'")}
     attached = {int(t[0]) for t in conn.execute(
         "SELECT replace(c.relname, 'run_', '') FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE c.relkind = 'r'")}
+        "WHERE c.relkind = 'r' AND i.inhparent = 'predictions'::regclass")}
     assert [s for _, s in runs].count("published") == 1, runs
     assert "running" not in {s for _, s in runs}, runs
     kept = {r for r, s in runs if s in ("published", "superseded")}

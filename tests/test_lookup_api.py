@@ -106,7 +106,8 @@ def test_lookup_returns_the_newest_published_prediction(client: FlaskClient, see
     assert body["run_id"] == seeded["c"] and body["model_version"] == 2 and body["partition"] == "c"
     assert body["prediction"] == 0.9 and body["label"] == "yes" and body["scores"] == [pytest.approx(0.1), 0.9]
     assert set(body) == {"entity_id", "model", "model_version", "run_id", "partition", "scored_at", "age", "stale",
-                         "prediction", "label", "scores"}
+                         "prediction", "label", "scores", "version_current", "source"}
+    assert body["version_current"] is True and body["source"] == "precomputed"
     assert body["stale"] is False and 0 <= body["age"] < 3600
     older = client.get("/v1/models/churn/predictions/e1?version=1").get_json()
     assert older["run_id"] == seeded["a"] and older["prediction"] == 0.1
