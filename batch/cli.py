@@ -3,6 +3,7 @@ batch/models_cli.py)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -40,6 +41,12 @@ RUN_KEYS = ("run_id", "status", "model_name", "model_version", "partition_key", 
 @click.option("--force", is_flag=True, help="Score again even if this content was already published.")
 @click.option("--snapshot", is_flag=True,
               help="The run is the model's whole served set: entities it lacks stop being served.")
+@click.option("--gate/--no-gate", default=None,
+              help="Hold the run, serving nothing of it, if it looks broken beside the last published batch "
+                   "(default: the model's policy, `models configure --gate`).")
+@click.option("--max-row-change", type=click.FloatRange(min=0, min_open=True), metavar="SHARE",
+              help="The gate holds a run whose row count moved by this share or more from the partition's "
+                   "previous run (default: the model's policy, else 0.5).")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: this machine's processes; dask: a dask.distributed cluster.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
@@ -48,13 +55,15 @@ RUN_KEYS = ("run_id", "status", "model_name", "model_version", "partition_key", 
 @click.option("--json", "as_json", is_flag=True, help="Print each run's summary as JSON.")
 @click.pass_obj
 def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: int | None, entity_col: str | None,
-          partition_key: str | None, max_reject_fraction: float, force: bool, snapshot: bool, executor: str,
-          workers: int, dask_address: str | None, as_json: bool) -> None:
+          partition_key: str | None, max_reject_fraction: float, force: bool, snapshot: bool, gate: bool | None,
+          max_row_change: float | None, executor: str, workers: int, dask_address: str | None,
+          as_json: bool) -> None:
     """Score data partitions (Parquet file, directory of Parquet, or CSV) and publish the predictions.
 
     A partition is a local path or a URI: s3://bucket/prefix/dt=.../, gs://, abfs://, file://.
 
-    Exit status: 0 published or skipped, 1 a run failed, 2 usage or configuration error.
+    Exit status: 0 published or skipped, 1 a run failed, 2 usage or configuration error, 5 a run was
+    held by the publish gate (`predstore runs release` or `runs discard` decides).
     """
     if partition_key and len(paths) > 1:
         raise click.UsageError("--partition names one partition; give one PATH with it")
@@ -66,7 +75,7 @@ def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: 
     for path in paths:
         request = ScoreRequest(path=storage.target(path), model_name=model_name, version=version, entity_col=entity_col,
                                partition_key=partition_key, max_reject_fraction=max_reject_fraction, force=force,
-                               snapshot=snapshot, executor=spec)
+                               snapshot=snapshot, gate=gate, max_row_change=max_row_change, executor=spec)
         with _progress(storage.basename(path)) as progress:
             try:
                 result: RunResult | None = score_partition(settings, request, progress=progress)
@@ -143,6 +152,30 @@ def runs_verify(settings: Settings, run_id: int, as_json: bool) -> None:
     click.echo(f"run {run_id} does NOT verify: recorded {outcome['recorded'][:16]}, "
                f"recomputed {outcome['recomputed'][:16]}", err=True)
     sys.exit(1)
+
+
+@runs.command("release")
+@click.argument("run_id", type=int)
+@click.pass_obj
+def runs_release(settings: Settings, run_id: int) -> None:
+    """Serve a run the publish gate held, as its publish would have (audited)."""
+    from batch.held import release_run
+
+    run = release_run(settings, run_id, actor=getpass.getuser())
+    click.echo(f"released run {run_id}: {run.model_name} v{run.model_version} partition {run.partition_key!r} "
+               f"is served from it")
+
+
+@runs.command("discard")
+@click.argument("run_id", type=int)
+@click.pass_obj
+def runs_discard(settings: Settings, run_id: int) -> None:
+    """Drop a run the publish gate held; the partition's previous run stays served (audited)."""
+    from batch.held import discard_run
+
+    run = discard_run(settings, run_id, actor=getpass.getuser())
+    click.echo(f"discarded run {run_id}: {run.model_name} v{run.model_version} partition {run.partition_key!r} "
+               f"keeps its previous run")
 
 
 @runs.command("prune")

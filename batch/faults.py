@@ -45,6 +45,7 @@ JOB_POINTS = {
     "labels": "monitor/labels.py: a batch of labels was written into the COPY",
     "matched": "monitor/realized.py: a chunk of labels was matched, its tallies not yet added",
     "promoted": "batch/promotion.py: the alias moved and serving switched, the promotion not yet committed",
+    "released": "batch/held.py: a held run is published, the release not yet committed",
 }
 
 #: What an armed point does: the default first.

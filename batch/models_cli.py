@@ -1,4 +1,4 @@
-"""`predstore models`: register, list, show, retire, retain and sync model versions; thin commands
+"""`predstore models`: register, list, show, retire, retain, configure and sync model versions; thin commands
 over batch.models and the registry. (`models compare` and `models promote`, which weighs the
 evidence with --if-better, are the monitor's: the root command adds them from monitor.cli.)"""
 
@@ -145,6 +145,41 @@ def models_retain(settings: Settings, name: str, keep_days: int | None, forever:
     click.echo(f"{name}: published runs are kept {keep_days} day(s)" if keep_days else
                f"{name}: no policy of its own; " + (f"PREDSTORE_KEEP_DAYS={settings.keep_days} applies"
                                                      if settings.keep_days else "runs are kept for ever"))
+
+
+@models.command("configure")
+@click.argument("name")
+@click.option("--gate/--no-gate", default=None,
+              help="Whether NAME's runs pass the publish gate before they are served (`score --gate`).")
+@click.option("--max-row-change", type=click.FloatRange(min=0, min_open=True), metavar="SHARE",
+              help="The gate holds a run whose row count moved by this share or more from the partition's "
+                   "previous run (default 0.5).")
+@click.option("--keep-days", type=click.IntRange(min=1), help="Days a published run is served before it expires "
+              "(as `models retain`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the model's policies as JSON.")
+@click.pass_obj
+def models_configure(settings: Settings, name: str, gate: bool | None, max_row_change: float | None,
+                     keep_days: int | None, as_json: bool) -> None:
+    """Set NAME's policies (what is not given is kept) and print them all."""
+    from store import audit, policies, retention
+
+    with _conn(settings) as conn, conn.transaction():
+        registry.get_model(conn, name)  # NotFound names the models there are
+        policy = policies.set_policy(conn, name, gate=gate, max_row_change=max_row_change)
+        if keep_days is not None:
+            retention.set_keep_days(conn, name, keep_days)
+        days = retention.policies(conn).get(name)
+        changed = {k: v for k, v in {"gate": gate, "max_row_change": max_row_change, "keep_days": keep_days}.items()
+                   if v is not None}
+        if changed:
+            audit.record(conn, "model.configure", target=name, actor=getpass.getuser(), details=changed)
+    shown = {"model": name, "gate": policy.gate, "max_row_change": policy.max_row_change or 0.5, "keep_days": days}
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(f"{name}: publish gate {'on' if policy.gate else 'off'} (row change limit "
+               f"{shown['max_row_change']:.0%}); published runs kept "
+               + (f"{days} day(s)" if days else "per PREDSTORE_KEEP_DAYS, else for ever"))
 
 
 @models.command("sync")

@@ -10,6 +10,7 @@ from typing import Any
 
 from batch import reader
 from batch.executors import ExecutorSpec
+from batch.gate import GatePolicy
 from store import registry
 from store.db import without_password
 
@@ -32,6 +33,10 @@ class ScoreRequest:
     force: bool = False
     #: The run is the model's whole served set (for its version): entities it lacks stop being served.
     snapshot: bool = False
+    #: Pass the publish gate before serving (None: the model's policy, `predstore models configure`).
+    gate: bool | None = None
+    #: The gate's row-count limit (None: the model's policy, else `GatePolicy`'s default).
+    max_row_change: float | None = None
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
 
@@ -47,6 +52,8 @@ class RunPlan:
     request: ScoreRequest
     models: Mapping[str, registry.ModelVersion]
     run_ids: Mapping[str, int] = field(default_factory=dict)
+    #: The publish gate the runs must pass, None when they are served without one.
+    gate: GatePolicy | None = None
 
     @property
     def roles(self) -> list[str]:

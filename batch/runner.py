@@ -22,11 +22,21 @@ from importlib.metadata import version as package_version
 import psycopg
 
 from batch import faults, metrics, reader, stages
+from batch.gate import GatePolicy
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
 from batch.verify import verify_run
-from store import ledger, logs, predictions, registry, serving
+from store import ledger, logs, policies, predictions, registry, serving
 from store.db import connect
-from store.errors import ConfigError, InputError, NotFound, PredstoreError, RunFailed, first_line, from_database
+from store.errors import (
+    ConfigError,
+    InputError,
+    NotFound,
+    PredstoreError,
+    RunFailed,
+    RunHeld,
+    first_line,
+    from_database,
+)
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -61,13 +71,21 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
                    for role, m in roles.items()}
         due = {}
         for role, model_row in roles.items():
+            held = ledger.find_held(control, model_row.name, partition.key, role)
+            if held is not None and not request.force and ledger.is_current(held, model_row.version,
+                                                                              partition.fingerprint):
+                raise RunHeld(f"run {held.run_id} holds this content of partition {partition.key!r} for "
+                              f"{model_row.name} v{model_row.version}, unpublished: the publish gate stopped it "
+                              f"({held.error}); `predstore runs release {held.run_id}` serves it, "
+                              f"`predstore runs discard {held.run_id}` drops it", run_id=held.run_id)
             published = ledger.find_published(control, model_row.name, partition.key, role)
             if (published is not None and not request.force
                     and ledger.is_current(published, model_row.version, partition.fingerprint)):
                 _skip(control, model_row, partition, published, results[role], role)
             else:
                 due[role] = model_row
-        plan = RunPlan(url=url, partition=partition, entity_col=entity_col, request=request, models=due)
+        plan = RunPlan(url=url, partition=partition, entity_col=entity_col, request=request, models=due,
+                       gate=_gate_policy(control, request, current.name))
         try:
             if due:
                 _score(settings, control, plan, results, progress)
@@ -85,6 +103,15 @@ def _export(settings: Settings, result: RunResult, role: str) -> None:
         "duration_seconds": result.duration_s, "rows_per_second": result.rows_per_s,
         "peak_rss_bytes": result.peak_rss_bytes,
     }, succeeded=result.status in ("published", "skipped"), status=result.status)
+
+
+def _gate_policy(control: psycopg.Connection, request: ScoreRequest, model: str) -> GatePolicy | None:
+    """The gate the runs pass: asked for (or not) by the request, else by the model's policy."""
+    policy = policies.get_policy(control, model)
+    if not (request.gate if request.gate is not None else policy.gate):
+        return None
+    limit = request.max_row_change if request.max_row_change is not None else policy.max_row_change
+    return GatePolicy(max_row_change=limit) if limit is not None else GatePolicy()
 
 
 def _roles(control: psycopg.Connection, request: ScoreRequest) -> dict[str, registry.ModelVersion]:
@@ -124,6 +151,8 @@ def _score(settings: Settings, control: psycopg.Connection, plan: RunPlan, resul
                 _run(control, plan, results, progress)
                 for role, model_row in plan.models.items():
                     _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
+            except RunHeld:
+                raise  # committed held: nothing to settle
             except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
                 if not isinstance(exc, PredstoreError | psycopg.Error | KeyboardInterrupt):
                     log.debug("unexpected error in the run", exc_info=exc)  # the traceback, with --verbose

@@ -10,20 +10,23 @@ this one, never part of it. `batch.runner` calls them in turn and fails the runs
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import psycopg
 
-from batch import faults, metrics, profile, reader
+from batch import faults, gate, metrics, profile, reader
 from batch.executors import run_tasks
 from batch.plan import Progress, RunPlan, RunResult
 from batch.tasks import Target, TaskContext, TaskResult, run_digest
 from batch.validate import check_columns, required_columns
-from store import ledger, predictions, profiles, registry, serving
+from store import ledger, monitoring, predictions, profiles, registry, serving
 from store.db import connect
-from store.errors import InputError, RunFailed
+from store.errors import InputError, RunFailed, RunHeld
+
+log = logging.getLogger("predstore.score")
 
 
 @dataclass(frozen=True)
@@ -65,20 +68,32 @@ def verify(plan: RunPlan, written: Written, results: dict[str, RunResult]) -> No
 
 def publish(plan: RunPlan, written: Written, results: dict[str, RunResult], *, started: float,
             cpu_started: float) -> None:
-    """Index, attach and publish every role's run in one transaction, and record them in the ledger."""
+    """Index every role's run, then, in the same transaction, publish them all and record them in the
+    ledger; or, if one fails the publish gate, hold them all and raise `RunHeld`."""
     t = time.perf_counter()
     with connect(plan.url, application_name="predstore-publish") as conn, conn.transaction():
+        profiled = {role: _index(plan, written, conn, i, role, results[role], t=t)
+                    for i, role in enumerate(plan.roles)}
+        findings = _gate(plan, conn, results, profiled) if plan.gate is not None else []
         for i, role in enumerate(plan.roles):
-            _publish_one(plan, written, conn, i, role, results[role], t=t, started=started, cpu_started=cpu_started)
+            if findings:
+                _hold(plan, written, conn, i, role, results[role], findings, started=started, cpu_started=cpu_started)
+            else:
+                _publish_one(plan, written, conn, i, role, results[role], started=started, cpu_started=cpu_started)
         faults.point("published")
     faults.point("committed")
+    if findings:
+        current = results.get("current") or next(iter(results.values()))
+        raise RunHeld(current.message, run_id=current.run_id, result=current)
     with connect(plan.url, autocommit=True, application_name="predstore-publish") as conn:
         serving.drop_retired(conn)  # the segment tables this publish replaced
 
 
-def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult,
-                 *, t: float, started: float, cpu_started: float) -> None:
-    run_id, model_row, tasks = plan.run_ids[role], plan.models[role], written.tasks
+def _index(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult, *,
+           t: float) -> dict[str, Any] | None:
+    """Check the run's table against its count, build its index and record its profile (if its model
+    has a baseline), which it returns."""
+    run_id, tasks = plan.run_ids[role], written.tasks
     rows = predictions.count_run_rows(conn, run_id)
     if rows != result.rows_scored:
         raise RunFailed(f"run {run_id}'s table holds {rows} rows but its tasks scored "
@@ -86,11 +101,63 @@ def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: i
     result.rows_duplicate = predictions.index_run_table(conn, run_id)
     faults.point("indexed")
     result.stages["index_s"] = round(time.perf_counter() - t, 3)
-    if written.context.targets[i].baseline:
-        total_profile: dict[str, Any] = {}
-        for task in tasks:
-            total_profile = profile.add(total_profile, task.targets[i].profile)
-        profiles.insert_run_profile(conn, run_id, total_profile)
+    if not written.context.targets[i].baseline:
+        return None
+    total_profile: dict[str, Any] = {}
+    for task in tasks:
+        total_profile = profile.add(total_profile, task.targets[i].profile)
+    profiles.insert_run_profile(conn, run_id, total_profile)
+    return total_profile
+
+
+def _gate(plan: RunPlan, conn: psycopg.Connection, results: dict[str, RunResult],
+          profiled: dict[str, dict[str, Any] | None]) -> list[gate.Finding]:
+    """What makes any role's run fail the gate: its profile against the last run of its model,
+    version and role that was published (else the version's training baseline), its rows against the
+    partition's previous run."""
+    assert plan.gate is not None
+    findings: list[gate.Finding] = []
+    for role in plan.roles:
+        model, result = plan.models[role], results[role]
+        accepted = ledger.last_published(conn, model.name, role=role, model_version=model.version, profiled=True)
+        previous: dict[str, dict[str, Any]] = {}
+        if accepted is not None:
+            previous = profiles.get_run_profiles(conn, [accepted])
+        elif profiled[role] is not None:
+            previous = {c["column_name"]: c for c in profiles.get_baseline(conn, model.name, model.version)}
+        before = ledger.find_published(conn, model.name, plan.partition.key, role)
+        findings += gate.judge(previous, profiled[role] or {}, rows=result.rows_in,
+                               previous_rows=before.rows_in if before is not None else None, policy=plan.gate)
+    return findings
+
+
+def _hold(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult,
+          findings: list[gate.Finding], *, started: float, cpu_started: float) -> None:
+    """Keep the run unpublished (``held``, its table and profile kept) and raise a ``held_run`` alert."""
+    run_id, model_row, tasks = plan.run_ids[role], plan.models[role], written.tasks
+    why = "; ".join(f.reason for f in findings)
+    result.status = "held"
+    measure(result, started)
+    ledger.finish_run(conn, run_id, status="held", error=f"held by the publish gate: {why}",
+                      input_fingerprint=plan.partition.fingerprint,
+                      predictions_digest=run_digest([d for task in tasks for d in task.targets[i].digests]),
+                      details={"stages": result.stages, "entity_col": plan.entity_col,
+                               "snapshot": plan.request.snapshot,
+                               "gate": [{"column": f.column, "reason": f.reason} for f in findings]},
+                      cpu_seconds=time.process_time() - cpu_started, **result.counts())
+    result.message = (f"held run {run_id} of {model_row.name} v{model_row.version} (partition "
+                      f"{plan.partition.key!r}) by the publish gate, nothing served: {why}; "
+                      f"`predstore runs release {run_id}` serves it, `predstore runs discard {run_id}` drops it")
+    monitoring.insert_alert(conn, model_name=model_row.name, model_version=model_row.version, kind="held_run",
+                            scope_key=f"run:{run_id}", run_id=run_id, message=result.message,
+                            details={"partition": plan.partition.key, "role": role,
+                                     "findings": [f.reason for f in findings]})
+    log.error("%s", result.message)
+
+
+def _publish_one(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult,
+                 *, started: float, cpu_started: float) -> None:
+    run_id, model_row, tasks = plan.run_ids[role], plan.models[role], written.tasks
     publishing = time.perf_counter()
     result.superseded_run = predictions.publish(conn, run_id, model_name=model_row.name,
                                                 partition_key=plan.partition.key, role=role,

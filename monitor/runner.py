@@ -110,7 +110,12 @@ def _monitor(settings: Settings, model_name: str, run_id: int | None, since: dat
                 candidates += outcome.alerts
             _raise(conn, model_name, candidates, result)
             latest = monitoring.latest_check(conn, model_name)
-        for alert in result.alerts:
+            # Alerts the scoring job raised (runs held by the publish gate) go to the webhook with these.
+            pending = [Alert(model_name, row["model_version"], row["kind"], row["scope_key"], row["message"],
+                             row["run_id"], row["details"] or {}, row["alert_id"])
+                       for row in monitoring.undelivered_alerts(conn, model_name, kinds=["held_run"])
+                       ] if config.webhook_url else []
+        for alert in [*result.alerts, *pending]:
             log.warning("ALERT %s %s (%s): %s", alert.kind, model_name, alert.scope, alert.message)
             if config.webhook_url:
                 error = deliver(config.webhook_url, alert, timeout=config.webhook_timeout,

@@ -84,24 +84,28 @@ class Store:
                 return None
 
     def score(self, data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
-              version: int | None = None, force: bool = False, snapshot: bool = False) -> RunResult:
+              version: int | None = None, force: bool = False, snapshot: bool = False,
+              gate: bool | None = None) -> RunResult:
         """Score ``data`` (a DataFrame, an Arrow table, or the path or URI of a Parquet file, a
         folder of Parquet or a CSV file) with ``model`` and publish it as ``partition``: by default the file's
         name, or for a frame ``frame-`` and the start of its content's sha256, so scoring the same
         frame again is skipped unless ``force``. A ``snapshot`` is the model's whole served set: the
-        entities it lacks stop being served. Raises `RunFailed` if the run fails."""
+        entities it lacks stop being served. ``gate`` (default: the model's policy) holds a run that looks
+        broken beside the last published batch, serving nothing of it, and raises `RunHeld`. Raises
+        `RunFailed` if the run fails."""
         from batch.runner import ScoreRequest, score_partition
 
         if isinstance(data, str | Path):  # a path, or a URI (s3://, gs://, abfs://, file://) as the CLI takes it
             request = ScoreRequest(path=data, model_name=model, version=version, entity_col=entity_col,
-                                   partition_key=partition, force=force, snapshot=snapshot)
+                                   partition_key=partition, force=force, snapshot=snapshot,
+                                   gate=gate)
             return score_partition(self.settings, request)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             path = _parquet(data, Path(tmp) / "frame.parquet")
             assert path is not None
             key = partition or f"frame-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
             request = ScoreRequest(path=path, model_name=model, version=version, entity_col=entity_col,
-                                   partition_key=key, force=force, snapshot=snapshot)
+                                   partition_key=key, force=force, snapshot=snapshot, gate=gate)
             return score_partition(self.settings, request)
 
     def labels(self, data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
@@ -226,10 +230,11 @@ def model(name: str, *, version: int | None = None) -> ModelVersion | None:
 
 
 def score(data: Any, *, model: str, entity_col: str | None = None, partition: str | None = None,
-          version: int | None = None, force: bool = False, snapshot: bool = False) -> RunResult:
+          version: int | None = None, force: bool = False, snapshot: bool = False,
+          gate: bool | None = None) -> RunResult:
     """`Store.score` on the default store."""
     return _DEFAULT.score(data, model=model, entity_col=entity_col, partition=partition, version=version,
-                          force=force, snapshot=snapshot)
+                          force=force, snapshot=snapshot, gate=gate)
 
 
 def labels(data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,

@@ -28,7 +28,8 @@ DEFAULT_BACKOFF_S = 30.0
 SCHEDULER_KEYS = {"misfire_grace_time"}
 COMMON_KEYS = {"kind", "model", "cron", "timezone", "retries", "backoff", "on_alert"}
 KEYS = {
-    "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction", "snapshot"},
+    "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction", "snapshot",
+              "gate", "max_row_change"},
     "monitor": COMMON_KEYS,
 }
 #: Builds the error for a key and a reason.
@@ -59,6 +60,9 @@ class Job:
     max_reject_fraction: float = 0.05
     #: Each run is the model's whole served set (a full refresh): entities it lacks stop being served.
     snapshot: bool = False
+    #: Pass the publish gate (None: the model's policy) and its row-count limit.
+    gate: bool | None = None
+    max_row_change: float | None = None
 
     def trigger(self) -> CronTrigger:
         """The cron trigger of a cron job, in its time zone."""
@@ -150,10 +154,13 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
         values["entity_col"] = _text(spec, "entity_col", where, fail)
         values["max_reject_fraction"] = float(_number(spec, "max_reject_fraction", where, fail, default=0.05,
                                                       minimum=0, maximum=1))
-        snapshot = spec.get("snapshot", False)
-        if not isinstance(snapshot, bool):
-            raise fail(where + "snapshot", "must be true or false")
-        values["snapshot"] = snapshot
+        for flag in ("snapshot", "gate"):
+            if flag in spec and not isinstance(spec[flag], bool):
+                raise fail(where + flag, "must be true or false")
+        values["snapshot"] = spec.get("snapshot", False)
+        values["gate"] = spec.get("gate")
+        if "max_row_change" in spec:
+            values["max_row_change"] = float(_number(spec, "max_row_change", where, fail, default=0.5, minimum=0))
         if on_arrival and "cron" in spec:
             raise fail(where + "cron", "give either cron (with timezone) or on_arrival = true, not both")
         if not on_arrival and "cron" not in spec:

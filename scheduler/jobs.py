@@ -33,7 +33,7 @@ from scheduler.config import Job, ScheduleConfig
 from scheduler.scan import Cache, Found, scan
 from store import ledger, registry, schedules
 from store.db import connect
-from store.errors import JobError, PredstoreError, RunFailed, RunInProgress, first_line, nearest
+from store.errors import JobError, PredstoreError, RunFailed, RunHeld, RunInProgress, first_line, nearest
 from store.settings import Settings
 
 log = logging.getLogger("predstore.scheduler.jobs")
@@ -46,6 +46,7 @@ CATCH_UP_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=32), t
 #: ``busy`` ends the firing's work on it, ``failed`` is retried.
 OUTCOMES: dict[type[PredstoreError], str] = {
     RunInProgress: "busy",
+    RunHeld: "held",
     PredstoreError: "failed",
 }
 
@@ -254,7 +255,7 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
     last = job.retries + 1
     request = ScoreRequest(path=partition.path, model_name=job.model, partition_key=partition.key,
                            entity_col=job.entity_col, max_reject_fraction=job.max_reject_fraction,
-                           snapshot=job.snapshot)
+                           snapshot=job.snapshot, gate=job.gate, max_row_change=job.max_row_change)
     for attempt in range(first_attempt, last + 1):
         if attempt > first_attempt and _backoff(ctx, job, attempt, partition.key):
             tally.record(partition.key, "failed", attempts=attempt - 1, error="stopped before its retry")
@@ -264,9 +265,9 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
             result = score_partition(ctx.settings, request)
         except PredstoreError as exc:
             run_id = exc.run_id if isinstance(exc, RunFailed | RunInProgress) else None
-            if outcome_of(exc) == "busy":
-                log.info("job %s: %s", job.id, exc)
-                tally.record(partition.key, "busy", run_id=run_id)
+            if outcome_of(exc) in ("busy", "held"):  # neither is retried: held content waits for a person
+                log.log(logging.WARNING if outcome_of(exc) == "held" else logging.INFO, "job %s: %s", job.id, exc)
+                tally.record(partition.key, outcome_of(exc), run_id=run_id)
                 return
             then = "giving up until its content or the model changes" if attempt == last else "will retry"
             log.warning("job %s: %s attempt %d of %d failed (%s): %s", job.id, partition.key, attempt, last, then,

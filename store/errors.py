@@ -75,6 +75,11 @@ class RunFailed(PredstoreError):
         self.result = result
 
 
+class RunHeld(RunFailed):
+    """A run failed the publish gate: it is ``held``, nothing of it served, until `predstore runs
+    release` publishes it or `predstore runs discard` drops it."""
+
+
 class RunInProgress(PredstoreError):
     """Another live process is running the same (model, partition)."""
 

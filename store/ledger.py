@@ -207,6 +207,27 @@ def find_published(conn: psycopg.Connection, model_name: str, partition_key: str
     ).fetchone()
 
 
+def find_held(conn: psycopg.Connection, model_name: str, partition_key: str, role: str = "current") -> Run | None:
+    """The newest held run of (model, partition) in ``role``, if any."""
+    return conn.cursor(row_factory=class_row(Run)).execute(
+        sql.SQL("SELECT {} FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s "
+                "AND status = 'held' ORDER BY run_id DESC LIMIT 1").format(_RUN_COLUMNS),
+        [model_name, partition_key, role],
+    ).fetchone()
+
+
+def last_published(conn: psycopg.Connection, model_name: str, *, role: str, model_version: int,
+                   profiled: bool = False) -> int | None:
+    """The run of (model, version, role) published most recently (whatever it became since: a batch
+    the user accepted), with a recorded profile if ``profiled``."""
+    row = conn.execute(
+        """SELECT run_id FROM runs r WHERE model_name = %s AND model_version = %s AND role = %s
+           AND published_at IS NOT NULL
+           AND (NOT %s OR EXISTS (SELECT FROM run_profiles p WHERE p.run_id = r.run_id))
+           ORDER BY published_at DESC LIMIT 1""", [model_name, model_version, role, profiled]).fetchone()
+    return int(row[0]) if row else None
+
+
 def get_run(conn: psycopg.Connection, run_id: int) -> Run:
     """One run's ledger row; `NotFound` if there is none."""
     run = conn.cursor(row_factory=class_row(Run)).execute(

@@ -337,6 +337,14 @@ def find_alerts(conn: psycopg.Connection, model_name: str, scope_keys: list[str]
     ).fetchall()
 
 
+def undelivered_alerts(conn: psycopg.Connection, model_name: str, *, kinds: list[str]) -> list[dict[str, Any]]:
+    """The alerts of ``kinds`` raised for ``model_name`` and not yet delivered nor tried."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT alert_id, model_version, kind, scope_key, run_id, message, details FROM alerts
+           WHERE model_name = %s AND kind = ANY(%s) AND delivered_at IS NULL AND delivery_error IS NULL
+           ORDER BY alert_id""", [model_name, kinds]).fetchall()
+
+
 def mark_delivered(conn: psycopg.Connection, alert_id: int, *, error: str | None) -> None:
     """Record the outcome of sending an alert to the webhook."""
     conn.execute(

@@ -113,9 +113,10 @@ def index_run_table(conn: psycopg.Connection, run_id: int) -> int:
 
 
 def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition_key: str,
-            role: str = "current", snapshot: bool = False) -> int | None:
+            role: str = "current", snapshot: bool = False, was: str = "running") -> int | None:
     """Attach the run's table and make it the published run of (model, partition, role); a
-    ``snapshot`` is the published run of every partition of (model, role) it replaces.
+    ``snapshot`` is the published run of every partition of (model, role) it replaces. The run must
+    be ``was`` (running; held, when a person releases it).
 
     Returns the run it supersedes in its partition. Visible to readers when the caller commits, the
     serving directory (`store.serving`) updated with it.
@@ -135,7 +136,7 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
         [at, model_name, partition_key, snapshot, role],
     ).fetchall()
     if conn.execute("UPDATE runs SET status = 'published', published_at = %s, snapshot = %s WHERE run_id = %s "
-                    "AND status = 'running'", [at, snapshot, run_id]).rowcount != 1:
+                    "AND status = %s", [at, snapshot, run_id, was]).rowcount != 1:
         raise RunNotRunning(run_id, None)  # reaped meanwhile: the caller's transaction rolls back
     serving.serve_run(conn, run_id, snapshot=snapshot)
     # Delivered at commit: lookup services drop what they cached for this model.

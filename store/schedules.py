@@ -113,10 +113,12 @@ def unlock(conn: psycopg.Connection, name: str) -> None:
 
 
 def published_inputs(conn: psycopg.Connection, model_name: str) -> dict[str, Scored]:
-    """For each partition of ``model_name`` with a published run: its model version and input fingerprint."""
+    """For each partition of ``model_name`` with a published run: its model version and input
+    fingerprint; a newer held or discarded run's instead (the publish gate stopped that content: it
+    waits for a person or for new content, not for another try)."""
     rows = conn.execute(
         """SELECT partition_key, model_version, input_fingerprint FROM runs
-           WHERE model_name = %s AND status = 'published'""",
+           WHERE model_name = %s AND role = 'current' AND status IN ('published', 'held', 'discarded') ORDER BY run_id""",
         [model_name],
     ).fetchall()
     return {key: Scored(int(version), fingerprint) for key, version, fingerprint in rows}

@@ -45,7 +45,8 @@ metadata = MetaData(
 )
 
 RUN_ROLES = ("current", "challenger")
-RUN_STATUSES = ("running", "published", "superseded", "skipped", "failed", "abandoned", "dropped", "expired")
+RUN_STATUSES = ("running", "published", "superseded", "skipped", "failed", "abandoned", "dropped", "expired",
+                "held", "discarded")
 
 models = Table(
     "models",
@@ -246,7 +247,8 @@ job_firings = Table(
 # trail of registrations, promotions, API key changes and erasures (`predstore forget`).
 api_keys.append_column(Column("models", ARRAY(Text)))
 
-AUDIT_ACTIONS = ("model.register", "model.promote", "apikey.create", "apikey.revoke", "entity.forget")
+AUDIT_ACTIONS = ("model.register", "model.promote", "apikey.create", "apikey.revoke", "entity.forget",
+                 "model.configure", "run.release", "run.discard")
 
 audit = Table(
     "audit",
@@ -291,6 +293,18 @@ models.append_column(Column("trusted_types", ARRAY(Text)))
 # version number; NULL for a version registered from a file.
 models.append_column(Column("mlflow_uri", Text))
 models.append_column(Column("mlflow_version", Integer))
+
+# Each model's policies (migration 0014), set with `predstore models configure`: whether its runs
+# pass the publish gate before they are served (`batch/gate.py`), and the gate's row-count limit.
+model_policies = Table(
+    "model_policies",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("gate", Boolean, nullable=False, server_default="false"),
+    Column("max_row_change", Float(53)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("max_row_change > 0", name="max_row_change"),
+)
 
 # The monitor's tables are declared on the same metadata, in a module of their own.
 from store import schema_monitoring  # noqa: E402,F401

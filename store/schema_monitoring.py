@@ -144,7 +144,8 @@ run_profiles = Table(
 # Monitor results (see monitor/): one drift check per run (or window of runs), its per-feature,
 # per-metric results, realized and estimated performance, and the alerts raised.
 DRIFT_STATUSES = ("ok", "warning", "alert", "n/a")
-ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance", "gradual_drift")
+ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance", "gradual_drift",
+               "held_run")
 
 drift_checks = Table(
     "drift_checks",
