@@ -2,6 +2,7 @@
 
     python benchmarks/soak_lookup.py [--rate 300] [--seconds 60] [--quiet 20] [--rows 200000]
                                      [--publishes 1] [--every 0] [--promote-seconds 20]
+                                     [--promote-every 2]
 
 It starts a throwaway embedded PostgreSQL, registers a small model twice (version 1 current,
 version 2 its challenger, a LogisticRegression fitted with another C and seed), scores and
@@ -22,9 +23,14 @@ that were never sent):
    times (0: until the phase ends), back to back or a run starting every ``--every`` seconds
    (each publish supersedes the last, drops the lookup caches by NOTIFY, and retention detaches
    and drops old runs' tables);
-3. ``--promote-seconds`` seconds while `predstore models promote soak 2` and `... soak 1` (a
-   rollback) switch the current version back and forth, one promotion starting every second
-   (promoting an explicit version; the challenger alias stays on version 2).
+3. ``--promote-seconds`` seconds while promotions switch the current version back and forth,
+   version 2 then version 1 (a rollback) then 2 ..., one starting every ``--promote-every``
+   seconds (2 by default; promoting an explicit version, the challenger alias stays on version 2).
+   Each is `batch.promotion.promote_model`, what `predstore models promote soak 2` runs, called in
+   this process and timed: the command's own start-up (a Python interpreter and its imports, a
+   fraction of a second of CPU on cores the API shares) is not the cost of a promotion, and
+   starting one every second or two would measure that start-up rather than the alias switch
+   (`benchmarks/bench_cli.py` measures start-up).
 
 It prints, for each phase, requests, errors (anything but a 200) and the count of each status,
 p50/p99/max latency, and the gunicorn processes' memory (RSS) sampled every second; the p99 of
@@ -33,7 +39,7 @@ lookups, apart from the scoring job's CPU before it) and after each promotion co
 the targets: zero errors in every phase, p99 while a run publishes <= 2 x quiet p99, p99 while
 promotions switch <= 2 x quiet p99, memory flat (the last sample of the last phase within 10% of
 the quiet phase's first after the warm-up). A publish or promotion command that fails also makes
-the script exit with status 1, after the figures.
+the script exit with status 1, after the figures; so does a promotion that raises.
 """
 
 from __future__ import annotations
@@ -54,11 +60,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lookup import HOST, free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    from store.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "soak"
@@ -66,8 +76,8 @@ THREADS = 32
 #: Seconds after each publish or promotion commit whose requests show what it costs lookups
 #: (the NOTIFY and cache drop, re-planning after ATTACH, retention's DETACH and DROP).
 AROUND_PUBLISH = 0.5
-#: Seconds between the starts of two promotions in the promotion phase.
-PROMOTE_EVERY = 1.0
+#: Seconds between the starts of two promotions in the promotion phase (``--promote-every``).
+PROMOTE_EVERY = 2.0
 #: Targets: p99 of a phase with publishes or promotions over the quiet p99, and memory growth.
 MAX_P99_RATIO = 2.0
 MAX_RSS_GROWTH = 1.10
@@ -268,20 +278,23 @@ def publish_loop(path: Path, env: dict[str, str], stop: threading.Event, publish
               f"stages {result['stages']})", flush=True)
 
 
-def promote_loop(env: dict[str, str], stop: threading.Event, promoted: list[float], failures: list[str]) -> None:
+def promote_loop(settings: Settings, stop: threading.Event, promoted: list[float], failures: list[str],
+                 every: float = PROMOTE_EVERY) -> None:
     """Make version 2 of MODEL current, then 1 (a rollback), then 2, ...: a promotion starting
-    every PROMOTE_EVERY seconds (back to back if one takes longer) until told to stop; a failure
-    ends the loop. ``promoted`` gets each promotion command's wall time."""
+    every ``every`` seconds (back to back if one takes longer) until told to stop; a failure ends
+    the loop. Each promotion is `batch.promotion.promote_model` in this process, with ``settings``
+    (the store's); ``promoted`` gets each call's wall time."""
+    from batch.promotion import promote_model
+
     next_start = time.perf_counter()
     while not stop.wait(max(0.0, next_start - time.perf_counter())):
         started = time.perf_counter()
-        next_start = started + PROMOTE_EVERY
+        next_start = started + every
         version = 2 if len(promoted) % 2 == 0 else 1
-        done = subprocess.run([sys.executable, "-m", "store", "models", "promote", MODEL, str(version)],
-                              env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            failures.append(f"promoting version {version} failed (exit status {done.returncode}): "
-                            f"{done.stderr.strip().splitlines()[-1:]}")
+        try:
+            promote_model(settings, MODEL, version)
+        except Exception as exc:  # noqa: BLE001 - reported with the figures, and the script fails
+            failures.append(f"promoting version {version} failed: {type(exc).__name__}: {exc}")
             print(f"  {failures[-1]}", flush=True)
             return
         promoted.append(time.perf_counter() - started)
@@ -299,6 +312,8 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=20.0, help="length of the quiet phase measured first")
     parser.add_argument("--promote-seconds", type=float, default=20.0,
                         help="length of the last phase, while promotions switch the current version")
+    parser.add_argument("--promote-every", type=float, default=PROMOTE_EVERY,
+                        help="seconds between the starts of two promotions in the last phase")
     parser.add_argument("--rows", type=int, default=200_000, help="entities in the partition re-published")
     parser.add_argument("--publishes", type=int, default=1, help="runs published during the soak (0: until it ends)")
     parser.add_argument("--every", type=float, default=0.0,
@@ -308,11 +323,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.publishes < 0 or args.every < 0:
         parser.error("--publishes and --every take 0 or more")
-    if args.quiet <= 0 or args.seconds <= 0 or args.promote_seconds <= 0:
-        parser.error("--quiet, --seconds and --promote-seconds take more than 0")
+    if args.quiet <= 0 or args.seconds <= 0 or args.promote_seconds <= 0 or args.promote_every <= 0:
+        parser.error("--quiet, --seconds, --promote-seconds and --promote-every take more than 0")
 
     from store.db import start_embedded, stop_embedded
     from store.migrate import upgrade
+    from store.settings import Settings
 
     scratch = Path(tempfile.mkdtemp(prefix="predstore-soak-"))
     pgdata = scratch / "pgdata"
@@ -361,7 +377,9 @@ def main() -> None:
             if publisher.ident is not None:
                 publisher.join()
         stop, promoted = threading.Event(), list[float]()
-        promoter = threading.Thread(target=promote_loop, args=(env, stop, promoted, failures))
+        settings = Settings(home=scratch / "home", database_url=url)
+        promoter = threading.Thread(target=promote_loop, args=(settings, stop, promoted, failures,
+                                                               args.promote_every))
         try:
             switch = phase(load, seconds=args.promote_seconds, then=promoter.start)
         finally:
@@ -382,8 +400,9 @@ def main() -> None:
         print(f"requests due within {AROUND_PUBLISH} s after a publish commit: {len(near_publish)}, "
               f"p99 {after_publish:.2f} ms "
               f"(ratio to the quiet p99 {after_publish / quiet.figures['p99_ms']:.2f})")
-        print(f"promotions during the promote phase: {len(promoted)} (each {min(promoted, default=0):.2f}-"
-              f"{max(promoted, default=0):.2f} s)")
+        print(f"promotions during the promote phase: {len(promoted)}, one every {args.promote_every:g} s, "
+              f"in-process (each {min(promoted, default=0) * 1000:.1f}-{max(promoted, default=0) * 1000:.1f} ms, "
+              f"median {percentile(promoted, 0.5):.1f} ms)")
         near_promotion = around(switch.timeline, promoted_at(url))
         after_promote = percentile(near_promotion, 0.99)
         print(f"requests due within {AROUND_PUBLISH} s after a promotion commit: {len(near_promotion)}, "

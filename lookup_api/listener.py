@@ -1,15 +1,21 @@
 """One thread per process that listens for publishes and API key changes.
 
 While it is connected the prediction cache is on; when it loses its connection it turns the cache
-off (a publish could go unseen), then reconnects with backoff and turns it back on, empty.
+off (a publish could go unseen), then reconnects with backoff and turns it back on, empty. On a
+hot standby, which refuses LISTEN, it polls the notice counters (`store.notices`) every `POLL`
+seconds instead: they change once the standby has replayed the change, so a cache is never
+dropped before the new answers can be read there.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import psycopg
 
 from store import lookups
 from store.apikeys import APIKEYS_CHANNEL
@@ -23,6 +29,8 @@ CHANNELS = (PUBLISH_CHANNEL, APIKEYS_CHANNEL)
 
 #: Seconds between calls of ``on_tick`` (and the longest ``stop`` waits for the thread).
 TICK = 1.0
+#: Seconds between two reads of the notice counters on a standby.
+POLL = 0.25
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,28 @@ class Listener:
 
     def _listen(self) -> None:
         with connect(self.url, autocommit=True, application_name="predstore-lookup-listener") as conn:
-            lookups.listen(conn, CHANNELS)
+            if not lookups.listen(conn, CHANNELS):
+                self._poll(conn)
+                return
             self.handlers.on_connect()
             self.connected.set()
             while not self.stopping.is_set():
                 for channel, payload in lookups.notifications(conn, timeout=TICK):
                     self.handlers.on_notify(channel, payload)
+                self.handlers.on_tick()
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        """Tell each notice whose counter moved, reading the standby every `POLL` seconds."""
+        seen = lookups.notice_counters(conn)
+        self.handlers.on_connect()
+        self.connected.set()
+        ticked = time.monotonic()
+        while not self.stopping.wait(POLL):
+            now = lookups.notice_counters(conn)
+            for (channel, payload), n in now.items():
+                if seen.get((channel, payload)) != n:
+                    self.handlers.on_notify(channel, payload)
+            seen = now
+            if time.monotonic() - ticked >= TICK:
+                ticked = time.monotonic()
                 self.handlers.on_tick()

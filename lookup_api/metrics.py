@@ -9,7 +9,9 @@ their numbers through ``PROMETHEUS_MULTIPROC_DIR`` (set up by ``gunicorn.conf.py
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -31,6 +33,10 @@ class Metrics:
     pool: Gauge
     waiting: Gauge
     cache: Counter
+    answers: Counter
+    #: Answers per (model, hour) not yet added to the store's ``lookup_counts``: [hits, misses, stale].
+    tally: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
+    tally_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Labelled children by their labels: ``labels()`` validates and locks on every call, which
     #: cost a request more than the increments themselves.
     children: dict[tuple[str, ...], Any] = field(default_factory=dict)
@@ -52,6 +58,35 @@ class Metrics:
         if (counter := self.children.get(("cache", result))) is None:
             counter = self.children[("cache", result)] = self.cache.labels(result)
         counter.inc()
+
+    def count_answers(self, model: str, *, hits: int = 0, misses: int = 0, stale: int = 0,
+                      now: float) -> None:
+        """Count what lookups of ``model`` (a registered one) found: entities answered (``stale``
+        of them older than the model's maximum age) and entities with no prediction served."""
+        for outcome, n in (("hit", hits), ("miss", misses), ("stale", stale)):
+            if n:
+                if (counter := self.children.get(("answers", model, outcome))) is None:
+                    counter = self.children[("answers", model, outcome)] = self.answers.labels(model, outcome)
+                counter.inc(n)
+        hour = datetime.fromtimestamp(now - now % 3600, UTC)
+        with self.tally_lock:
+            counts = self.tally.setdefault((model, hour), [0, 0, 0])
+            counts[0], counts[1], counts[2] = counts[0] + hits, counts[1] + misses, counts[2] + stale
+
+    def take_tally(self) -> dict[tuple[str, datetime], list[int]]:
+        """The answers counted since the last call (`give_back` returns them if storing failed)."""
+        with self.tally_lock:
+            taken = dict(self.tally)
+            self.tally.clear()
+        return taken
+
+    def give_back(self, taken: dict[tuple[str, datetime], list[int]], *, keep_after: datetime) -> None:
+        """Put back counts that could not be stored, those of hours from ``keep_after`` on."""
+        with self.tally_lock:
+            for key, (hits, misses, stale) in taken.items():
+                if key[1] >= keep_after:
+                    counts = self.tally.setdefault(key, [0, 0, 0])
+                    counts[0], counts[1], counts[2] = counts[0] + hits, counts[1] + misses, counts[2] + stale
 
     def pool_stats(self, stats: dict[str, int]) -> None:
         """Set the pool gauges from psycopg_pool's ``get_stats()``."""
@@ -75,6 +110,9 @@ def make_metrics() -> Metrics:
                       multiprocess_mode="livesum", registry=registry),
         cache=Counter("predstore_api_cache_requests", "Prediction cache lookups by result (hit or miss).",
                       ["result"], registry=registry),
+        answers=Counter("predstore_api_answers", "Entities asked of a registered model, by outcome: hit (a "
+                        "prediction answered), miss (none served), stale (answered, older than the maximum age).",
+                        ["model", "outcome"], registry=registry),
     )
 
 

@@ -4,10 +4,11 @@ answers it builds from `store`, applying the cache and the staleness policy. Vie
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -22,12 +23,16 @@ from lookup_api.metrics import Metrics, make_metrics
 from store import apikeys, lookups, migrate, registry
 from store.apikeys import APIKEYS_CHANNEL
 from store.db import database_url
-from store.errors import NotFound
+from store.errors import NotFound, PredstoreError
 from store.lookups import Prediction, PublishedRun
 from store.predictions import PUBLISH_CHANNEL
 from store.settings import Settings
 
 T = TypeVar("T")
+
+log = logging.getLogger("predstore.lookup_api")
+#: Seconds between two additions of the answers counted to the store's ``lookup_counts``.
+COUNTS_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Service:
 
     def close(self) -> None:
         self.listener.stop()
+        store_counts(self)
         self.pool.close()
 
 
@@ -70,8 +76,13 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
         elif channel == APIKEYS_CHANNEL:
             keys.invalidate()
 
+    stored = [clock()]
+
     def on_tick() -> None:
         metrics.pool_stats(pool.get_stats())
+        if clock() - stored[0] >= COUNTS_EVERY:
+            stored[0] = clock()
+            store_counts(service)
 
     def on_connect() -> None:
         cache.clear(enabled=True)
@@ -79,9 +90,26 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
 
     listener = Listener(url, Handlers(on_connect=on_connect, on_lost=lambda: cache.clear(enabled=False),
                                       on_notify=on_notify, on_tick=on_tick))
+    service = Service(settings, pool, cache, keys, metrics, listener, clock)
     pool.open(wait=False)
     listener.start()
-    return Service(settings, pool, cache, keys, metrics, listener, clock)
+    return service
+
+
+def store_counts(service: Service) -> None:
+    """Add the answers counted since the last time to the store's ``lookup_counts`` (the monitor's
+    miss rate). Kept for the next try while the database is away, for a day at most; not stored
+    from a hot standby, which takes no writes (Prometheus has them)."""
+    taken = service.metrics.take_tally()
+    if not taken:
+        return
+    try:
+        service.read(lambda conn: lookups.add_counts(conn, taken))
+    except psycopg.errors.ReadOnlySqlTransaction:
+        log.debug("lookup counts are not stored from a standby; Prometheus has them")
+    except (PredstoreError, psycopg.Error) as exc:
+        log.debug("lookup counts wait for the database: %s", exc)
+        service.metrics.give_back(taken, keep_after=datetime.fromtimestamp(service.clock() - 86_400, UTC))
 
 
 def prediction(service: Service, model: str, entity_id: str, *, version: int | None) -> dict[str, Any]:
@@ -103,8 +131,10 @@ def prediction(service: Service, model: str, entity_id: str, *, version: int | N
         found = service.read(query)
         service.cache.put(model, key, found, token)
     if isinstance(found, str):
+        service.metrics.count_answers(model, misses=1, now=service.clock())
         raise NotFound(found)
     answer = present(found, max_age=service.settings.max_age(model), now=service.clock())
+    service.metrics.count_answers(model, hits=1, stale=int(answer["stale"]), now=service.clock())
     if answer["stale"] and service.settings.api_stale_policy == "hide":
         raise Stale(f"the prediction of model {model!r} for entity {entity_id!r} is {answer['age']:.0f} s old, "
                     f"older than the {service.settings.max_age(model)} s allowed")
@@ -133,9 +163,13 @@ def predictions(service: Service, model: str, entity_ids: Sequence[str], *, vers
         return rows
 
     hide = service.settings.api_stale_policy == "hide"
-    found = {entity_id: text for entity_id, stale, text in service.read(query) if not (hide and stale)}
+    rows = service.read(query)
+    found = {entity_id: text for entity_id, stale, text in rows if not (hide and stale)}
     answers = [found[e] for e in entity_ids if e in found]
     missing = [e for e in entity_ids if e not in found]
+    stale = sum(1 for _, old, _ in rows if old)
+    service.metrics.count_answers(model, hits=len(rows), misses=len(set(entity_ids)) - len(rows), stale=stale,
+                                  now=service.clock())
     return '{"predictions":[' + ",".join(answers) + '],"missing":' + json.dumps(missing) + "}"
 
 

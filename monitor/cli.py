@@ -192,6 +192,9 @@ def _print(result: MonitorResult, report_path: Path | None) -> None:
             values = ", ".join(f"{r['metric']} {fmt(r['value'])}" for r in rows)
             statuses = sorted({r["status"] for r in rows} - {"ok", "n/a"}) or ["ok"]
             click.echo(f"  run {run_id}: {values}  {'/'.join(statuses)}")
+    if result.lookups.get("lookups"):
+        click.echo(f"\nlookups in the last 24 hours: {result.lookups['lookups']:,}, "
+                   f"{result.lookups['miss_rate']:.1%} missed, {result.lookups['stale']:,} stale")
     for alert in result.alerts:
         click.echo(f"\nALERT {alert.kind} [{alert.scope}]: {alert.message}")
     for alert in result.standing[:5]:

@@ -16,6 +16,9 @@ https URL alerts are POSTed to as JSON; it wins over the file's ``webhook_url``)
     min_labels = 30              # fewer labels than this: performance is shown, never judged
     window = "week"              # performance windows by label event time: day, week or month
     backfill_alerts = false      # alert on labels older than every run holding their entity too
+    miss_rate = 0.05             # alert when more of the entities the lookup API was asked for in the last
+                                 # 24 hours had no prediction served (unset: reported, never alerted)
+    miss_min_lookups = 100       # fewer lookups than this: the miss rate is shown, never judged
     webhook_timeout = 5.0
     webhook_retries = 3
     webhook_url = "https://hooks.example.com/predstore"  # http or https; PREDSTORE_ALERT_WEBHOOK wins
@@ -57,6 +60,8 @@ class MonitorConfig:
     webhook_url: str | None = None
     webhook_timeout: float = 5.0
     webhook_retries: int = 3
+    miss_rate: float | None = None
+    miss_min_lookups: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MonitorConfig:
@@ -103,7 +108,7 @@ def from_toml(path: Path) -> MonitorConfig:
         raise ConfigError(f"{where}: not valid TOML ({exc})") from exc
     known = {"alpha", "warning_alpha", "correction", "simulations", "in_sample_output_alerts", "drift_share",
              "cusum_arl", "cusum_k", "performance_tolerance", "min_labels", "window", "backfill_alerts",
-             "webhook_timeout", "webhook_retries", "webhook_url",
+             "webhook_timeout", "webhook_retries", "webhook_url", "miss_rate", "miss_min_lookups",
              "thresholds", "features"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -140,6 +145,8 @@ def from_toml(path: Path) -> MonitorConfig:
         webhook_url=webhook_url(data.get("webhook_url"), f"{where}: webhook_url"),
         webhook_timeout=_number(data, "webhook_timeout", 5.0, where, 0, 300),
         webhook_retries=int(_number(data, "webhook_retries", 3, where, -1, 20)),
+        miss_rate=_number(data, "miss_rate", 0.0, where, 0, 1) if "miss_rate" in data else None,
+        miss_min_lookups=int(_number(data, "miss_min_lookups", 100, where, 1, 1e12)),
     )
 
 

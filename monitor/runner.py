@@ -44,6 +44,8 @@ class MonitorResult:
     labels: Mapping[str, int] = field(default_factory=dict)
     alerts: tuple[Alert, ...] = ()
     standing: tuple[Alert, ...] = ()
+    #: What the lookup API answered in the last 24 hours: lookups, misses, stale, miss_rate.
+    lookups: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fired(self) -> bool:
@@ -52,7 +54,8 @@ class MonitorResult:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "fired": self.fired, "checks": list(self.checks),
                 "performance": list(self.performance), "labels": dict(self.labels),
-                "alerts": [a.to_dict() for a in self.alerts], "standing": [a.to_dict() for a in self.standing]}
+                "alerts": [a.to_dict() for a in self.alerts], "standing": [a.to_dict() for a in self.standing],
+                "lookups": dict(self.lookups)}
 
 
 @dataclass
@@ -65,10 +68,11 @@ class _Found:
     labels: dict[str, int] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     standing: list[Alert] = field(default_factory=list)
+    lookups: dict[str, Any] = field(default_factory=dict)
 
     def done(self) -> MonitorResult:
         return MonitorResult(self.model, tuple(self.checks), tuple(self.performance), dict(self.labels),
-                             tuple(self.alerts), tuple(self.standing))
+                             tuple(self.alerts), tuple(self.standing), dict(self.lookups))
 
 
 def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = None, since: datetime | None = None,
@@ -108,6 +112,7 @@ def _monitor(settings: Settings, model_name: str, run_id: int | None, since: dat
                 result.performance += outcome.rows
                 result.labels = outcome.labels or result.labels
                 candidates += outcome.alerts
+            candidates += _misses(conn, model_name, config, result)
             _raise(conn, model_name, candidates, result)
             latest = monitoring.latest_check(conn, model_name)
             # Alerts the scoring job raised (runs held by the publish gate) go to the webhook with these.
@@ -234,6 +239,22 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
 
 
 # --- alerts --------------------------------------------------------------------------------
+
+
+def _misses(conn: psycopg.Connection, model_name: str, config: MonitorConfig, result: _Found) -> list[Alert]:
+    """The lookup API's miss rate over the last 24 hours, and a ``miss_rate`` alert (once a day) when
+    it is above ``config.miss_rate`` on at least ``miss_min_lookups`` entities asked for: a client
+    asking for entities that were never scored is a pipeline gap."""
+    hits, misses, stale, today = monitoring.lookup_totals(conn, model_name)
+    asked = hits + misses
+    rate = misses / asked if asked else None
+    result.lookups = {"lookups": asked, "misses": misses, "stale": stale, "miss_rate": rate}
+    if config.miss_rate is None or rate is None or asked < config.miss_min_lookups or rate <= config.miss_rate:
+        return []
+    return [Alert(model_name, None, "miss_rate", f"day:{today}",
+                  f"{rate:.1%} of the {asked:,} entities asked of {model_name} in the last 24 hours had no "
+                  f"prediction served (limit {config.miss_rate:.1%}): are they scored?",
+                  details={"lookups": asked, "misses": misses, "miss_rate": rate, "limit": config.miss_rate})]
 
 
 def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: _Found) -> None:

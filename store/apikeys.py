@@ -17,6 +17,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from store import notices
 from store.errors import InputError, NotFound
 
 #: NOTIFY channel told whenever a key is created or revoked.
@@ -72,7 +73,7 @@ def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None 
         [key_id, name.strip(), hash_key(key), sorted(set(models)) if models is not None else None],
     ).fetchone()
     assert row is not None
-    conn.execute("SELECT pg_notify(%s, %s)", [APIKEYS_CHANNEL, key_id])
+    notices.notify(conn, APIKEYS_CHANNEL, key_id)
     return row, key
 
 
@@ -91,7 +92,7 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey:
     ).fetchone()
     if row is None:
         raise NotFound(f"there is no API key {key_id!r}; see `predstore apikeys list`")
-    conn.execute("SELECT pg_notify(%s, %s)", [APIKEYS_CHANNEL, key_id])
+    notices.notify(conn, APIKEYS_CHANNEL, key_id)
     return row
 
 

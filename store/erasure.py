@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from store import serving
+from store import notices, serving
 from store.errors import SchemaOutdated
 from store.predictions import PUBLISH_CHANNEL
 from store.schema import PARTITION_SCHEMA
@@ -71,7 +71,7 @@ def erase_entity(conn: psycopg.Connection, entity_id: str, *, model: str | None 
         [entity_id, model, model],
     ).rowcount
     for name in sorted(models):
-        conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, name])
+        notices.notify(conn, PUBLISH_CHANNEL, name)
     return Erased(predictions=predictions, labels=labels, rejected_rows=rejected, runs=tuple(runs),
                   models=tuple(sorted(models)))
 

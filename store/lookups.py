@@ -10,7 +10,7 @@ same few queries all day.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from store import notices
 from store.db import describe_target
 from store.errors import NotFound, StoreUnavailable, first_line
 
@@ -185,12 +186,36 @@ def published_runs(conn: psycopg.Connection, model: str | None = None) -> list[P
     ).fetchall()
 
 
-def listen(conn: psycopg.Connection, channels: Sequence[str]) -> None:
-    """Subscribe ``conn`` (in autocommit) to NOTIFY ``channels``."""
+def add_counts(conn: psycopg.Connection, counts: Mapping[tuple[str, datetime], Sequence[int]]) -> None:
+    """Add (hits, misses, stale) per (model, hour) to ``lookup_counts``, in one read-write
+    transaction (the lookup API's role reads only, by default)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ WRITE")
+        conn.cursor().executemany(
+            """INSERT INTO lookup_counts (model_name, hour, hits, misses, stale) VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (model_name, hour) DO UPDATE SET hits = lookup_counts.hits + EXCLUDED.hits,
+                   misses = lookup_counts.misses + EXCLUDED.misses, stale = lookup_counts.stale + EXCLUDED.stale""",
+            [(model, hour, *values) for (model, hour), values in sorted(counts.items())])
+
+
+def listen(conn: psycopg.Connection, channels: Sequence[str]) -> bool:
+    """Subscribe ``conn`` (in autocommit) to NOTIFY ``channels``; False, subscribing to nothing,
+    when it reads a hot standby, which refuses LISTEN (then poll `notice_counters`)."""
     try:
+        if notices.in_recovery(conn):
+            return False
         for channel in channels:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-    except psycopg.OperationalError as exc:
+        return True
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
+
+
+def notice_counters(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    """The notices counted so far (`store.notices`); a lost connection becomes `StoreUnavailable`."""
+    try:
+        return notices.counters(conn)
+    except psycopg.Error as exc:
         raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
 
 

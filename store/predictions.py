@@ -16,7 +16,7 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
-from store import serving
+from store import notices, serving
 from store.errors import RunNotRunning
 from store.schema import run_table
 
@@ -140,7 +140,7 @@ def publish(conn: psycopg.Connection, run_id: int, *, model_name: str, partition
         raise RunNotRunning(run_id, None)  # reaped meanwhile: the caller's transaction rolls back
     serving.serve_run(conn, run_id, snapshot=snapshot)
     # Delivered at commit: lookup services drop what they cached for this model.
-    conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model_name])
+    notices.notify(conn, PUBLISH_CHANNEL, model_name)
     return next((int(r[0]) for r in superseded if r[1] == partition_key), None)
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import class_row
 
-from store import serving
+from store import notices, serving
 from store.predictions import PUBLISH_CHANNEL
 from store.schema import PARTITION_SCHEMA
 
@@ -91,5 +91,5 @@ def expire(conn: psycopg.Connection, runs: Sequence[Expiring]) -> int:
     # A superseded run may still serve its version (superseded by another version's run).
     gone = serving.unserve_runs(conn, expired + dropped)
     for model in sorted({r.model for r in runs if r.run_id in expired or r.run_id in dropped}):
-        conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model])
+        notices.notify(conn, PUBLISH_CHANNEL, model)
     return gone

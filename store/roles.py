@@ -21,7 +21,10 @@ from store.schema import PARTITION_SCHEMA, SEGMENT_SCHEMA
 
 #: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
 READER_GRANTS = ("served_predictions", "serving_segments", "served_runs", "published_predictions",
-                 "current_predictions", "published_runs", "models", "model_aliases", "api_keys", "alembic_version")
+                 "current_predictions", "published_runs", "models", "model_aliases", "api_keys", "alembic_version",
+                 "notices", "lookup_counts")
+#: What the lookup API's role may also write: its own counts of what lookups found.
+READER_WRITES = ("lookup_counts",)
 #: Tables the analyst may not read (the erasure key would reverse the erasure list's HMACs).
 ANALYST_DENIED = ("api_keys", "erasure_key")
 
@@ -29,11 +32,14 @@ _LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
 
 
 def grant_reader(conn: psycopg.Connection, role: str, *, password: str | None = None) -> bool:
-    """Create (or reset) ``role`` as a login that can only SELECT `READER_GRANTS`; True if created."""
+    """Create (or reset) ``role`` as a login that can only SELECT `READER_GRANTS` (and add to
+    `READER_WRITES`, in a transaction it makes read-write); True if created."""
     created = _login_role(conn, role, password)
     _reset(conn, role)
     conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
         sql.SQL(", ").join(map(sql.Identifier, READER_GRANTS)), sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT INSERT, UPDATE ON {} TO {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, READER_WRITES)), sql.Identifier(role)))
     conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
     return created
 

@@ -118,7 +118,8 @@ def published_inputs(conn: psycopg.Connection, model_name: str) -> dict[str, Sco
     waits for a person or for new content, not for another try)."""
     rows = conn.execute(
         """SELECT partition_key, model_version, input_fingerprint FROM runs
-           WHERE model_name = %s AND role = 'current' AND status IN ('published', 'held', 'discarded') ORDER BY run_id""",
+           WHERE model_name = %s AND role = 'current' AND status IN ('published', 'held', 'discarded')
+           ORDER BY run_id""",
         [model_name],
     ).fetchall()
     return {key: Scored(int(version), fingerprint) for key, version, fingerprint in rows}

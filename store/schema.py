@@ -306,5 +306,27 @@ model_policies = Table(
     CheckConstraint("max_row_change > 0", name="max_row_change"),
 )
 
+# Change notices (migration 0015, `store.notices`): per (channel, payload), how many changes NOTIFY
+# told, bumped in the same transaction, for lookup services that read a standby (which refuses LISTEN).
+notices = Table(
+    "notices",
+    metadata,
+    Column("channel", Text, primary_key=True),
+    Column("payload", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False, server_default="0"),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# What the lookup API answered, per model and hour (`store.lookups.add_counts`): the monitor's miss rate.
+lookup_counts = Table(
+    "lookup_counts",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("hits", BigInteger, nullable=False, server_default="0"),
+    Column("misses", BigInteger, nullable=False, server_default="0"),
+    Column("stale", BigInteger, nullable=False, server_default="0"),
+)
+
 # The monitor's tables are declared on the same metadata, in a module of their own.
 from store import schema_monitoring  # noqa: E402,F401

@@ -145,7 +145,7 @@ run_profiles = Table(
 # per-metric results, realized and estimated performance, and the alerts raised.
 DRIFT_STATUSES = ("ok", "warning", "alert", "n/a")
 ALERT_KINDS = ("data_drift", "prediction_drift", "concept_drift", "estimated_performance", "gradual_drift",
-               "held_run")
+               "held_run", "miss_rate")
 
 drift_checks = Table(
     "drift_checks",

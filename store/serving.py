@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
+from store import notices
 from store.names import SEGMENT_SCHEMA, run_table, segment_table
 
 log = logging.getLogger("predstore.serving")
@@ -146,7 +147,7 @@ def rank_current(conn: psycopg.Connection, model: str, version: int) -> None:
         """UPDATE serving_segments s SET rank = o.rank - 1, updated_at = now()
            FROM unnest(%s::int[]) WITH ORDINALITY AS o(version, rank)
            WHERE s.model_name = %s AND s.model_version = o.version""", [order, model])
-    conn.execute("SELECT pg_notify(%s, %s)", [PUBLISH_CHANNEL, model])
+    notices.notify(conn, PUBLISH_CHANNEL, model)
 
 
 def unserve_entity(conn: psycopg.Connection, entity_id: str, *, model: str | None = None) -> int:
