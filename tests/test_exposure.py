@@ -76,3 +76,15 @@ def test_the_monitor_alerts_on_a_miss_rate_above_the_limit_and_stays_quiet_below
     assert alert.kind == "miss_rate" and "had no prediction served" in alert.message
     assert loud.lookups["lookups"] == 66 and loud.lookups["misses"] == 22
     assert not run_monitor(served, "m", config=config).alerts  # once a day
+
+
+def test_the_guides_miss_rate_query_runs_as_written(conn: psycopg.Connection) -> None:
+    import re
+
+    guide = (Path(__file__).parents[1] / "docs" / "serving.md").read_text()
+    section = guide.split("## Hits, misses and what they tell", 1)[1]
+    [query] = re.findall(r"```sql\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    conn.execute("INSERT INTO lookup_counts (model_name, hour, hits, misses, stale) "
+                 "VALUES ('bikes', date_trunc('hour', now()), 90, 10, 0)")
+    [(_, hits, misses, _, rate)] = conn.execute(query).fetchall()
+    assert (hits, misses, float(rate)) == (90, 10, 0.1)
