@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -19,6 +20,7 @@ from scheduler.jobs import outcome_of
 from store import Settings, lookups, policies, schedules
 from store.errors import ConfigError, RunHeld
 from tests import factories
+from tests.test_scheduler import arrival_job, db, model, runs, schedule_once, write_partition  # noqa: F401
 
 # -- the judgement, pure -----------------------------------------------------------------------
 
@@ -175,3 +177,19 @@ def test_the_scheduler_passes_over_discarded_content_until_it_changes(
     fingerprint = conn.execute("SELECT input_fingerprint FROM runs WHERE run_id = %s",
                                [held.value.run_id]).fetchone()[0]
     assert schedules.published_inputs(conn, "churn")["p"].input_fingerprint == fingerprint
+
+
+def test_the_scheduler_neither_retries_nor_rescores_held_content(
+        model: str, tmp_path: Path, cli_env: dict[str, str],  # noqa: F811  (fixtures)
+        db: psycopg.Connection[dict[str, Any]]) -> None:  # noqa: F811
+    write_partition(tmp_path / "incoming", "p", rows=200, seed=1)
+    config = arrival_job(tmp_path, model, retries=2, backoff=0.1)
+    config.write_text(config.read_text() + "gate = true\n")
+    assert schedule_once(config, cli_env).returncode == 0
+    write_partition(tmp_path / "incoming", "p", rows=50, seed=2)  # a join that lost three quarters of the rows
+    held = schedule_once(config, cli_env)
+    assert "held run" in held.stderr and "retry" not in held.stderr, held.stderr
+    assert [r["status"] for r in runs(db)] == ["published", "held"]
+    again = schedule_once(config, cli_env)  # the next pass passes over it: the content waits for a person
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in runs(db)] == ["published", "held"]
