@@ -70,6 +70,7 @@ def serve_run(conn: psycopg.Connection, run_id: int, *, snapshot: bool = False) 
         "SELECT model_name, model_version, partition_key, published_at FROM runs WHERE run_id = %s",
         [run_id]).fetchone() or (None, None, None, None)
     assert model is not None, run_id
+    _lock(conn, model)
     segment_id, segment_rows = _segment(conn, model, version)
     rows = _reltuples(conn, run_table(run_id))
     if snapshot:
@@ -123,6 +124,7 @@ def unserve_runs(conn: psycopg.Connection, run_ids: Sequence[int]) -> int:
         if row is None:
             continue
         model, version, segment_id, rank = row
+        _lock(conn, model)
         orphans = [r[0] for r in conn.execute(sql.SQL(
             """DELETE FROM {seg} d USING {run} e WHERE d.entity_id = e.entity_id AND d.run_id = %s
                RETURNING d.entity_id""").format(seg=segment_table(segment_id), run=run_table(run_id)),
@@ -138,6 +140,7 @@ def unserve_runs(conn: psycopg.Connection, run_ids: Sequence[int]) -> int:
 def rank_current(conn: psycopg.Connection, model: str, version: int) -> None:
     """Make ``version`` the head of ``model``'s serving order (a promotion or a rollback: the
     versions current before it follow, most recent first), in the alias's transaction."""
+    _lock(conn, model)
     _segment(conn, model, version)
     order = [int(r[0]) for r in conn.execute(
         "SELECT model_version FROM serving_segments WHERE model_name = %s AND rank IS NOT NULL ORDER BY rank",
@@ -197,6 +200,13 @@ def drop_retired(conn: psycopg.Connection, *, wait: str = "500ms") -> int:
 def set_runs(conn: psycopg.Connection, model: str, version: int) -> list[int]:
     """The runs of ``model`` ``version``'s set, newest first."""
     return [int(r[0]) for r in conn.execute(SET_RUNS, {"model": model, "version": version}).fetchall()]
+
+
+def _lock(conn: psycopg.Connection, model: str) -> None:
+    """Take ``model``'s serving lock until the transaction ends: its publishes, promotions and
+    expiries change its segments and ranks one at a time, in one order (no deadlock between a
+    snapshot that unranks versions and a promotion that re-ranks them)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('predstore.serving:' || %s))", [model])
 
 
 def _segment(conn: psycopg.Connection, model: str, version: int) -> tuple[int, int]:
