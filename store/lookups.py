@@ -62,7 +62,9 @@ class PublishedRun:
 _SERVED = """SELECT d.entity_id, s.model_name AS model, s.model_version, d.run_id, r.partition_key AS partition,
                     r.scored_at, d.prediction, d.label, d.scores, coalesce(s.rank = 0, false) AS version_current
              FROM serving_segments s
-             JOIN served_predictions d ON d.segment_id = s.segment_id AND d.entity_id {match}
+             CROSS JOIN LATERAL (  -- per segment, a probe of its table alone (OFFSET 0: not flattened into a join)
+                 SELECT * FROM served_predictions p WHERE p.segment_id = s.segment_id AND p.entity_id {match}
+                 OFFSET 0) d
              JOIN served_runs r ON r.run_id = d.run_id
              WHERE s.model_name = %(model)s AND {which}"""
 _RANKED = "s.rank IS NOT NULL ORDER BY {order} s.rank"

@@ -77,7 +77,9 @@ _SERVED = f"""
     LEFT JOIN LATERAL (  -- a probe of each segment's key per label and role, however large either side
         SELECT d.run_id, r.model_version, r.published_at, d.prediction, d.label, d.scores
         FROM serving_segments s
-        JOIN served_predictions d ON d.segment_id = s.segment_id AND d.entity_id = w.entity_id COLLATE "C"
+        CROSS JOIN LATERAL (  -- the model's segments alone (OFFSET 0: not flattened into a join)
+            SELECT * FROM served_predictions p WHERE p.segment_id = s.segment_id
+            AND p.entity_id = w.entity_id COLLATE "C" OFFSET 0) d
         JOIN runs r ON r.run_id = d.run_id
         WHERE s.model_name = %(model)s AND r.role = ro.role
         ORDER BY r.published_at DESC LIMIT 1) d ON true

@@ -164,8 +164,11 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
                    WHERE l.label IS DISTINCT FROM excluded.label OR l.label_value IS DISTINCT FROM excluded.label_value
                RETURNING (xmax = 0) AS inserted),
            scored AS (
-               SELECT d.entity_id FROM serving_segments s JOIN served_predictions d ON d.segment_id = s.segment_id
-               WHERE s.model_name = %(model)s AND d.entity_id IN (SELECT entity_id COLLATE "C" FROM staged)
+               SELECT d.entity_id FROM serving_segments s
+               CROSS JOIN LATERAL (  -- the model's segments alone (OFFSET 0: not flattened into a join)
+                   SELECT p.entity_id FROM served_predictions p WHERE p.segment_id = s.segment_id
+                   AND p.entity_id IN (SELECT entity_id COLLATE "C" FROM staged) OFFSET 0) d
+               WHERE s.model_name = %(model)s
                {in_superseded})
            SELECT (SELECT count(*) FROM label_stage),
                   (SELECT count(*) FROM staged),
