@@ -5,10 +5,7 @@ a promotion and a key's revocation reach them within a second of the standby rep
 from __future__ import annotations
 
 import logging
-import os
-import pwd
-import shutil
-import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,68 +13,20 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from store import Settings, apikeys, registry
-from store.db import start_embedded, stop_embedded, with_database
-from store.migrate import upgrade
+from tests.replica import replayed, replicated
 from tests.test_serving import publish
 
-PORT = 54329
 
+@pytest.fixture(scope="module", name="replicated")
+def replicated_fixture() -> Iterator[tuple[str, str]]:
+    """(primary URL, standby URL) of the store's database, the standby streaming from the primary.
 
-def _as_server_user(pgdata: Path) -> dict[str, Any]:
-    """Run PostgreSQL's programs as the user that owns the primary's data (root cannot)."""
-    return {"user": pwd.getpwuid(pgdata.stat().st_uid).pw_name} if os.geteuid() == 0 else {}
-
-
-@pytest.fixture(scope="module")
-def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(primary URL, standby URL) of the store's database, the standby streaming from the primary."""
-    import pgserver
-
-    bin_dir = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    home = tmp_path_factory.mktemp("replica")
-    primary = home / "primary"
-    server = start_embedded(primary)
-    run_as = _as_server_user(primary)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE store")
-        # The embedded server skips the WAL a replica needs (wal_level minimal): a primary must not.
-        conn.execute("ALTER SYSTEM SET wal_level = 'replica'")
-        conn.execute("ALTER SYSTEM SET max_wal_senders = '4'")
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # pg_ctl's server keeps pipes
-    subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(primary), "-w", "-l", str(primary / "log"),
-                    "restart"], check=True, timeout=120, **quiet, **run_as)
-    primary_url = with_database(server, "store")
-    upgrade(primary_url)
-    standby = home / "standby"
-    standby.mkdir(mode=0o700)
-    os.chown(standby, primary.stat().st_uid, primary.stat().st_gid)  # the server's user writes it
-    host = conninfo_to_dict(server)["host"]
-    subprocess.run([str(bin_dir / "pg_basebackup"), "-D", str(standby), "-R", "-X", "stream", "-h", str(host),
-                    "-U", "postgres"], check=True, capture_output=True, timeout=120, **run_as)
-    with (standby / "postgresql.auto.conf").open("a") as conf:
-        conf.write(f"port = {PORT}\nunix_socket_directories = '{standby}'\nlisten_addresses = ''\n")
-    subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(standby), "-w", "-l", str(standby / "standby.log"), "start"],
-                   check=True, timeout=120, **quiet, **run_as)
-    try:
-        yield primary_url, f"postgresql://postgres@/store?host={standby}&port={PORT}"
-    finally:
-        subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(standby), "-w", "-m", "fast", "stop"],
-                       timeout=120, **quiet, **run_as)
-        stop_embedded(primary)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def replayed(standby_url: str, query: str, params: list[Any], expected: Any) -> float:
-    """Wait until the standby answers ``query`` with ``expected``; when it did (monotonic seconds)."""
-    deadline = time.monotonic() + 30
-    with psycopg.connect(standby_url, autocommit=True) as conn:
-        while conn.execute(query, params).fetchone() != expected:
-            assert time.monotonic() < deadline, f"the standby never replayed {query} = {expected}"
-            time.sleep(0.02)
-    return time.monotonic()
+    In a folder of its own, not under pytest's: a pytest starting meanwhile takes the others'
+    permissions off /tmp/pytest-of-<user>, which the servers' user must cross."""
+    with tempfile.TemporaryDirectory(prefix="predstore-standby-") as home, replicated(Path(home)) as urls:
+        yield urls
 
 
 def within(seconds: float, since: float, check: Callable[[], bool]) -> float:
