@@ -41,6 +41,8 @@ def serve(settings: Settings, host: str, port: int, workers: int | None, threads
     if no_key_required:
         settings = replace(settings, api_require_key=False)
         os.environ["PREDSTORE_API_REQUIRE_KEY"] = "false"  # the workers read their settings from the environment
+    if os.environ.get("PREDSTORE_API_REUSE_PORT", "0") == "0":  # granian would share the port, silently
+        server.check_port(host, port)
     say_how_keys_are_checked(settings)
     if not settings.api_reader_url:
         migrate.prepare(settings)  # the embedded store starts and migrates on first use

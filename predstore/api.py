@@ -1,19 +1,26 @@
 """The Python facade over the jobs and the store: the same functions the commands call, with
-frames in and frames out. No SQL here: reads go through `store`'s queries."""
+frames in and frames out. No SQL here: reads go through `store`'s queries.
+
+The jobs read files, so a frame is written to a temporary Parquet file for them, and their errors
+speak of files and of the command's flags. `_in_python_terms` rewords what they raise once, here:
+the frame the caller passed instead of its temporary file, ``target=`` instead of ``--target``.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.errors import ConfigError
+from store.errors import ConfigError, PredstoreError
 from store.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,18 +66,21 @@ class Store:
 
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             folder = Path(tmp)
-            options: dict[str, Any] = dict(
-                name=name, train_data=_parquet(train, folder / "train.parquet"), target=target,
-                validation_data=_parquet(validation, folder / "validation.parquet"), entity_col=entity_col,
-                current=current)
-            if isinstance(model, str) and model.startswith(("models:/", "runs:/")):
-                from batch.mlflow_models import register_from_mlflow
+            frames = {folder / "train.parquet": "the frame passed as train=",
+                      folder / "validation.parquet": "the frame passed as validation="}
+            with _in_python_terms(frames):
+                options: dict[str, Any] = dict(
+                    name=name, train_data=_parquet(train, folder / "train.parquet"), target=target,
+                    validation_data=_parquet(validation, folder / "validation.parquet"), entity_col=entity_col,
+                    current=current)
+                if isinstance(model, str) and model.startswith(("models:/", "runs:/")):
+                    from batch.mlflow_models import register_from_mlflow
 
-                return register_from_mlflow(self.settings, model, trusted_types=tuple(trusted_types), **options)
-            artifact = folder / f"{name}.skops"
-            sio.dump(model, artifact)
-            return register_model(self.settings, artifact, **options,
-                                  trusted_types=tuple(sio.get_untrusted_types(file=artifact)))  # dumped here
+                    return register_from_mlflow(self.settings, model, trusted_types=tuple(trusted_types), **options)
+                artifact = folder / f"{name}.skops"
+                sio.dump(model, artifact)
+                return register_model(self.settings, artifact, **options,
+                                      trusted_types=tuple(sio.get_untrusted_types(file=artifact)))  # dumped here
 
     def model(self, name: str, *, version: int | None = None) -> ModelVersion | None:
         """The current version of ``name`` as registered (or ``version``), None if there is none."""
@@ -99,14 +109,17 @@ class Store:
             request = ScoreRequest(path=data, model_name=model, version=version, entity_col=entity_col,
                                    partition_key=partition, force=force, snapshot=snapshot,
                                    gate=gate)
-            return score_partition(self.settings, request)
+            with _in_python_terms():
+                return score_partition(self.settings, request)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
-            path = _parquet(data, Path(tmp) / "frame.parquet")
-            assert path is not None
-            key = partition or f"frame-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-            request = ScoreRequest(path=path, model_name=model, version=version, entity_col=entity_col,
-                                   partition_key=key, force=force, snapshot=snapshot, gate=gate)
-            return score_partition(self.settings, request)
+            written = Path(tmp) / "frame.parquet"
+            with _in_python_terms({written: "the frame passed as data"}):
+                path = _parquet(data, written)
+                assert path is not None
+                key = partition or f"frame-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+                request = ScoreRequest(path=path, model_name=model, version=version, entity_col=entity_col,
+                                       partition_key=key, force=force, snapshot=snapshot, gate=gate)
+                return score_partition(self.settings, request)
 
     def labels(self, data: Any, *, model: str, entity_col: str, label_col: str, time_col: str | None = None,
                event_time: datetime | None = None) -> dict[str, int]:
@@ -116,13 +129,18 @@ class Store:
         from monitor.labels import ingest_labels
 
         if isinstance(data, str | Path):  # a file, or an object-store URI: its time is its modification time
-            return ingest_labels(self.settings, storage.target(str(data)), model_name=model, entity_col=entity_col,
-                                 label_col=label_col, time_col=time_col, event_time=event_time)
+            with _in_python_terms():
+                return ingest_labels(self.settings, storage.target(str(data)), model_name=model,
+                                     entity_col=entity_col, label_col=label_col, time_col=time_col,
+                                     event_time=event_time)
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
-            path = _parquet(data, Path(tmp) / "labels.parquet")
-            assert path is not None
-            counts = ingest_labels(self.settings, path, model_name=model, entity_col=entity_col, label_col=label_col,
-                                   time_col=time_col, event_time=event_time or datetime.now(UTC))
+            written = Path(tmp) / "labels.parquet"
+            with _in_python_terms({written: "the frame passed as data"}):
+                path = _parquet(data, written)
+                assert path is not None
+                counts = ingest_labels(self.settings, path, model_name=model, entity_col=entity_col,
+                                       label_col=label_col, time_col=time_col,
+                                       event_time=event_time or datetime.now(UTC))
         return {key: value for key, value in counts.items() if key != "path"}  # the frame's file is gone
 
     def monitor(self, model: str) -> MonitorResult:
@@ -199,6 +217,48 @@ def _parquet(data: Any, path: Path) -> Path | None:
                               "a pyarrow Table, or the path of a Parquet or CSV file") from exc
     pq.write_table(data, path)
     return path
+
+
+#: The jobs' command-line flags, as the keyword arguments of this module that stand for them.
+_KEYWORDS = {"--train-data": "train=", "--validation-data": "validation=", "--target": "target=",
+            "--entity-col": "entity_col=", "--label-col": "label_col=", "--time-col": "time_col=",
+            "--partition": "partition=", "--version": "version=", "--force": "force=True",
+            "--snapshot": "snapshot=True", "--current": "current=True", "--trust-type": "trusted_types="}
+#: A flag, and the value after it if it is quoted or a number: ``--target 'y'`` becomes ``target='y'``.
+_FLAG = re.compile(r"(?<![\w-])(?P<flag>--[a-z][a-z-]*[a-z])(?![\w-])(?: (?P<value>'[^']*'|\d+)(?!\w|\.\d))?")
+
+
+def _reworded(message: str, frames: Mapping[Path, str] | None = None) -> str:
+    """``message`` as a caller of this module should read it: each of ``frames``' temporary files
+    named as the frame it holds, and the flags of `_KEYWORDS` as keyword arguments (pure)."""
+    for path, name in (frames or {}).items():
+        message = message.replace(path.as_uri(), name).replace(str(path), name)
+    return _FLAG.sub(_keyword, message)
+
+
+def _keyword(match: re.Match[str]) -> str:
+    flag, value = match.group("flag", "value")
+    word = _KEYWORDS.get(flag)
+    if word is None:
+        return match.group()
+    if value is None:
+        return word
+    return word + value if word.endswith("=") else f"{word} {value}"
+
+
+@contextmanager
+def _in_python_terms(frames: Mapping[Path, str] | None = None) -> Iterator[None]:
+    """Re-raise a predstore error met inside as the same error, its message `_reworded`."""
+    try:
+        yield
+    except PredstoreError as exc:
+        message = _reworded(str(exc), frames)
+        if message == str(exc):
+            raise
+        reworded = type(exc).__new__(type(exc))  # the same class and attributes (a failed run's result...)
+        reworded.__dict__.update(exc.__dict__)
+        reworded.args = (message,)
+        raise reworded.with_traceback(exc.__traceback__) from None
 
 
 def _since(frame: pd.DataFrame, since: datetime | None, columns: tuple[str, str]) -> pd.DataFrame:

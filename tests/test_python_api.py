@@ -9,16 +9,19 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from werkzeug.serving import make_server
 
 import predstore
 from lookup_api import close_app, create_app
-from store import NotFound, Settings, StoreUnavailable
+from store import NotFound, Settings, StoreUnavailable, apikeys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,22 +38,41 @@ def default_store(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settin
     return settings
 
 
-@pytest.fixture
-def api_url(default_store: Settings) -> Iterator[str]:
-    """The lookup API served over HTTP from a thread of this process."""
-    app = create_app(default_store)
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The lookup API served over HTTP from a thread of this process; yields its URL."""
+    app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    server.server_close()
-    close_app(app)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        close_app(app)
 
 
-def test_the_notebook_example_runs(api_url: str) -> None:
-    namespace: dict[str, Any] = {"api_url": api_url}
+@pytest.fixture
+def api_url(default_store: Settings) -> Iterator[str]:
+    """The lookup API, open until a key exists (as the test settings make it)."""
+    with serving(default_store) as url:
+        yield url
+
+
+@pytest.fixture
+def keyed_api_url(default_store: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The lookup API as `predstore serve` runs it by default, every /v1 request needing a key; the
+    key docs/serving.md has the reader create is in ``PREDSTORE_API_KEY``, where docs/python.md keeps it."""
+    with psycopg.connect(default_store.database_url or "") as conn, conn.transaction():
+        _, secret = apikeys.create_key(conn, "notebook")
+    monkeypatch.setenv("PREDSTORE_API_KEY", secret)
+    with serving(replace(default_store, api_require_key=True)) as url:
+        yield url
+
+
+def test_the_notebook_example_runs(keyed_api_url: str) -> None:
+    namespace: dict[str, Any] = {"api_url": keyed_api_url}
     for cell in example_cells():
         exec(compile(cell, "docs/python.md", "exec"), namespace)  # noqa: S102 (our own documentation)
     assert namespace["version"].version == 1 and namespace["version"].task == "classification"

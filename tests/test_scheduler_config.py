@@ -71,8 +71,7 @@ def test_a_good_config_parses_into_jobs(folder: Path) -> None:
 
 def test_the_example_config_parses(tmp_path: Path) -> None:
     shutil.copy(REPO / "schedule.example.toml", tmp_path)
-    (tmp_path / "data" / "incoming").mkdir(parents=True)
-    (tmp_path / "data" / "daily").mkdir()
+    (tmp_path / ".predstore" / "demo" / "incoming").mkdir(parents=True)
     config = load_config(tmp_path / "schedule.example.toml")
     kinds = {(j.kind, j.on_arrival, j.cron is not None) for j in config.jobs}
     assert kinds == {("score", True, False), ("score", False, True), ("monitor", False, True)}
@@ -82,7 +81,7 @@ def test_the_example_config_parses(tmp_path: Path) -> None:
     ("old", "new", "message"),
     [
         ("poll_interval = 0.5", "poll_interval = 0.5\nschedule = 1",
-         "jobs.arrive.schedule: unknown key; expected one of backoff, cron, entity_col, input"),
+         "jobs.arrive.schedule: unknown key; expected one of backoff, cron, entity_col, gate, input"),
         ("[scheduler]", "[schedular]", "schedular: unknown key; expected one of jobs, scheduler"),
         ('cron = "0 2 * * *"', 'cron = "61 2 * * *"', "jobs.nightly.cron: '61 2 * * *' is not a valid cron expression"),
         ('cron = "0 2 * * *"', 'cron = "every night"', "jobs.nightly.cron: 'every night' is not a valid cron"),
