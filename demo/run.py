@@ -8,6 +8,7 @@ temperature and the seasons drift away from the training months, and the error g
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import predstore
+from demo.summary import Summary, read_summary
 from monitor.labels import ingest_labels
 from monitor.runner import run_monitor, write_report
 from scheduler import JobsFailed, load_config, run_once
+from store.db import connect
+from store.migrate import prepare
 from store.settings import Settings
 
 MODEL = "bikes"
@@ -57,7 +61,10 @@ class DemoResult:
     workdir: Path
     report: Path
     weeks: int
-    alerts: int  # standing alerts for the model at the end
+    #: What the monitor recorded over the replay, read back from the store.
+    summary: Summary
+    #: The newest hour the lookup API serves a prediction for (None if no week was scored).
+    entity_id: str | None
     seconds: float
 
 
@@ -111,6 +118,7 @@ def run_demo(settings: Settings, *, say: Callable[[str], None] = print, weeks: i
         batches.pop()  # the data ends on a Monday: a one-day "week" would only show a weekday drift
     batches = batches[:weeks]
     previous: Path | None = None
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM during a scheduler pass
     for number, (start, week) in enumerate(batches, 1):
         name = f"week-{start:%Y-%m-%d}"
         _write_once(work / "incoming" / f"{name}.parquet", week[["entity_id", *CATEGORICAL, *NUMERIC]])
@@ -121,19 +129,30 @@ def run_demo(settings: Settings, *, say: Callable[[str], None] = print, weeks: i
         previous = labels
         now = (start + timedelta(days=7)).to_pydatetime().astimezone(UTC)
         try:
-            run_once(settings, config, now=now)
+            run_once(settings, config, now=now, stop=stop)
         except JobsFailed as exc:
             say(f"  week {name}: {exc}")
+        if stop.is_set():  # the pass finished the partition in hand and started nothing more
+            say(f"  stopped after {number} weeks; `predstore demo` again goes on from there")
+            raise KeyboardInterrupt
         if number % 13 == 0 or number == len(batches):
             say(f"  {now:%Y-%m-%d}: {number} weeks scored and monitored")
     if previous is not None:
         ingest_labels(settings, previous, model_name=MODEL, entity_col="entity_id", label_col="cnt",
                       time_col="event_time")
-    final = run_monitor(settings, MODEL)
-    alerts = len(final.alerts) + len(final.standing)
+    run_monitor(settings, MODEL)
     report = write_report(settings, MODEL, work / "report.html")
-    return DemoResult(workdir=work, report=report, weeks=len(batches), alerts=alerts,
+    with connect(prepare(settings)) as conn:
+        summary = read_summary(conn, MODEL, metric="mae")
+    return DemoResult(workdir=work, report=report, weeks=len(batches), summary=summary,
+                      entity_id=newest_served(store, batches[-1][1]["entity_id"]) if batches else None,
                       seconds=time.perf_counter() - started)
+
+
+def newest_served(store: predstore.Store, entity_ids: pd.Series) -> str | None:
+    """The newest of these hours that the store serves a prediction for (ids sort as times do)."""
+    served = store.predictions(MODEL, list(entity_ids))
+    return str(served["entity_id"].max()) if len(served) else None
 
 
 def _write_once(path: Path, frame: pd.DataFrame) -> Path:

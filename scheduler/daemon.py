@@ -11,9 +11,10 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -31,6 +32,9 @@ from store.settings import Settings
 
 log = logging.getLogger("predstore.scheduler.daemon")
 
+#: The signals that stop the scheduler.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def start(settings: Settings, config: ScheduleConfig) -> tuple[Context, SchedulerMetrics]:
     """Check the config against the store and tidy what a dead scheduler left; nothing runs yet.
@@ -47,24 +51,28 @@ def start(settings: Settings, config: ScheduleConfig) -> tuple[Context, Schedule
     return Context(settings=settings, url=url, config=config), metrics
 
 
-def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None = None) -> dict[str, str]:
+def run_once(settings: Settings, config: ScheduleConfig, *, now: datetime | None = None,
+             stop: threading.Event | None = None) -> dict[str, str]:
     """Run every job once: score what has arrived, run each cron firing that is due and was not run.
 
     Score jobs run before monitor jobs, so that the monitor sees this pass's predictions; the
-    retention pass comes last.
-    Raises `JobsFailed` if any failed.
+    retention pass comes last. SIGTERM and SIGINT end the pass early (and set ``stop``, if given,
+    so that a caller running passes in a loop can end it too); the handlers found are put back
+    when it returns. Raises `JobsFailed` if any failed.
     """
     ctx, metrics = start(settings, config)
-    _on_signals(lambda: None, ctx.stop)
+    if stop is not None:
+        ctx.stop = stop
     outcomes: dict[str, str] = {}
-    for job in sorted(config.jobs, key=lambda j: j.kind != "score"):
-        if ctx.stop.is_set():
-            break
-        with logs.context(job_id=job.id, model=job.model):
-            outcomes[job.id] = fire(ctx, job.id, now=now)
-        metrics.record(job.id, outcomes[job.id])
-    metrics.record(RETENTION, apply_retention(ctx, now=now))
-    metrics.beat()
+    with _stopped_by_signals(lambda: None, ctx.stop):
+        for job in sorted(config.jobs, key=lambda j: j.kind != "score"):
+            if ctx.stop.is_set():
+                break
+            with logs.context(job_id=job.id, model=job.model):
+                outcomes[job.id] = fire(ctx, job.id, now=now)
+            metrics.record(job.id, outcomes[job.id])
+        metrics.record(RETENTION, apply_retention(ctx, now=now))
+        metrics.beat()
     failed = [job_id for job_id, outcome in outcomes.items() if outcome == "failed"]
     if failed:
         raise JobsFailed(f"{len(failed)} of {len(config.jobs)} jobs failed: {', '.join(failed)}; "
@@ -95,12 +103,12 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
     scheduler.add_job(metrics.beat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="heartbeat", name="heartbeat",
                       executor="heartbeat", next_run_time=now)
     scheduler.add_listener(_on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
-    _on_signals(lambda: scheduler.shutdown(wait=False) if scheduler.running else None, ctx.stop)
-    log.info("scheduler started (pid %d) with %s from %s; each job fires once now to catch up", os.getpid(),
-             plural(len(config.jobs), "job"), config.path)
-    if not ctx.stop.is_set():
-        scheduler.start()
-    executor.shutdown(wait=True)
+    with _stopped_by_signals(lambda: scheduler.shutdown(wait=False) if scheduler.running else None, ctx.stop):
+        log.info("scheduler started (pid %d) with %s from %s; each job fires once now to catch up", os.getpid(),
+                 plural(len(config.jobs), "job"), config.path)
+        if not ctx.stop.is_set():
+            scheduler.start()
+        executor.shutdown(wait=True)
     log.info("scheduler stopped")
 
 
@@ -123,7 +131,21 @@ def _on_event(event: JobExecutionEvent) -> None:
         log.debug("job %s: still running its previous firing; this one is skipped", event.job_id)
 
 
-def _on_signals(shutdown: Any, stop: threading.Event) -> None:
+@contextmanager
+def _stopped_by_signals(shutdown: Callable[[], object], stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT stop the scheduler while the block runs (`_on_signals`); the handlers
+    found are put back after, so that a process that goes on (`predstore demo --serve`) is
+    stopped by its own handlers and not by a dead scheduler's."""
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    _on_signals(shutdown, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():  # None: a handler not set from Python; the default stands in
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _on_signals(shutdown: Callable[[], object], stop: threading.Event) -> None:
     """SIGTERM and SIGINT stop the scheduler: running jobs finish the partition they are scoring
     and start no other; a second signal exits at once."""
 
@@ -137,5 +159,5 @@ def _on_signals(shutdown: Any, stop: threading.Event) -> None:
         stop.set()
         shutdown()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)

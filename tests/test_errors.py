@@ -36,7 +36,8 @@ def test_the_api_and_the_scheduler_map_the_tree_by_a_table_each() -> None:
     assert outcome_of(errors.RunInProgress(7, "m", "p")) == "busy"
     assert outcome_of(errors.RunFailed("x")) == "failed"
     assert outcome_of(errors.JobError("x")) == "failed"
-    assert set(OUTCOMES.values()) == {"busy", "failed"}
+    assert outcome_of(errors.RunHeld("held")) == "held"  # a RunFailed, but not one to retry
+    assert set(OUTCOMES.values()) == {"busy", "failed", "held"}
 
 
 def test_a_failed_run_carries_its_id_and_result_as_fields() -> None:
