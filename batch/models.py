@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_predict
+from sklearn.utils.validation import check_is_fitted
 
 from batch import calibration, profile
 from batch.artifacts import artifact_format, store_artifact
@@ -92,6 +94,9 @@ def register_model(
     model = load_reviewed(data, fmt=fmt, reviewed=reviewed, name=artifact.name)
     if not hasattr(model, "predict"):
         raise ConfigError(f"{artifact.name} holds a {type(model).__name__}, not a fitted estimator with predict()")
+    if not _fitted(model):
+        raise ConfigError(f"{artifact.name} holds a {type(model).__name__} that is not fitted; fit it (on a pandas "
+                          "DataFrame, so that it knows its column names) before saving it")
     train = read_frame(train_data) if train_data else None
     if train is not None and target and target not in train.columns:
         raise ConfigError(f"--target {target!r} is not a column of {train_data}")
@@ -149,6 +154,18 @@ def register_model(
                      details={"sha256": sha256, "format": fmt, "current": current or version == 1,
                               **({"mlflow_uri": origin.uri} if origin else {})})
         return registry.get_model(conn, name, version=version)
+
+
+def _fitted(model: Any) -> bool:
+    """False for a scikit-learn estimator that was never fitted; True for one that was, and for any
+    other object with predict() (scikit-learn cannot tell: its predictions will)."""
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        return False
+    except TypeError:  # not a scikit-learn estimator
+        return True
+    return True
 
 
 def check_trusted(data: bytes, *, name: str, fmt: str, trust_joblib: bool,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from batch.score import Scores
+from batch.validate import missing_reason
 
 NUM_BINS = 20
 TOP_CATEGORIES = 20
@@ -90,7 +91,7 @@ def profile_rejects(rejects: list[tuple[int, str | None, str, dict[str, Any]]], 
         if column["role"] != "feature":
             continue
         name = column["column_name"]
-        missing, unseen = f"column {name!r} is missing", f"column {name!r} has a category not seen in training"
+        missing, unseen = missing_reason(name), f"column {name!r} has a category not seen in training"
         values = [None if reason == missing else record.get(name)
                   for _, _, reason, record in rejects if reason in (missing, unseen)]
         if not values:

@@ -4,6 +4,8 @@ batches, and fingerprinting its content."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +22,8 @@ from pyarrow import fs as pafs
 
 from batch import faults, storage
 from store.errors import ConfigError, InputError, first_line
+
+log = logging.getLogger("predstore.batch.reader")
 
 BATCH_ROWS = 131_072
 CSV_BLOCK_BYTES = 16 << 20
@@ -57,15 +61,50 @@ class Partition:
             raise InputError(f"{self.root}: cannot be read ({exc.strerror or exc})") from exc
 
 
-def open_partition(where: Path | str, *, key: str | None = None) -> Partition:
+def open_partition(where: Path | str, *, key: str | None = None, folders_as_one: bool = False) -> Partition:
     """Find the files of a Parquet file, a folder of Parquet (Hive-style ``dt=...`` accepted),
     or a CSV file, on the local disk or at an object-store URI. The partition key defaults to
-    the file or folder name."""
+    the file or folder name.
+
+    A folder whose files lie in several Hive-style folders (``dt=2026-01-01/``, ``dt=2026-01-02/``)
+    is read as one partition, with a warning saying so, unless the caller means it: it gave the
+    ``key`` (``--partition``), or ``folders_as_one`` (a file of labels, which has no partitions).
+    """
     if isinstance(where, str):
         where = storage.target(where)
     if isinstance(where, str):
-        return _open_remote(where, key=key)
-    path = where
+        partition = _open_remote(where, key=key)
+    else:
+        partition = _open_local(where, key=key)
+    if key is None and not folders_as_one:
+        _warn_if_merged(partition)
+    return partition
+
+
+def _warn_if_merged(partition: Partition) -> None:
+    """Log a warning when the partition's files lie in more than one Hive-style ``name=value`` folder."""
+    folders = hive_folders(partition.files)
+    if len(folders) < 2:
+        return
+    example = Path(os.path.commonpath(partition.files)) / folders[0]
+    shown = example.as_posix() if partition.filesystem is None else storage.uri_of(partition.filesystem,
+                                                                                   example.as_posix())
+    log.warning("%s holds %d Hive-style folders (%s ... %s): they are read as one partition %r; score each folder "
+                "on its own (%s, ...), or pass --partition to read them as one on purpose",
+                partition.root, len(folders), folders[0], folders[-1], partition.key, shown)
+
+
+def hive_folders(files: Sequence[Path]) -> list[str]:
+    """The Hive-style folders (``dt=2026-01-01``) just below the files' common folder, sorted."""
+    if len(files) < 2:
+        return []
+    common = Path(os.path.commonpath(files))
+    tops = {f.relative_to(common).parts[0] for f in files if len(f.relative_to(common).parts) > 1}
+    return sorted(t for t in tops if "=" in t)
+
+
+def _open_local(path: Path, *, key: str | None) -> Partition:
+    """A partition on the local disk."""
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory; give a Parquet file, a directory of Parquet, or a CSV")
     if path.is_dir():

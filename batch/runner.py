@@ -24,6 +24,7 @@ import psycopg
 from batch import faults, metrics, reader, stages
 from batch.gate import GatePolicy
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
+from batch.validate import check_entity_column
 from batch.verify import verify_run
 from store import ledger, logs, policies, predictions, registry, serving
 from store.db import connect
@@ -69,7 +70,8 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
         serving.drop_retired(control)  # segment tables a publish replaced, if it died before dropping them
         results = {role: RunResult(status="running", model=m.name, model_version=m.version, partition=partition.key)
                    for role, m in roles.items()}
-        due = {}
+        due: dict[str, registry.ModelVersion] = {}
+        skipped: dict[str, ledger.Run] = {}
         for role, model_row in roles.items():
             held = ledger.find_held(control, model_row.name, partition.key, role)
             if held is not None and not request.force and ledger.is_current(held, model_row.version,
@@ -81,9 +83,15 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
             published = ledger.find_published(control, model_row.name, partition.key, role)
             if (published is not None and not request.force
                     and ledger.is_current(published, model_row.version, partition.fingerprint)):
-                _skip(control, model_row, partition, published, results[role], role)
+                skipped[role] = published
             else:
                 due[role] = model_row
+        # A skip reads no row, so the entity column is checked here or never: nothing to read when the
+        # published runs read this same content by the same column; else the partition's header says.
+        if skipped and {(p.details or {}).get("entity_col") for p in skipped.values()} != {entity_col}:
+            check_entity_column(entity_col, reader.columns_of(partition))
+        for role, published in skipped.items():
+            _skip(control, roles[role], partition, published, results[role], role)
         plan = RunPlan(url=url, partition=partition, entity_col=entity_col, request=request, models=due,
                        gate=_gate_policy(control, request, current.name))
         try:

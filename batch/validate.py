@@ -9,6 +9,7 @@ rejected row keeps neither the id nor the values.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,12 @@ class Validated:
     rejects: list[tuple[int, str | None, str, dict[str, Any]]]
 
 
+def missing_reason(name: str) -> str:
+    """The reason of a row whose value of column ``name`` is missing (not the column: a CSV reads
+    an empty field and markers such as NA or n/a as no value)."""
+    return f"column {name!r} has no value (empty, null, NA or n/a)"
+
+
 def required_columns(schema: dict[str, Any], entity_col: str) -> list[str]:
     return [entity_col, *(c["name"] for c in schema["columns"] if c["name"] != entity_col)]
 
@@ -66,14 +73,36 @@ def check_columns(schema: dict[str, Any], entity_col: str, available: list[str])
     if twice:
         raise InputError(f"column(s) {', '.join(map(repr, twice))} of the partition appears more than once; "
                          "give each column one name")
-    missing = [c for c in required if c not in available]
+    missing = [c for c in required if c not in available and c != entity_col]
+    lacks = f"lacks required column(s) {', '.join(map(repr, missing))}"
+    no_entity = _entity_problem(entity_col, available)
+    if no_entity:
+        raise InputError(no_entity + (f"; it also {lacks}" if missing else ""))
     if missing:
-        hint = f"pass --entity-col if the ids are not in {entity_col!r}" if entity_col in missing \
-            else "add them to the input"
-        raise InputError(
-            f"the partition lacks required column(s) {', '.join(map(repr, missing))} "
-            f"(it has {', '.join(map(repr, available[:20]))}{'...' if len(available) > 20 else ''}); {hint}"
-        )
+        raise InputError(f"the partition {lacks} ({_has(available)}); add them to the input")
+
+
+def check_entity_column(entity_col: str, available: list[str]) -> None:
+    """`InputError` when the partition has no column ``entity_col``, suggesting the nearest name."""
+    problem = _entity_problem(entity_col, available)
+    if problem:
+        raise InputError(problem)
+
+
+def _entity_problem(entity_col: str, available: list[str]) -> str | None:
+    if entity_col in available:
+        return None
+    nearest = difflib.get_close_matches(entity_col, available, n=1)
+    if nearest:
+        return (f"the partition has no column {entity_col!r} to take the entity ids from; did you mean "
+                f"{nearest[0]!r}? ({_has(available)})")
+    return (f"the partition has no column {entity_col!r} to take the entity ids from ({_has(available)}); "
+            "pass --entity-col with the column that holds them")
+
+
+def _has(available: list[str]) -> str:
+    """What a message says the partition has: its first columns."""
+    return f"it has {', '.join(map(repr, available[:20]))}{'...' if len(available) > 20 else ''}"
 
 
 def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int,
@@ -108,13 +137,13 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
             reject(not_number, f"column {name!r} is not a number")
             reject(np.isinf(values), f"column {name!r} is infinite")
             if not column.get("nulls_ok", False):
-                reject(np.isnan(values), f"column {name!r} is missing")
+                reject(np.isnan(values), missing_reason(name))
             features[name] = values
         else:
             text, not_utf8 = _text(batch.column(name), name, "categories must be text or numbers")
             reject(not_utf8, f"column {name!r} is not valid UTF-8")
             if not column.get("nulls_ok", False):
-                reject(_mask(pc.is_null(text)), f"column {name!r} is missing")
+                reject(_mask(pc.is_null(text)), missing_reason(name))
             categories = column.get("categories")
             if categories is not None and not column.get("unseen_ok", True):
                 unseen = pc.invert(pc.is_in(text, value_set=pa.array(categories, pa.string())))

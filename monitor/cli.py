@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import click
 from store.settings import Settings
 
 if TYPE_CHECKING:  # the monitor (pandas, scipy, scikit-learn's metrics) loads inside the commands that run it
+    from monitor.config import MonitorConfig
     from monitor.runner import MonitorResult
 
 #: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
@@ -55,13 +57,14 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
 
     settings: Settings = ctx.obj
     config = MonitorConfig.from_env()
+    unprofiled = _setup(settings, model_name, config)
     result = run_monitor(settings, model_name, run_id=run_id, since=_utc(since), config=config)
     if report_path:
         write_report(settings, model_name, report_path)
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:
-        _print(result, report_path)
+        _print(result, report_path, unprofiled=unprofiled)
     if result.alerts or result.standing:
         ctx.exit(1)
 
@@ -78,7 +81,9 @@ def monitor_profile(settings: Settings, path: Path, model_name: str, version: in
     from monitor.config import MonitorConfig
     from monitor.files import profile_file
 
-    outcome = profile_file(settings, path, model_name, version=version, config=MonitorConfig.from_env())
+    config = MonitorConfig.from_env()
+    _setup(settings, model_name, config)
+    outcome = profile_file(settings, path, model_name, version=version, config=config)
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), default=str))
     else:
@@ -112,7 +117,7 @@ def labels_ingest(settings: Settings, path: str, model_name: str, entity_col: st
     mid-ingest keeps none of the file's labels and exits 1 with one line ("database unavailable:
     ..."); ingest it again."""
     from batch import storage
-    from monitor.labels import ingest_labels
+    from monitor.labels import describe, ingest_labels
 
     counts = ingest_labels(settings, storage.target(path), model_name=model_name, entity_col=entity_col,
                            label_col=label_col, time_col=time_col, event_time=_utc(event_time))
@@ -121,7 +126,10 @@ def labels_ingest(settings: Settings, path: str, model_name: str, entity_col: st
         return
     click.echo(f"{storage.basename(path)} -> {model_name}: {counts['rows']:,} rows read, {counts['inserted']:,} new, "
                f"{counts['updated']:,} corrected, {counts['unchanged']:,} unchanged, {counts['repeated']:,} repeated "
-               f"in the file, {counts['skipped']:,} skipped (missing id, label or time)"
+               f"in the file, {counts['skipped']:,} skipped"
+               + (f" ({describe(counts['skipped_by'])})" if counts["skipped"] else "")
+               + (f", {odd['rows']:,} not a number (e.g. {odd['example']!r}, row {odd['row']}): kept, but never "
+                  "compared with a prediction" if (odd := counts["not_a_number"]) else "")
                + (f", {counts['erased']:,} of erased entities left out" if counts["erased"] else ""))
     if counts["unscored"]:
         click.echo(f"{counts['unscored']:,} label(s) are for entities no retained run of {model_name} scored; "
@@ -158,14 +166,54 @@ def models_compare(settings: Settings, name: str, since: Any, confidence: float,
                f"{comparison.entities:,} entities")
     for key, value in comparison.to_dict().items():
         if key not in ("history", "model", "current_version", "challenger_version"):
-            click.echo(f"{key:<24} {value}")
+            click.echo(f"{key:<24} {_plain(value)}")
     click.echo(f"{comparison.verdict}: {comparison.evidence()}")
 
 
-def _print(result: MonitorResult, report_path: Path | None) -> None:
+def _plain(value: Any) -> str:
+    """A figure as a person reads it: fractions in four significant digits, '-' for none, a table
+    as ``key value, ...`` and a pair as ``[low, high]``."""
     from monitor.report import fmt
 
-    if not result.checks and not result.performance:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_plain(v) for v in value)}]"
+    if hasattr(value, "item") and not isinstance(value, str):  # a numpy scalar
+        value = value.item()
+    return str(value) if isinstance(value, int) else fmt(value)
+
+
+def _setup(settings: Settings, model_name: str, config: MonitorConfig) -> int | None:
+    """Warn of the config's ``[features.NAME]`` tables that are no column of the model; return its
+    current version when that has no baseline (registered without training data), else None."""
+    from batch.profile import LABEL, PREDICTION
+    from monitor.config import unknown_features
+    from store import profiles, registry
+    from store.db import connect
+    from store.logs import say
+    from store.migrate import prepare
+
+    with connect(prepare(settings), autocommit=True) as conn:
+        versions = registry.list_models(conn, model_name)
+        profiled = profiles.output_baseline_sources(conn, model_name)
+    if not versions:
+        return None  # the run says there is no such model
+    columns = list(dict.fromkeys(c["name"] for v in versions for c in v.feature_schema.get("columns", [])))
+    warning = unknown_features(config, model_name, [*columns, PREDICTION, LABEL])
+    if warning:
+        say(warning, level=logging.WARNING, name="monitor")
+    current = next((v for v in versions if "current" in v.aliases), versions[0])
+    return None if current.version in profiled else current.version
+
+
+def _print(result: MonitorResult, report_path: Path | None, *, unprofiled: int | None = None) -> None:
+    from monitor.report import fmt
+
+    if not result.checks and unprofiled is not None:
+        click.echo(f"{result.model}: v{unprofiled} has no baseline (it was registered without --train-data), so "
+                   "drift cannot be checked; register a version with --train-data (its training rows) to give it one")
+    elif not result.checks and not result.performance:
         click.echo(f"{result.model}: nothing new to check (every profiled run is checked; no new labels)")
     for check in result.checks:
         where = f"run {check['run_id']} ({check['partition_key']})" if check["scope"] == "run" \

@@ -312,7 +312,7 @@ def _output_psi(conn: Any, model_name: str, version: int, run_ids: list[int]) ->
     summed = profiles.get_run_profiles(conn, run_ids)
     if "__prediction__" not in base or "__prediction__" not in summed:
         return None
-    return psi(base["__prediction__"]["counts"], summed["__prediction__"]["counts"])
+    return float(psi(base["__prediction__"]["counts"], summed["__prediction__"]["counts"]))
 
 
 # --- the page ------------------------------------------------------------------------------------

@@ -26,15 +26,16 @@ https URL alerts are POSTed to as JSON; it wins over the file's ``webhook_url``)
     [thresholds]                 # (warning, alert) for every feature
     psi = [0.1, 0.25]
 
-    [features.temp]              # for one feature
+    [features.temp]              # for one feature (a name the model checked lacks is warned of)
     wasserstein = [0.2, 0.4]
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,23 @@ class MonitorConfig:
         config = from_toml(Path(path)) if path else cls()
         webhook = webhook_url(env.get("PREDSTORE_ALERT_WEBHOOK", "").strip() or None, "PREDSTORE_ALERT_WEBHOOK")
         return replace(config, webhook_url=webhook or config.webhook_url)
+
+
+def unknown_features(config: MonitorConfig, model: str, columns: Sequence[str]) -> str | None:
+    """A warning naming each ``[features.NAME]`` table of ``config`` that is no column of ``model``
+    (``columns``: its features and outputs), with the nearest name; None when every one is.
+
+    The file is shared by every model, so a table for another model's feature is not an error:
+    it is said when a model that lacks it is checked, where a typo shows."""
+    unknown = [name for name in config.drift.features if name not in columns]
+    if not unknown:
+        return None
+    guesses = {name: difflib.get_close_matches(name, columns, n=1) for name in unknown}
+    named = ", ".join(f"[features.{name}]" + (f" (did you mean {guesses[name][0]!r}?)" if guesses[name] else "")
+                      for name in unknown)
+    shown = [c for c in columns if not c.startswith("__")]
+    return (f"the monitor config's {named} name(s) no feature of {model}, so their thresholds apply to none of its "
+            f"columns; its features: {', '.join(shown[:20])}{'...' if len(shown) > 20 else ''}")
 
 
 def webhook_url(value: Any, where: str) -> str | None:

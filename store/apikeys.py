@@ -8,6 +8,7 @@ rarely: changes are announced on `APIKEYS_CHANNEL` at commit so that running ser
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import secrets
@@ -65,6 +66,8 @@ def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None 
     the key itself, which is shown only once."""
     if not name.strip():
         raise InputError("an API key needs a name saying who uses it")
+    if models is not None:
+        _check_models(conn, models)
     key_id = secrets.token_hex(KEY_ID_BYTES)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     row = conn.cursor(row_factory=class_row(ApiKey)).execute(
@@ -75,6 +78,19 @@ def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None 
     assert row is not None
     notices.notify(conn, APIKEYS_CHANNEL, key_id)
     return row, key
+
+
+def _check_models(conn: psycopg.Connection, models: list[str]) -> None:
+    """`NotFound` naming the first of ``models`` not registered, and the models there are."""
+    registered = [r[0] for r in conn.execute("SELECT DISTINCT name FROM models ORDER BY name")]
+    unknown = [m for m in models if m not in registered]
+    if not unknown:
+        return
+    nearest = difflib.get_close_matches(unknown[0], registered, n=1)
+    hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+    there = f"registered: {', '.join(map(repr, registered[:20]))}{'...' if len(registered) > 20 else ''}" \
+        if registered else "no model is registered yet"
+    raise NotFound(f"no model named {unknown[0]!r} is registered, so a key cannot be scoped to it{hint} ({there})")
 
 
 def list_keys(conn: psycopg.Connection) -> list[ApiKey]:

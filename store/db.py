@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -20,8 +21,9 @@ from store.settings import Settings
 
 log = logging.getLogger("predstore.store.db")
 
-__all__ = ["EMBEDDED_CONF", "LIVENESS", "ConnectionSlots", "connect", "connection_slots", "database_url",
-           "describe_target", "make_pool", "start_embedded", "stop_embedded", "with_database", "without_password"]
+__all__ = ["EMBEDDED_CONF", "HOME_SETTING", "LIVENESS", "ConnectionSlots", "connect", "connection_slots",
+           "database_url", "describe_target", "embedded_home", "make_pool", "start_embedded", "stop_embedded",
+           "with_database", "without_password"]
 
 #: Settings the embedded server gets on first start. ``wal_level = minimal`` lets PostgreSQL skip
 #: WAL for a run's table, which is created and filled in one transaction (no replicas to feed).
@@ -31,6 +33,10 @@ EMBEDDED_CONF = {
     "max_connections": "200",
     "maintenance_work_mem": "256MB",
 }
+
+
+#: A setting of the embedded store's database marking it as a PREDSTORE_HOME's store (`embedded_home`).
+HOME_SETTING = "predstore.home_store"
 
 
 #: Bounds on waiting for a server that went away without closing its connections (a crashed
@@ -44,14 +50,16 @@ def database_url(settings: Settings) -> str:
     """The URL to connect to: ``PREDSTORE_DATABASE_URL``, or the embedded server (started if needed)."""
     if settings.database_url:
         return settings.database_url
-    return start_embedded(settings.pgdata)
+    return start_embedded(settings.pgdata, home=True)
 
 
-def start_embedded(pgdata: Path) -> str:
+def start_embedded(pgdata: Path, *, home: bool = False) -> str:
     """Start (or find running) the embedded PostgreSQL in ``pgdata`` and return its URL.
 
     The server outlives this process so that later commands, and ``psql``, find it running;
-    ``predstore db stop`` stops it.
+    ``predstore db stop`` stops it. ``home``: it is the store of a PREDSTORE_HOME (not a server
+    for tests or benchmarks), so that a model it lacks is said to be missing from that folder
+    (`embedded_home`).
     """
     _ensure_writable_home(pgdata.parent)
     with warnings.catch_warnings():
@@ -61,7 +69,7 @@ def start_embedded(pgdata: Path) -> str:
         server = pgserver.get_server(pgdata, cleanup_mode=None)
         url = server.get_uri()
         _make_private(Path(str(conninfo_to_dict(url)["host"])), owner=pgdata)
-        if _configure_embedded(url):
+        if _configure_embedded(url, home=home):
             from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
 
             pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user)
@@ -116,15 +124,30 @@ def _ensure_writable_home(home: Path) -> None:
         ) from exc
 
 
-def _configure_embedded(url: str) -> bool:
-    """Apply EMBEDDED_CONF once; True when the server must restart for it to take effect."""
+def _configure_embedded(url: str, *, home: bool = False) -> bool:
+    """Apply EMBEDDED_CONF once (and with ``home`` the `HOME_SETTING` mark); True when the server
+    must restart for it to take effect."""
     with psycopg.connect(url, autocommit=True) as conn:
         current: dict[str, str] = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
                                     [list(EMBEDDED_CONF)]).fetchall())
         changed = [name for name, value in EMBEDDED_CONF.items() if _normal(current.get(name)) != _normal(value)]
         for name in changed:
             conn.execute(f"ALTER SYSTEM SET {name} = '{EMBEDDED_CONF[name]}'")
+        marked = conn.execute("SELECT current_setting(%s, true)", [HOME_SETTING]).fetchone()
+        if home and (marked is None or marked[0] != "on"):  # for the sessions to come; no restart needed
+            conn.execute(sql.SQL("ALTER DATABASE {} SET {} = 'on'").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(*HOME_SETTING.split("."))))
         return bool(changed)
+
+
+def embedded_home(conn: psycopg.Connection) -> Path | None:
+    """The PREDSTORE_HOME folder of the embedded store ``conn`` is connected to (the parent of its
+    data folder); None for any other server, or when the server does not say."""
+    row = conn.execute("SELECT current_setting(%s, true), (SELECT setting FROM pg_settings "
+                       "WHERE name = 'data_directory')", [HOME_SETTING]).fetchone()
+    if row is None or row[0] != "on" or not row[1]:
+        return None
+    return Path(row[1]).parent
 
 
 def _normal(value: str | None) -> str | None:

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from store import serving
+from store.db import embedded_home
 from store.errors import NotFound
 
 
@@ -124,9 +125,17 @@ def get_model(
         return _row(row)
     versions = [r[0] for r in conn.execute("SELECT version FROM models WHERE name = %s ORDER BY version", [name])]
     if not versions:
+        home = embedded_home(conn)
+        if home is not None:  # a command run from another folder opens (and makes) the store found there
+            raise NotFound(f"no model named {name!r} is registered in the store at {home}; see `predstore models "
+                           "list`, or set PREDSTORE_HOME to the folder of the store that has it (unset, it is "
+                           ".predstore in the folder the command runs in)")
         raise NotFound(f"no model named {name!r} is registered; see `predstore models list`")
     if version is not None:
         raise NotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, versions))})")
+    if alias == "challenger":  # `promote VERSION` alone would move `current`
+        raise NotFound(f"model {name!r} has no challenger; make one with "
+                       f"`predstore models promote {name} VERSION --as challenger`")
     raise NotFound(
         f"model {name!r} has no {alias} version; promote one with `predstore models promote {name} VERSION`"
     )

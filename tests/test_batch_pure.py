@@ -59,7 +59,7 @@ def test_validate_rejects_each_bad_value_with_its_reason(tmp_path: Path) -> None
         13: "entity id is missing",
         14: "column 'f0' is not a number",
         15: "column 'f0' is infinite",
-        16: "column 'f0' is missing",
+        16: "column 'f0' has no value (empty, null, NA or n/a)",
         17: "column 'color' has a category not seen in training",
         18: f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters",
     }
