@@ -179,6 +179,22 @@ class Store:
             f"{model!r} answers {got} for {entity_id!r}, not {(version, True, run_id, prediction)}")
 
 
+def batch_ms(url: str, model: str, ids: pa.Array, rng: np.random.Generator, *, requests: int = 60) -> float:
+    """Median time of a batch lookup of 1,000 random known ids, on a new connection that prepares
+    its statements as the API's pool does (generic plans from the sixth execution on)."""
+    from store.lookups import READER_OPTIONS, current_predictions_json
+
+    times = []
+    with psycopg.connect(url, autocommit=True, prepare_threshold=0, options=READER_OPTIONS) as conn:
+        for _ in range(requests):
+            asked = [str(ids[int(i)].as_py()) for i in rng.integers(0, len(ids), 1000)]
+            started = time.perf_counter()
+            found = current_predictions_json(conn, model, asked, now=time.time(), max_age=None)
+            times.append(time.perf_counter() - started)
+            assert len(found) == len(set(asked)), "a batch lookup missed known ids"
+    return float(np.median(times)) * 1000
+
+
 def best(values: list[float]) -> float:
     return min(values)
 
@@ -364,6 +380,16 @@ def main() -> None:
                 first_night.append(check(fresh, store.night(fresh, 1, "p", batches[0], snapshot=True), 0))
                 second_night.append(check(fresh, store.night(fresh, 1, "p", batches[1], snapshot=True), 1))
 
+            # Batch lookups the moment a run is published, against the same once statistics settled:
+            # after the snapshot (a rebuilt segment), and after a smaller run upserted into it.
+            after_rebuild = batch_ms(url, "bench", ids, rng)
+            store.night("bench", 1, "extra", batch_of(pa.array([f"new-{i}" for i in range(len(ids) // 8)]),
+                                                      rng.random(len(ids) // 8)))
+            after_upsert = batch_ms(url, "bench", ids, rng)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            settled = batch_ms(url, "bench", ids, rng)
+
             # Promotion and rollback, on "bench" (v1 serving its snapshot), `--repeat` times each.
             store.register("bench", 2, current=False)
             challenger = store.night("bench", 2, "p", batches[3], role="challenger")
@@ -412,6 +438,8 @@ def main() -> None:
         row("  of which COPY+index", best([n.copy_s + n.index_s for n in nights]), copy_index, "COPY+index")
         row("  of which publish", part(nights, "publish_s"), copy_index, "COPY+index")
     row("publish, v2 challenger of all entities (once)", challenger.publish_s, copy_index, "COPY+index")
+    print(f"  batch lookup of 1,000 ids: {after_rebuild:.1f} ms right after a rebuilding publish, "
+          f"{after_upsert:.1f} ms right after an upserting one, {settled:.1f} ms once analyzed")
     row("promotion (set_alias current 2 + commit)", best(promotions))
     row("rollback (set_alias current 1 + commit)", best(rollbacks))
     print("targets:")
@@ -419,6 +447,7 @@ def main() -> None:
     target("snapshot night (model serving N) / first night", later / first, 1.2, "x")
     target("snapshot night 2 / first night", second / first, 1.2, "x")
     target("snapshot publish / COPY+index", snap_publish / copy_index, 3, "x")
+    target("batch lookup right after a publish / once analyzed", max(after_rebuild, after_upsert) / settled, 1.2, "x")
     target("promotion", best(promotions), 1, " s")
     target("rollback", best(rollbacks), 1, " s")
     if figures is not None:
