@@ -62,8 +62,8 @@ def write(plan: RunPlan, control: psycopg.Connection, progress: Progress | None 
 def verify(plan: RunPlan, written: Written, results: dict[str, RunResult]) -> None:
     """Add up each role's counts from its tasks; `InputError` if a run rejected too many rows."""
     for i, role in enumerate(plan.roles):
-        add_up(written.tasks, i, results[role])
-        check_rejects(results[role], plan.request.max_reject_fraction)
+        erased = add_up(written.tasks, i, results[role])
+        check_rejects(results[role], plan.request.max_reject_fraction, erased=erased)
 
 
 def publish(plan: RunPlan, written: Written, results: dict[str, RunResult], *, started: float,
@@ -207,24 +207,34 @@ def task_context(url: str, entity_col: str, conn: psycopg.Connection, partition:
     return TaskContext(url=url, entity_col=entity_col, columns=columns, targets=tuple(targets))
 
 
-def add_up(tasks: list[TaskResult], target: int, result: RunResult) -> None:
-    """Add target ``target``'s counts and stage timings of ``tasks`` into ``result``."""
+def add_up(tasks: list[TaskResult], target: int, result: RunResult) -> int:
+    """Add target ``target``'s counts and stage timings of ``tasks`` into ``result``; return how many
+    of its rejected rows were erased entities' (which `check_rejects` does not hold against the input)."""
+    erased = 0
     for task in tasks:
+        erased += task.targets[target].rows_erased
         result.rows_in += task.rows_in
         result.rows_scored += task.targets[target].rows_scored
         result.rows_rejected += task.targets[target].rows_rejected
         for stage, seconds in task.stages.items():
             result.stages[stage] = round(result.stages.get(stage, 0.0) + seconds, 3)
+    return erased
 
 
-def check_rejects(result: RunResult, max_fraction: float) -> None:
-    """`InputError` if the run read no row, or rejected more than ``max_fraction`` of them."""
+def check_rejects(result: RunResult, max_fraction: float, *, erased: int = 0) -> None:
+    """`InputError` if the run read no row, or rejected more than ``max_fraction`` of them.
+
+    The ``erased`` of its rejects (rows of entities on the erasure list) count on neither side: an
+    erasure list says nothing about the input's quality, and must not fail a healthy run.
+    """
     if result.rows_in == 0:
         raise InputError("the partition has no rows")
-    fraction = result.rows_rejected / result.rows_in
+    bad, judged = result.rows_rejected - erased, result.rows_in - erased
+    fraction = bad / judged if judged else 0.0
     if fraction > max_fraction:
+        not_erased = f" (not counting {erased} erased)" if erased else ""
         raise InputError(
-            f"{result.rows_rejected} of {result.rows_in} rows read were rejected ({fraction:.1%}, more than "
+            f"{bad} of {judged} rows read were rejected{not_erased} ({fraction:.1%}, more than "
             f"--max-reject-fraction {max_fraction:.1%}); see `predstore runs show {result.run_id}`"
         )
 

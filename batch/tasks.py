@@ -25,7 +25,7 @@ from batch import faults, profile, reader
 from batch.artifacts import load_model
 from batch.pipeline import background, fan_out
 from batch.score import Scores, predict
-from batch.validate import Erasures, Validated, validate
+from batch.validate import ERASED, Erasures, Validated, validate
 from store import erasure, predictions
 from store.db import connect
 from store.errors import ModelError
@@ -73,6 +73,8 @@ class TargetResult:
 
     rows_scored: int = 0
     rows_rejected: int = 0
+    #: Of ``rows_rejected``, the rows of erased entities (`predstore forget`): not the input's fault.
+    rows_erased: int = 0
     digests: list[str] = field(default_factory=list)
     profile: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -102,7 +104,8 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
     `_Read` or the target's `_Scored`, and the task's result is put together from them at the end.
     """
     models = [cached_model(t.artifact_uri, t.sha256, t.format, t.trusted_types) for t in ctx.targets]
-    read = _Read(rejected=[0] * len(ctx.targets), profiles=[{} for _ in ctx.targets])
+    read = _Read(rejected=[0] * len(ctx.targets), erased=[0] * len(ctx.targets),
+                 profiles=[{} for _ in ctx.targets])
     scored = [_Scored() for _ in ctx.targets]
     with ExitStack() as stack:
         writers = [stack.enter_context(connect(ctx.url, application_name="predstore-score")) for _ in ctx.targets]
@@ -121,6 +124,7 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
     return TaskResult(
         first_row=part.first_row, rows_in=read.rows_in,
         targets=[TargetResult(rows_scored=mine.rows_scored, rows_rejected=read.rejected[i],
+                              rows_erased=read.erased[i],
                               digests=[mine.digests[unit].hexdigest() for unit in sorted(mine.digests)],
                               profile=profile.add(read.profiles[i], mine.profile))
                  for i, mine in enumerate(scored)],
@@ -132,9 +136,10 @@ def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None =
 @dataclass
 class _Read:
     """What the read stage did, counted by its thread alone: rows read, and per target rows
-    rejected and the profile of its features and rejects."""
+    rejected (and of those, erased) and the profile of its features and rejects."""
 
     rejected: list[int]
+    erased: list[int]
     profiles: list[dict[str, dict[str, Any]]]
     rows_in: int = 0
     seconds: float = 0.0
@@ -171,14 +176,16 @@ def _read(part: reader.Slice, ctx: TaskContext, read: _Read, quarantines: list[p
                     for row in checked.rejects:
                         rejects[i].write_row((target.run_id, *row))
                     read.rejected[i] += len(checked.rejects)
+                    read.erased[i] += sum(1 for row in checked.rejects if row[2] == ERASED)
                     if target.baseline:
                         counted = profile.add(
                             profile.profile_features(checked.features, target.baseline, known[i]),
                             profile.profile_rejects(checked.rejects, target.baseline, known[i]))
                         read.profiles[i] = profile.add(read.profiles[i], counted)
                 read.seconds += time.perf_counter() - t
-                if any(target.reject_limit is not None and rejected > target.reject_limit
-                       for target, rejected in zip(ctx.targets, read.rejected, strict=True)):
+                if any(target.reject_limit is not None and rejected - erased > target.reject_limit
+                       for target, rejected, erased in zip(ctx.targets, read.rejected, read.erased,
+                                                           strict=True)):
                     return
                 yield unit, checks
 

@@ -93,12 +93,13 @@ def create(settings: Settings, name: str, models: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
 @click.pass_obj
 def list_(settings: Settings, as_json: bool) -> None:
-    """List the keys (ids, names, dates; never the secrets)."""
+    """List the keys (ids, names, dates, state: active or revoked; never the secrets)."""
     with connect(migrate.prepare(settings)) as conn:
         listed = keys.list_keys(conn)
     if as_json:
         click.echo(json.dumps([{"key_id": k.key_id, "name": k.name, "created_at": k.created_at.isoformat(),
                                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                                "state": "revoked" if k.revoked_at else "active",
                                 "models": k.models}
                                for k in listed], indent=2))
         return

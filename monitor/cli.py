@@ -42,9 +42,10 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
     """Check a model's runs for data and prediction drift against its training baseline, and its
     realized performance on the labels ingested so far; record the results and raise alerts.
 
-    Exit status: 0 no alert, 1 an alert fired (or stands) for what was checked, or the run failed
-    (one line on stderr, such as "database unavailable: ..." when the database went away mid-run),
-    2 usage or configuration error. Alerts also go to PREDSTORE_ALERT_WEBHOOK when it is set.
+    Exit status: 0 no alert, 1 an alert fired (or stands) for what was checked, 2 usage or
+    configuration error, 6 the run failed (one line on stderr, such as "database unavailable: ..."
+    when the database cannot be reached or went away mid-run; run it again). Alerts also go to
+    PREDSTORE_ALERT_WEBHOOK when it is set.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -54,13 +55,19 @@ def monitor(ctx: click.Context, model_name: str | None, run_id: int | None, sinc
         raise click.UsageError("give --run or --since, not both")
     from monitor.config import MonitorConfig
     from monitor.runner import run_monitor, write_report
+    from store.errors import ConfigError, MonitorFailed, NotFound, PredstoreError, SchemaOutdated
 
     settings: Settings = ctx.obj
     config = MonitorConfig.from_env()
-    unprofiled = _setup(settings, model_name, config)
-    result = run_monitor(settings, model_name, run_id=run_id, since=_utc(since), config=config)
-    if report_path:
-        write_report(settings, model_name, report_path)
+    try:
+        unprofiled = _setup(settings, model_name, config)
+        result = run_monitor(settings, model_name, run_id=run_id, since=_utc(since), config=config)
+        if report_path:
+            write_report(settings, model_name, report_path)
+    except (ConfigError, NotFound, SchemaOutdated):
+        raise  # exit 2, as for every command
+    except PredstoreError as exc:  # the run failed: exit 6, never an alert's 1
+        raise MonitorFailed(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
     else:

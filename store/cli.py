@@ -16,6 +16,7 @@ from store.errors import (
     InputError,
     JobsFailed,
     ModelError,
+    MonitorFailed,
     NotFound,
     PredstoreError,
     RunFailed,
@@ -31,7 +32,8 @@ from store.settings import Settings
 
 #: The exit status of each error (its nearest class here); 2 is for what the user must fix before
 #: trying again, 1 for a job that ran and failed (run it again once the cause is gone), 4 for a
-#: model of a kind predstore cannot score (an MLflow flavour other than scikit-learn's).
+#: model of a kind predstore cannot score (an MLflow flavour other than scikit-learn's), 6 for a
+#: `predstore monitor` run that failed (apart from an alert's 1).
 EXIT_CODES: dict[type[PredstoreError], int] = {
     ConfigError: 2,
     ConnectionLost: 1,
@@ -45,6 +47,7 @@ EXIT_CODES: dict[type[PredstoreError], int] = {
     RunHeld: 5,
     RunNotRunning: 1,
     JobsFailed: 1,
+    MonitorFailed: 6,
     PredstoreError: 1,
 }
 

@@ -21,9 +21,15 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 #: What a password looks like inside a message: ``password=...`` (a keyword DSN or a URL's query)
-#: and ``scheme://user:password@`` (a URL's userinfo).
+#: and ``user:password@``, after a scheme and any number of slashes or none (a URL's userinfo, malformed
+#: or not).
 _PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
-                        r"|(?P<userinfo>://[^:/@\s]*:)[^@\s]*(?=@)", re.IGNORECASE)
+                        r"|(?P<userinfo>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s'\"]*:)[^@\s'\"]*(?=@)", re.IGNORECASE)
+#: A connection string's userinfo, up to its last ``@`` (a password may hold one), with or without
+#: a scheme; and a keyword DSN's ``password=`` to the end of the string.
+_USERINFO = re.compile(r"^(?P<keep>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s]*:).*@", re.IGNORECASE | re.DOTALL)
+_KEYWORD = re.compile(r"(?P<keep>password\s*=).*", re.IGNORECASE | re.DOTALL)
+_QUOTED = re.compile(r'"([^"]+)"')
 MASK = "***"
 T = TypeVar("T")
 
@@ -102,6 +108,11 @@ class RunNotRunning(PredstoreError):
         self.status = status
 
 
+class MonitorFailed(PredstoreError):
+    """A `predstore monitor` run could not finish (the database is unreachable or went away...): its
+    own exit status (6), apart from an alert's (1), for a wrapper that pages on alerts only."""
+
+
 class JobError(PredstoreError):
     """A scheduled job could not run at all (its model is gone, the monitor is not installed...)."""
 
@@ -125,9 +136,14 @@ def first_line(exc: BaseException) -> str:
 def mask_secrets(text: str, conninfo: str | None = None) -> str:
     """``text`` with every password in it replaced by ``***``: ``conninfo``'s own wherever it
     appears, and whatever a URL's userinfo or a ``password=`` holds."""
-    password = _params(conninfo).get("password") if conninfo else None
-    if password:
-        text = text.replace(password, MASK)
+    if conninfo:
+        password = _params(conninfo).get("password")
+        if password:
+            text = text.replace(password, MASK)
+        text = text.replace(conninfo, _mask_conninfo(conninfo))
+        secret = _secret_part(conninfo)
+        if secret:  # libpq quotes the piece of a malformed string it stopped at: maybe the password's tail
+            text = _QUOTED.sub(lambda m: f'"{MASK}"' if m.group(1) in secret else m.group(0), text)
     return _PASSWORDS.sub(lambda m: (m.group("key") or m.group("userinfo")) + MASK, text)
 
 
@@ -137,10 +153,11 @@ def describe_target(conninfo: str) -> str:
     params = _params(conninfo)
     if not params:
         return "an unparseable connection string (not shown: it may hold a password)"
-    host = params.get("host") or params.get("hostaddr") or "local socket"
-    user = f"{params['user']}@" if params.get("user") else ""
+    # A malformed URL can land a password in any of these (``postgresql:///u:pw@h/db`` is a dbname).
+    host = _mask_conninfo(params.get("host") or params.get("hostaddr") or "local socket")
+    user = f"{_mask_conninfo(params['user'])}@" if params.get("user") else ""
     port = f":{params['port']}" if params.get("port") else ""
-    dbname = f"/{params['dbname']}" if params.get("dbname") else ""
+    dbname = f"/{_mask_conninfo(params['dbname'])}" if params.get("dbname") else ""
     return f"{user}{host}{port}{dbname}"
 
 
@@ -159,6 +176,21 @@ def from_database(exc: psycopg.Error, *, conninfo: str, connecting: bool = True)
         return StoreUnavailable(f"database unavailable: cannot connect to PostgreSQL at {describe_target(conninfo)}: "
                                 f"{first}; check that the server is running and PREDSTORE_DATABASE_URL is right")
     return PredstoreError(f"database error: {first}")
+
+
+def _mask_conninfo(conninfo: str) -> str:
+    """``conninfo`` with everything that could be its password blanked, whether or not libpq can
+    parse it: a URL's userinfo past the user name, or a keyword DSN from ``password=`` on."""
+    masked = _USERINFO.sub(lambda m: m.group("keep") + MASK + "@", conninfo, count=1)
+    return _KEYWORD.sub(lambda m: m.group("keep") + MASK, masked, count=1)
+
+
+def _secret_part(conninfo: str) -> str:
+    """The part of ``conninfo`` that `_mask_conninfo` blanks ("" if none)."""
+    if match := _USERINFO.match(conninfo):
+        return match.group(0)[len(match.group("keep")):-1]
+    match = _KEYWORD.search(conninfo)
+    return match.group(0)[len(match.group("keep")):] if match else ""
 
 
 def _params(conninfo: str | None) -> dict[str, str]:
