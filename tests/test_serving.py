@@ -18,6 +18,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -254,21 +256,17 @@ def test_lookup_of_a_version_reads_its_segment(conn: psycopg.Connection) -> None
     assert {(e, json.loads(text)["prediction"]) for e, _, text in rows} == {("e1", 2.0), ("e2", 2.0)}
 
 
-def test_readers_see_a_run_whole_or_not_at_all_while_runs_publish(settings: Settings) -> None:
-    url = settings.database_url or ""
-    entities = [f"e{i}" for i in range(200)]
-    with psycopg.connect(url, autocommit=True) as conn:
-        register(conn, 1)
-        for day in range(30):
-            publish(conn, f"old-{day}", {f"old{day}": 0.0})
-        publish(conn, "p", dict.fromkeys(entities, 0.0))
+def batches_while(url: str, entities: list[str], field: str, act: Callable[[psycopg.Connection], None]
+                  ) -> tuple[int, list[set[Any]]]:
+    """Two readers ask for ``entities`` in batch lookups while ``act(conn)`` runs: how many batches
+    they read, and those that were not whole or mixed values of ``field``."""
     stop, mixes, reads = threading.Event(), [], [0]
 
     def read() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while not stop.is_set():
                 rows = lookups.current_predictions_json(conn, MODEL, entities, now=0, max_age=None)
-                values = {json.loads(text)["prediction"] for _, _, text in rows}
+                values = {json.loads(text)[field] for _, _, text in rows}
                 if len(values) != 1 or len(rows) != len(entities):
                     mixes.append(values)
                 reads[0] += 1
@@ -278,13 +276,29 @@ def test_readers_see_a_run_whole_or_not_at_all_while_runs_publish(settings: Sett
         r.start()
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            for k in range(1, 15):
-                publish(conn, "p", dict.fromkeys(entities, float(k)))
+            act(conn)
     finally:
         stop.set()
         for r in readers:
             r.join()
-    assert reads[0] > 10 and not mixes
+    return reads[0], mixes
+
+
+def test_readers_see_a_run_whole_or_not_at_all_while_runs_publish(settings: Settings) -> None:
+    url = settings.database_url or ""
+    entities = [f"e{i}" for i in range(200)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        register(conn, 1)
+        for day in range(30):
+            publish(conn, f"old-{day}", {f"old{day}": 0.0})
+        publish(conn, "p", dict.fromkeys(entities, 0.0))
+
+    def republish(conn: psycopg.Connection) -> None:
+        for k in range(1, 15):
+            publish(conn, "p", dict.fromkeys(entities, float(k)))
+
+    reads, mixes = batches_while(url, entities, "prediction", republish)
+    assert reads > 10 and not mixes
 
 
 def test_a_batch_lookup_never_mixes_versions_while_promotions_switch(settings: Settings) -> None:
@@ -294,29 +308,14 @@ def test_a_batch_lookup_never_mixes_versions_while_promotions_switch(settings: S
         register(conn, 1, 2)
         publish(conn, "p", dict.fromkeys(entities, 1.0))
         publish(conn, "p", dict.fromkeys(entities, 2.0), version=2, role="challenger")
-    stop, mixes, reads = threading.Event(), [], [0]
 
-    def read() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            while not stop.is_set():
-                rows = lookups.current_predictions_json(conn, MODEL, entities, now=0, max_age=None)
-                versions = {json.loads(text)["model_version"] for _, _, text in rows}
-                if len(versions) != 1 or len(rows) != len(entities):
-                    mixes.append(versions)
-                reads[0] += 1
+    def switch(conn: psycopg.Connection) -> None:
+        for k in range(40):
+            promote(conn, 2 if k % 2 == 0 else 1)
+            time.sleep(0.02)  # the readers read between switches too, however busy the machine
 
-    readers = [threading.Thread(target=read) for _ in range(2)]
-    for r in readers:
-        r.start()
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            for k in range(40):
-                promote(conn, 2 if k % 2 == 0 else 1)
-    finally:
-        stop.set()
-        for r in readers:
-            r.join()
-    assert reads[0] > 10 and not mixes
+    reads, mixes = batches_while(url, entities, "model_version", switch)
+    assert reads > 10 and not mixes
 
 
 def test_prune_expires_old_runs_keeps_history_and_dry_run_changes_nothing(settings: Settings) -> None:
