@@ -23,8 +23,15 @@ from psycopg.conninfo import conninfo_to_dict
 #: What a password looks like inside a message: ``password=...`` (a keyword DSN or a URL's query)
 #: and ``user:password@``, after a scheme and any number of slashes or none (a URL's userinfo, malformed
 #: or not).
-_PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
-                        r"|(?P<userinfo>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s'\"]*:)[^@\s'\"]*(?=@)", re.IGNORECASE)
+_PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)", re.IGNORECASE)
+#: A URL's ``scheme:/user:`` before a password and its ``@``, matched within one word of a message
+#: that holds an ``@`` (`_WORD`): a message may quote a megabyte of user input, and this pattern,
+#: tried at every position of it, would take time quadratic in its length.
+_URL_PASSWORD = re.compile(r"(?P<userinfo>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s'\"]*:)[^@\s'\"]*(?=@)", re.IGNORECASE)
+_WORD = re.compile(r"[^\s'\"]*@[^\s'\"]*")
+#: The longest word whose userinfo is matched exactly; a longer one is masked from its first ``:``
+#: to its last ``@``.
+_LONGEST_WORD = 4096
 #: A connection string's userinfo, up to its last ``@`` (a password may hold one), with or without
 #: a scheme; and a keyword DSN's ``password=`` to the end of the string.
 _USERINFO = re.compile(r"^(?P<keep>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s]*:).*@", re.IGNORECASE | re.DOTALL)
@@ -144,7 +151,16 @@ def mask_secrets(text: str, conninfo: str | None = None) -> str:
         secret = _secret_part(conninfo)
         if secret:  # libpq quotes the piece of a malformed string it stopped at: maybe the password's tail
             text = _QUOTED.sub(lambda m: f'"{MASK}"' if m.group(1) in secret else m.group(0), text)
-    return _PASSWORDS.sub(lambda m: (m.group("key") or m.group("userinfo")) + MASK, text)
+    text = _PASSWORDS.sub(lambda m: m.group("key") + MASK, text)
+    return _WORD.sub(lambda m: _mask_word(m.group(0)), text) if "@" in text else text
+
+
+def _mask_word(word: str) -> str:
+    """One word of a message holding an ``@``, any URL password in it masked."""
+    if len(word) <= _LONGEST_WORD:
+        return _URL_PASSWORD.sub(lambda m: m.group("userinfo") + MASK, word)
+    colon, at = word.find(":"), word.rfind("@")
+    return word[:colon + 1] + MASK + word[at:] if 0 <= colon < at else word
 
 
 def describe_target(conninfo: str) -> str:
