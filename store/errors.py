@@ -27,7 +27,7 @@ _PASSWORDS = re.compile(r"(?P<key>password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]
 #: A URL's ``scheme:/user:`` before a password and its ``@``, matched within one word of a message
 #: that holds an ``@`` (`_WORD`): a message may quote a megabyte of user input, and this pattern,
 #: tried at every position of it, would take time quadratic in its length.
-_URL_PASSWORD = re.compile(r"(?P<userinfo>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s'\"]*:)[^@\s'\"]*(?=@)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<userinfo>(?:[a-z][a-z0-9+.-]*:/*)?[^:/@\s'\"]*:)(?!/)[^@\s'\"]*(?=@)", re.IGNORECASE)
 _WORD = re.compile(r"[^\s'\"]*@[^\s'\"]*")
 #: The longest word whose userinfo is matched exactly; a longer one is masked from its first ``:``
 #: to its last ``@``.

@@ -113,3 +113,11 @@ def cli_env(settings: Settings) -> dict[str, str]:
     env["PREDSTORE_DATABASE_URL"] = settings.database_url or ""
     env["PREDSTORE_API_REQUIRE_KEY"] = "true" if settings.api_require_key else "false"
     return env
+
+
+def interruptible() -> None:
+    """A child process's SIGINT as a terminal's Ctrl-C would deliver it: a process started in the
+    background of a shell (a CI runner's, say) inherits SIGINT ignored, and so would its servers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -25,6 +25,7 @@ from demo.serve import KEY_NAME
 from lookup_api import close_app, create_app
 from predstore.cli import main
 from store import Settings, apikeys
+from tests.conftest import interruptible
 
 #: Where the demo says its API answers: `curl [-H "Authorization: Bearer KEY"] URL`.
 CURL = re.compile(r'curl (?:-H "Authorization: Bearer (?P<key>[^"]+)" )?http://127\.0\.0\.1:(?P<port>\d+)(?P<path>\S+)')
@@ -130,7 +131,7 @@ def test_demo_serve_answers_its_hint_and_stops_at_the_first_signal(
     port, out = free_port(), tmp_path / "demo.out"
     with out.open("w") as stdout:
         proc = subprocess.Popen([sys.executable, "-m", "store", "demo", "--weeks", "1", "--serve", "--port", str(port)],
-                                env=cli_env, stdout=stdout, stderr=subprocess.STDOUT)
+                                env=cli_env, stdout=stdout, stderr=subprocess.STDOUT, preexec_fn=interruptible)
     try:
         found = wait_for(lambda: CURL.search(out.read_text().split("serving the lookup API", 1)[-1]), proc, out)
         assert found["port"] == str(port) and (found["key"] is not None) == key_exists, out.read_text()
@@ -152,7 +153,7 @@ def test_ctrl_c_stops_the_replay(cli_env: dict[str, str], conn: psycopg.Connecti
     out = tmp_path / "demo.out"
     with out.open("w") as stdout:
         proc = subprocess.Popen([sys.executable, "-m", "store", "demo", "--weeks", "60"], env=cli_env, stdout=stdout,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=interruptible)
     try:
         wait_for(lambda: published(conn) >= 2, proc, out)
         proc.send_signal(signal.SIGINT)

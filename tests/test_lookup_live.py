@@ -31,6 +31,7 @@ from lookup_api import close_app, create_app
 from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings
+from tests.conftest import interruptible
 from tests.test_lookup_api import publish_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,8 @@ def test_predstore_serve_serves_lookups(cli_env: dict[str, str], seeded: int, ki
     args = ["--workers", "2"] if kind == "granian" else ["--dev"]
     env = {**cli_env, "PREDSTORE_LOG_FORMAT": "json"} if kind == "granian" else cli_env
     server = subprocess.Popen([sys.executable, "-m", "store", "serve", "--port", str(port), *args], cwd=REPO,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=interruptible)
     try:
         for _ in range(150):
             try:
