@@ -86,7 +86,7 @@ def publish(plan: RunPlan, written: Written, results: dict[str, RunResult], *, s
         current = results.get("current") or next(iter(results.values()))
         raise RunHeld(current.message, run_id=current.run_id, result=current)
     with connect(plan.url, autocommit=True, application_name="predstore-publish") as conn:
-        serving.drop_retired(conn)  # the segment tables this publish replaced
+        serving.drop_retired(conn, settle=serving.SETTLE)  # the segment tables this publish replaced
 
 
 def _index(plan: RunPlan, written: Written, conn: psycopg.Connection, i: int, role: str, result: RunResult, *,

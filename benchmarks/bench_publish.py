@@ -159,7 +159,7 @@ class Store:
         committed = time.perf_counter()
         with self.conn.transaction():
             ledger.release_run(self.conn, run_id)
-        serving.drop_retired(self.auto)  # as the scoring job does, after the commit
+        serving.drop_retired(self.auto, settle=serving.SETTLE)  # as the scoring job does, after the commit
         return Night(run_id, copied, publishing - started, committed - publishing)
 
     def promote(self, model: str, version: int) -> float:

@@ -119,7 +119,7 @@ def drop_retired(primary_url: str) -> None:
     from store import serving
 
     with psycopg.connect(primary_url, autocommit=True) as conn:
-        serving.drop_retired(conn)
+        serving.drop_retired(conn, settle=serving.SETTLE)
 
 
 # --- the API servers --------------------------------------------------------------------------------

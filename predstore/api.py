@@ -158,7 +158,8 @@ class Store:
 
         from store import lookups
 
-        with self._connect() as conn:
+        with self._connect() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")  # as the API reads
             lookups.check_model(conn, model, version=version)
             rows = lookups.current_predictions_json(conn, model, [str(e) for e in entity_ids], version=version,
                                                     now=time.time(), max_age=None)

@@ -89,8 +89,11 @@ _MANY = _JSON.format(rows="SELECT DISTINCT ON (d.entity_id) " + _SERVED.format(
 _MANY_OF_VERSION = _JSON.format(rows=_SERVED.format(match="= ANY(%(ids)s::text[])", which=_OF_VERSION))
 
 #: Session settings of lookup connections: a lookup never waits for parallel workers or JIT.
-#: Timestamps come in UTC, whether PostgreSQL or Python renders them.
-READER_OPTIONS = "-c max_parallel_workers_per_gather=0 -c jit=off -c TimeZone=UTC"
+#: Timestamps come in UTC, whether PostgreSQL or Python renders them. Each lookup reads one
+#: repeatable-read snapshot, taken before it is planned: the segment tables its plan holds are
+#: those its snapshot can point at (see `store.serving`), even while a publish attaches a new one.
+READER_OPTIONS = ("-c max_parallel_workers_per_gather=0 -c jit=off -c TimeZone=UTC "
+                  "-c default_transaction_isolation=repeatable\\ read")
 
 
 def make_reader_pool(url: str, *, size: int, name: str = "predstore-lookup") -> ConnectionPool:

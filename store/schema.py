@@ -179,6 +179,16 @@ serving_segments = Table(
     ForeignKeyConstraint(["model_name", "model_version"], ["models.name", "models.version"]),
 )
 
+# Segment tables a rebuild replaced, with the rebuild's transaction id (migration 0016):
+# `serving.drop_retired` detaches one only once no snapshot older than that transaction's commit is
+# left, so no lookup whose snapshot points at it misses it.
+retired_segments = Table(
+    "retired_segments",
+    metadata,
+    Column("segment_id", BigInteger, primary_key=True),
+    Column("retired_xid", BigInteger, nullable=False),
+)
+
 # A snapshot run (migration 0013) declares the version's whole served set.
 runs.append_column(Column("snapshot", Boolean, nullable=False, server_default="false"))
 

@@ -22,11 +22,17 @@ flips the pointer (a large run, a full refresh, a snapshot): sorting and buildin
 inserting into a large B-tree row by row. Promotion and rollback re-rank the model's segments: a few
 rows, whatever the model serves. Everything happens in the caller's transaction; a replaced segment
 table stays attached, unreferenced, until `drop_retired` detaches and drops it after the commit.
+
+Lookups read with a repeatable-read snapshot (`store.lookups.READER_OPTIONS`), taken before their
+plan: a segment attached after the plan is not yet in the snapshot either, and a replaced one stays
+attached until every snapshot that predates its replacement is gone, so every segment a lookup's
+snapshot points at is in its plan.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import psycopg
@@ -39,6 +45,10 @@ log = logging.getLogger("predstore.serving")
 
 #: NOTIFY channel told the model name whenever what it serves changes (publish, promotion, expiry).
 PUBLISH_CHANNEL = "predstore_published"
+
+#: Seconds a scoring job waits after its publish for the lookups older than it to end, so that it
+#: drops the segment tables it replaced itself.
+SETTLE = 2.0
 
 #: A run at least this share of its segment's rows rebuilds the segment instead of upserting into it.
 REBUILD_SHARE = 0.25
@@ -161,40 +171,56 @@ def unserve_entity(conn: psycopg.Connection, entity_id: str, *, model: str | Non
         [entity_id, model, model]).rowcount
 
 
-def drop_retired(conn: psycopg.Connection, *, wait: str = "500ms") -> int:
+def drop_retired(conn: psycopg.Connection, *, wait: str = "100ms", settle: float = 0.0) -> int:
     """Detach and drop the segment tables no (model, version) points at any more: those a rebuild
-    replaced, once the rebuild committed. Returns how many were dropped.
+    replaced, once every transaction that might still point at one has ended (any whose snapshot
+    predates the rebuild's commit: a lookup's, an analyst's). Returns how many were dropped.
 
-    ``conn`` must be in autocommit: DETACH ... CONCURRENTLY lets lookups go on, but waits for every
-    transaction whose snapshot predates it, an analyst's open one included. It waits ``wait`` at
-    most for each step; what is left (unreferenced, so never read) goes at the next call.
+    ``settle`` seconds at most are spent waiting for those transactions first, as the scoring job
+    does after its publish. Then one short transaction (``conn`` must be idle) takes
+    served_predictions' exclusive lock, waiting ``wait`` at most (lookups queue behind it that
+    long), and detaches and drops them all. Not ``DETACH ... CONCURRENTLY``: a lookup planned while
+    such a detach finishes fails inside PostgreSQL (it plans with the table, and runs without it).
+    What is left goes at the next call.
     """
-    conn.execute("SELECT set_config('lock_timeout', %s, false)", [wait])
+    deadline = time.monotonic() + settle
+    while conn.execute(f"SELECT EXISTS (SELECT FROM retired_segments r WHERE {_SEEN})").fetchone() != (False,) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
     dropped = 0
     try:
-        for (pending,) in conn.execute(
-                "SELECT inhrelid::regclass::text FROM pg_inherits "
-                "WHERE inhparent = 'served_predictions'::regclass AND inhdetachpending").fetchall():
-            conn.execute(sql.SQL("ALTER TABLE served_predictions DETACH PARTITION {} FINALIZE").format(
-                sql.SQL(pending)))
-        retired = [int(r[0]) for r in conn.execute(
-            """SELECT substring(c.relname FROM 'segment_([0-9]+)')::bigint FROM pg_class c
-               WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r' AND c.relname ~ '^segment_[0-9]+$'
-               AND NOT EXISTS (SELECT FROM serving_segments s
-                               WHERE s.segment_id = substring(c.relname FROM 'segment_([0-9]+)')::bigint)""",
-            [SEGMENT_SCHEMA]).fetchall()]
-        for segment_id in retired:
-            table = segment_table(segment_id)
-            if conn.execute("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)",
-                            [table.as_string(conn)]).fetchone():
-                conn.execute(sql.SQL("ALTER TABLE served_predictions DETACH PARTITION {} CONCURRENTLY").format(table))
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-            dropped += 1
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", [wait])
+            for (pending,) in conn.execute(
+                    "SELECT inhrelid::regclass::text FROM pg_inherits "
+                    "WHERE inhparent = 'served_predictions'::regclass AND inhdetachpending").fetchall():
+                conn.execute(sql.SQL("ALTER TABLE served_predictions DETACH PARTITION {} FINALIZE").format(
+                    sql.SQL(pending)))
+            retired = [int(r[0]) for r in conn.execute(
+                f"""SELECT t.id FROM pg_class c, CAST(substring(c.relname FROM 'segment_([0-9]+)') AS bigint) AS t(id)
+                    WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r' AND c.relname ~ '^segment_[0-9]+$'
+                    AND NOT EXISTS (SELECT FROM serving_segments s WHERE s.segment_id = t.id)
+                    AND NOT EXISTS (SELECT FROM retired_segments r WHERE r.segment_id = t.id AND {_SEEN})""",
+                [SEGMENT_SCHEMA]).fetchall()]
+            for segment_id in retired:
+                table = segment_table(segment_id)
+                if conn.execute("SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)",
+                                [table.as_string(conn)]).fetchone():
+                    conn.execute(sql.SQL("ALTER TABLE served_predictions DETACH PARTITION {}").format(table))
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            conn.execute("DELETE FROM retired_segments WHERE segment_id = ANY(%s)", [retired])
+            dropped = len(retired)
     except psycopg.errors.LockNotAvailable:
-        log.info("a replaced serving segment waits for older transactions to end; it is dropped later")
-    finally:
-        conn.execute("RESET lock_timeout")
+        log.info("a replaced serving segment waits for lookups or an open transaction on served_predictions; "
+                 "it is dropped later")
+        return 0
     return dropped
+
+
+#: Whether the retired segment ``r`` may still be seen: a transaction other than this one holds a
+#: snapshot taken while the rebuild that retired it ran (its xmin is not after the rebuild's xid).
+_SEEN = """EXISTS (SELECT FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() AND a.backend_xmin IS NOT NULL
+                   AND age(a.backend_xmin) >= age(CAST(CAST(mod(r.retired_xid, 4294967296) AS text) AS xid)))"""
 
 
 def set_runs(conn: psycopg.Connection, model: str, version: int) -> list[int]:
@@ -267,6 +293,10 @@ def _rebuild(conn: psycopg.Connection, model: str, version: int, *, old: tuple[i
             run=run_table(run_id)), {"replaced": replaced}).fetchall()]
         _fall_back(conn, model, version, segment_id, orphans, table=table)
     _index_and_attach(conn, segment_id)
+    # An empty segment answers what no segment answers: it can go at once.
+    conn.execute("INSERT INTO retired_segments (segment_id, retired_xid) "
+                 "SELECT segment_id, pg_current_xact_id()::text::bigint FROM serving_segments "
+                 "WHERE model_name = %s AND model_version = %s AND rows > 0", [model, version])
     conn.execute("UPDATE serving_segments SET segment_id = %s, rows = %s, updated_at = now() "
                  "WHERE model_name = %s AND model_version = %s",
                  [segment_id, _reltuples(conn, table), model, version])

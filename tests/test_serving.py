@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from batch.retention import parse_duration, prune_runs, retain
 from predstore.cli import main
 from store import Settings, ledger, lookups, predictions, registry, serving
+from store.names import SEGMENT_SCHEMA
 
 MODEL = "m"
 COLUMNS = ["entity_id", "row_number", "prediction"]
@@ -80,9 +81,15 @@ def publish(conn: psycopg.Connection, partition: str, values: dict[str, float], 
     ledger.release_run(conn, run_id)
     if not conn.info.transaction_status:  # idle: drop the segment tables the publish replaced
         was, conn.autocommit = conn.autocommit, True
-        serving.drop_retired(conn)
+        serving.drop_retired(conn, settle=serving.SETTLE)
         conn.autocommit = was
     return run_id
+
+
+def segment_tables(conn: psycopg.Connection) -> int:
+    """How many segment tables exist, attached or not."""
+    return conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename ~ '^segment_'",
+                        [SEGMENT_SCHEMA]).fetchone()[0]  # type: ignore[index]
 
 
 def promote(conn: psycopg.Connection, version: int, *, model: str = MODEL) -> None:
@@ -263,7 +270,7 @@ def batches_while(url: str, entities: list[str], field: str, act: Callable[[psyc
     stop, mixes, reads = threading.Event(), [], [0]
 
     def read() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True, options=lookups.READER_OPTIONS) as conn:
             while not stop.is_set():
                 rows = lookups.current_predictions_json(conn, MODEL, entities, now=0, max_age=None)
                 values = {json.loads(text)[field] for _, _, text in rows}
@@ -295,10 +302,33 @@ def test_readers_see_a_run_whole_or_not_at_all_while_runs_publish(settings: Sett
 
     def republish(conn: psycopg.Connection) -> None:
         for k in range(1, 15):
-            publish(conn, "p", dict.fromkeys(entities, float(k)))
+            publish(conn, "p", dict.fromkeys(entities, float(k)))  # each a rebuild: p is the whole segment
 
     reads, mixes = batches_while(url, entities, "prediction", republish)
     assert reads > 10 and not mixes
+    with psycopg.connect(url, autocommit=True) as conn:  # replaced segments were dropped while readers read
+        assert segment_tables(conn) < 15
+        serving.drop_retired(conn)
+        assert segment_tables(conn) == 1
+
+
+def test_a_replaced_segment_stays_while_a_snapshot_older_than_its_replacement_is_open(settings: Settings) -> None:
+    url = settings.database_url or ""
+    with psycopg.connect(url, autocommit=True) as conn, \
+            psycopg.connect(url, autocommit=True, options=lookups.READER_OPTIONS) as reader:
+        register(conn, 1)
+        publish(conn, "p", {"e1": 1.0})
+        # A lookup's snapshot taken before the rebuild below, its plan not yet made (no lock held):
+        # the lookup's moment between the two, stretched.
+        reader.execute("BEGIN")
+        reader.execute("SELECT 1")
+        publish(conn, "p", {"e1": 2.0})  # a rebuild: waits for the reader a moment, then leaves its segment
+        assert segment_tables(conn) == 2
+        assert lookups.current_prediction(reader, MODEL, "e1").prediction == 1.0  # type: ignore[union-attr]
+        reader.execute("COMMIT")
+        assert serving.drop_retired(conn) == 1
+        assert segment_tables(conn) == 1
+        assert lookups.current_prediction(reader, MODEL, "e1").prediction == 2.0  # type: ignore[union-attr]
 
 
 def test_a_batch_lookup_never_mixes_versions_while_promotions_switch(settings: Settings) -> None:
