@@ -19,6 +19,7 @@ RUN pip install -r constraints.txt
 COPY pyproject.toml README.md LICENSE ./
 COPY predstore ./predstore
 COPY store ./store
+COPY models ./models
 COPY batch ./batch
 COPY monitor ./monitor
 COPY lookup_api ./lookup_api

@@ -1,5 +1,5 @@
 """`predstore score` and `predstore runs`: thin commands over batch and store (`predstore models` is in
-batch/models_cli.py)."""
+models/cli.py)."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def score(settings: Settings, paths: tuple[str, ...], model_name: str, version: 
     """
     if partition_key and len(paths) > 1:
         raise click.UsageError("--partition names one partition; give one PATH with it")
-    from batch import storage
     from batch.runner import ScoreRequest, score_partition
+    from store import storage
 
     spec = ExecutorSpec(kind=executor, workers=workers, dask_address=dask_address)
     failures = []

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from store.errors import ConfigError, PredstoreError
 
 if TYPE_CHECKING:  # the scoring task (numpy, pyarrow, the model's libraries) loads when a run starts
-    from batch.reader import Slice
     from batch.tasks import TaskContext, TaskResult
+    from store.reader import Slice
 
 log = logging.getLogger("predstore.batch.executors")
 

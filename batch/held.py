@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from batch import faults
-from store import audit, ledger, predictions, serving
+from store import audit, faults, ledger, predictions, serving
 from store.db import connect
 from store.errors import ConfigError
 from store.ledger import Run

@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batch import reader
 from batch.executors import ExecutorSpec
 from batch.gate import GatePolicy
-from store import registry
+from store import reader, registry
 from store.db import without_password
 
 DEFAULT_ENTITY_COL = "entity_id"

@@ -90,9 +90,3 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
         serving.drop_retired(conn)
     return Pruned(runs=tuple(done), dry_run=False, entities_unserved=unserved)
 
-
-def retain(settings: Settings, model: str, keep_days: int | None) -> None:
-    """Set (or, with None, remove) ``model``'s retention policy."""
-    with connect(prepare(settings), application_name="predstore-retain") as conn, conn.transaction():
-        registry.get_model(conn, model)
-        retention.set_keep_days(conn, model, keep_days)

@@ -2,7 +2,7 @@
 
 It decides which roles' runs are due (a partition already scored by the same model version on
 the same content is skipped), records the runs in the ledger, plans them (`batch.plan.RunPlan`)
-and calls the stages over the plan (`batch.stages`: write, verify, publish): readers see the
+and calls the stages over the plan (`batch.stages`: write, count rejects, publish): readers see the
 previous run or this one, never part of it. Whatever a stage raises, the runs fail cleanly: a
 failed run's table is dropped; a run whose process died is marked abandoned, and its table
 dropped, by the next run of its partition.
@@ -21,12 +21,12 @@ from importlib.metadata import version as package_version
 
 import psycopg
 
-from batch import faults, metrics, reader, stages
+from batch import stages
 from batch.gate import GatePolicy
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
-from batch.validate import check_entity_column
 from batch.verify import verify_run
-from store import ledger, logs, policies, predictions, registry, serving
+from models.validate import check_entity_column
+from store import faults, ledger, logs, policies, predictions, prometheus, reader, registry, serving
 from store.db import connect
 from store.errors import (
     ConfigError,
@@ -106,7 +106,7 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
 
 
 def _export(settings: Settings, result: RunResult, role: str) -> None:
-    metrics.export(settings, "score", {"model": result.model, "role": role}, {
+    prometheus.export(settings, "score", {"model": result.model, "role": role}, {
         "rows_in": result.rows_in, "rows_scored": result.rows_scored, "rows_rejected": result.rows_rejected,
         "duration_seconds": result.duration_s, "rows_per_second": result.rows_per_s,
         "peak_rss_bytes": result.peak_rss_bytes,
@@ -237,7 +237,7 @@ def _run(control: psycopg.Connection, plan: RunPlan, results: dict[str, RunResul
          progress: Progress | None) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     written = stages.write(plan, control, progress)
-    stages.verify(plan, written, results)
+    stages.count_rejects(plan, written, results)
     faults.point("tasks_done")
     stages.publish(plan, written, results, started=started, cpu_started=cpu_started)
 

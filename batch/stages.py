@@ -2,7 +2,7 @@
 
 `write` creates the runs' tables (not attached, so invisible) and has the partition's slices
 scored into them by tasks (in this process, in local worker processes or on Dask; see
-`batch.tasks`); `verify` adds up what the tasks did and fails the runs that rejected too much;
+`batch.tasks`); `count_rejects` adds up what the tasks did and fails the runs that rejected too much;
 `publish`, in one short transaction, checks each table against its count, builds its index,
 attaches it to ``predictions`` and flips the ledger, so that readers see the previous run or
 this one, never part of it. `batch.runner` calls them in turn and fails the runs if one raises.
@@ -17,12 +17,13 @@ from typing import Any
 
 import psycopg
 
-from batch import faults, gate, metrics, profile, reader
+from batch import gate
 from batch.executors import run_tasks
 from batch.plan import Progress, RunPlan, RunResult
 from batch.tasks import Target, TaskContext, TaskResult, run_digest
-from batch.validate import check_columns, required_columns
-from store import ledger, monitoring, predictions, profiles, registry, serving
+from models import profile
+from models.validate import check_columns, required_columns
+from store import faults, ledger, monitoring, predictions, profiles, prometheus, reader, registry, serving
 from store.db import connect
 from store.errors import InputError, RunFailed, RunHeld
 
@@ -59,7 +60,7 @@ def write(plan: RunPlan, control: psycopg.Connection, progress: Progress | None 
     return Written(context, run_tasks(slices, context, plan.request.executor, advance))
 
 
-def verify(plan: RunPlan, written: Written, results: dict[str, RunResult]) -> None:
+def count_rejects(plan: RunPlan, written: Written, results: dict[str, RunResult]) -> None:
     """Add up each role's counts from its tasks; `InputError` if a run rejected too many rows."""
     for i, role in enumerate(plan.roles):
         erased = add_up(written.tasks, i, results[role])
@@ -243,4 +244,4 @@ def measure(result: RunResult, started: float) -> None:
     """Record the run's duration since ``started``, its speed and the process's peak memory."""
     result.duration_s = round(time.perf_counter() - started, 3)
     result.rows_per_s = round(result.rows_in / result.duration_s, 1) if result.duration_s else 0.0
-    result.peak_rss_bytes = metrics.peak_rss_bytes()
+    result.peak_rss_bytes = prometheus.peak_rss_bytes()

@@ -21,17 +21,17 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-from batch import faults, profile, reader
-from batch.artifacts import load_model
-from batch.pipeline import background, fan_out
-from batch.score import Scores, predict
-from batch.validate import ERASED, Erasures, Validated, validate
-from store import erasure, predictions
+from batch.overlap import background, fan_out
+from models import profile
+from models.artifacts import load_model
+from models.predict import Scores, predict
+from models.validate import ERASED, Erasures, Validated, validate
+from store import erasure, faults, predictions, reader
 from store.db import connect
 from store.errors import ModelError
 
 #: Called with the number of input rows a task has finished with since the last call.
-Progress = Callable[[int], None]
+RowsDone = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def cached_model(uri: str, sha256: str, fmt: str, trusted: tuple[str, ...] | Non
     return load_model(uri, sha256, fmt, trusted=trusted)
 
 
-def score_task(part: reader.Slice, ctx: TaskContext, progress: Progress | None = None) -> TaskResult:
+def score_task(part: reader.Slice, ctx: TaskContext, progress: RowsDone | None = None) -> TaskResult:
     """Score ``part`` into each target's run table and commit; see the module docstring.
 
     Three stages overlap: `_read` (this thread) validates each batch once for all targets, and
@@ -201,7 +201,7 @@ def _predicted(items: Iterator[tuple[int, list[Validated]]], *, index: int, targ
 
 
 def _write(items: Iterator[tuple[int, list[Validated]]], *, index: int, target: Target, model: Any,
-           writer: psycopg.Connection, sole_task: bool, scored: _Scored, progress: Progress | None) -> None:
+           writer: psycopg.Connection, sole_task: bool, scored: _Scored, progress: RowsDone | None) -> None:
     """Predict (in a thread of its own) and COPY target ``index``'s predictions into its run's table."""
     with predictions.copy_predictions(writer, target.run_id, target.out_columns, sole_writer=sole_task) as write:
         predicted = _predicted(items, index=index, target=target, model=model, scored=scored)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from batch import reader
 from batch.plan import DEFAULT_ENTITY_COL
 from batch.stages import task_context
 from batch.tasks import digest_task, run_digest
-from store import audit, ledger, registry
+from store import audit, ledger, reader, registry
 from store.db import connect
 from store.errors import InputError
 from store.migrate import prepare

@@ -1,5 +1,5 @@
 """Benchmark of expected accuracy before labels (CBPE) on miscalibrated classifiers: estimated
-against realized accuracy over 20 batches, calibrated (`batch.calibration`, what the monitor
+against realized accuracy over 20 batches, calibrated (`models.calibration`, what the monitor
 uses for a version registered with --validation-data) against the same formula on raw
 probabilities (the baseline), in the same run.
 
@@ -23,7 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.naive_bayes import GaussianNB
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from batch import calibration  # noqa: E402
+from models import calibration  # noqa: E402
 
 FEATURES = 6
 

@@ -34,8 +34,8 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_score import FEATURES, make_rows, target  # noqa: E402
 
-from batch.models import register_model  # noqa: E402
 from batch.runner import ScoreRequest, score_partition  # noqa: E402
+from models.register import register_model  # noqa: E402
 from monitor.compare import (  # noqa: E402
     Verdict,
     compare_models,

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_erasure.py [--rows 1000000] [--erased 10000] [--repeat 3]
 
-Validates ``--rows`` rows (text ids, three numeric features and a category, as `batch.validate`
+Validates ``--rows`` rows (text ids, three numeric features and a category, as `models.validate`
 sees a partition) best of ``--repeat``, in the same run:
 
 - the baseline: validation with an empty erasure list (no HMAC computed);
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from batch.validate import Erasures, validate
+from models.validate import Erasures, validate
 from store.erasure import entity_hmac
 
 

@@ -8,7 +8,7 @@ Data: 20 features: 8 normal, 4 heavy-tailed (lognormal, Student t with 3 degrees
 Pareto, a Poisson count), 3 normal with 5% missing values, 5 categorical with rare levels (12
 levels down to 0.2%, one with 3% missing). Each replay draws a fresh 20,000-row baseline (what
 registration profiles) and a batch from the same distributions, counts the batch into the
-baseline's bins with `batch.profile` and checks it with `monitor.stats.check`, as a monitor run
+baseline's bins with `models.profile` and checks it with `monitor.stats.check`, as a monitor run
 does. A replay *alarms* when any feature drifts.
 
 Reported, per batch size: predstore's share of alarming replays (target <= alpha + 3 standard
@@ -83,8 +83,8 @@ KNOWN: dict[str, list[str] | None] = {n: [f"v{k}" for k in range(LEVELS)] for n 
 
 
 def freeze(rng: np.random.Generator) -> list[dict[str, Any]]:
-    from batch import profile
-    from batch.score import Scores
+    from models import profile
+    from models.predict import Scores
 
     reference = make_frame(BASELINE_ROWS, rng)
     return profile.baseline(reference, SCHEMA, Scores(prediction=np.zeros(BASELINE_ROWS)), source="validation")
@@ -93,7 +93,7 @@ def freeze(rng: np.random.Generator) -> list[dict[str, Any]]:
 def replays(task: tuple[int, int, float, float, int]) -> list[dict[str, Any]]:
     """``count`` replays sharing one fresh baseline: one batch each, the check; which features
     each judge flags."""
-    from batch import profile
+    from models import profile
     from monitor import stats
 
     seed, rows, alpha, shift, count = task
@@ -118,9 +118,9 @@ def _replayed(pool: ProcessPoolExecutor, first_seed: int, rows: int, alpha: floa
 
 
 def cusum_runs(task: tuple[int, int, float, int]) -> list[int]:
-    """Served runs of ``rows`` rows through `batch.profile` and the monitor's CUSUM (`score` and
+    """Served runs of ``rows`` rows through `models.profile` and the monitor's CUSUM (`score` and
     `step`, as `monitor.sequential.advance` does); the run numbers that alarmed."""
-    from batch import profile
+    from models import profile
     from monitor import sequential
 
     seed, rows, shift, runs = task

@@ -5,7 +5,7 @@ it catches breakage. A script, not a test.
 
 Each simulation draws an accepted batch and a new batch of ``--rows`` rows from the same
 distribution (numeric features, some skewed, one categorical, a few nulls), profiles both in the
-bins of a training baseline as the scoring job does (`batch.profile`), and asks the gate. Then it
+bins of a training baseline as the scoring job does (`models.profile`), and asks the gate. Then it
 breaks the new batch three ways and asks again: one feature in seconds instead of minutes (x60),
 one feature's values all null, half the rows lost (the row count against the partition's previous
 run). In the same run, the rules users would otherwise write are judged on the same batches: a
@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from batch import gate, profile  # noqa: E402
-from batch.score import Scores  # noqa: E402
+from batch import gate  # noqa: E402
+from models import profile
+from models.predict import Scores  # noqa: E402
 
 
 def draw(rng: np.random.Generator, rows: int, features: int) -> pd.DataFrame:

@@ -8,7 +8,7 @@ features shifted by 0.2 of their standard deviation in the batch.
 
 predstore: the baseline is frozen once from the reference (registration, in a process of its own,
 timed apart); then a fresh process holding only the baseline and the batch times the drift: count
-the batch into the baseline's bins with `batch.profile` (in 131,072-row slices, as the scoring job
+the batch into the baseline's bins with `models.profile` (in 131,072-row slices, as the scoring job
 does) and compute every metric with `monitor.stats`. Evidently 0.7: ``Report([DataDriftPreset()])``
 on the same reference and batch, in its own process. Each peak RSS (VmHWM) is its process's
 own; every process generates the same data from the same seeds. Evidently may need an interpreter
@@ -64,7 +64,7 @@ def make_frame(rows: int, *, seed: int, shift: bool) -> pd.DataFrame:
 
 def peak_rss_mb() -> float:
     """This process's own peak (VmHWM): ru_maxrss would keep the parent's, Linux carries it over exec.
-    Not batch.metrics.peak_rss_bytes: the Evidently child runs in an interpreter without predstore."""
+    Not store.prometheus.peak_rss_bytes: the Evidently child runs in an interpreter without predstore."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
@@ -74,8 +74,8 @@ def peak_rss_mb() -> float:
 
 def freeze_baseline(rows: int, path: Path) -> dict[str, Any]:
     """Registration: the reference's baseline (and known categories), saved for the drift process."""
-    from batch import profile
-    from batch.score import Scores
+    from models import profile
+    from models.predict import Scores
 
     schema = {"columns": [{"name": n, "kind": "numeric"} for n in NUMERIC]
               + [{"name": n, "kind": "categorical"} for n in CATEGORICAL]}
@@ -90,7 +90,7 @@ def freeze_baseline(rows: int, path: Path) -> dict[str, Any]:
 
 def run_predstore(rows: int, path: Path) -> dict[str, Any]:
     """Time the drift of the batch against the frozen baseline: profile into bins + metrics."""
-    from batch import profile
+    from models import profile
     from monitor import stats
 
     frozen = json.loads(path.read_text())

@@ -6,7 +6,7 @@
    from ETags read by listing, against the baseline a user would write with boto3: list the
    prefix, GET each object and hash its bytes (what the scan does on a store without ETags). Figures: seconds, bytes
    downloaded (counted by the server's request log), and the ratio.
-2. Reading one partition's batches (`batch.reader.batches`, all columns): from the S3 server
+2. Reading one partition's batches (`store.reader.batches`, all columns): from the S3 server
    against the same file on the local disk. The server is local, so this measures predstore's
    read path over HTTP, not a network.
 """
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
-from batch import reader  # noqa: E402
 from scheduler.scan import scan  # noqa: E402
+from store import reader  # noqa: E402
 
 
 class Downloads(logging.Handler):

@@ -9,7 +9,7 @@ The full shape is 10M labels over 100 runs with 100k new ones (``--labels 100000
 logistic regression scores ``--runs`` partitions of distinct entities; every entity gets one label
 an hour after its run was published. Baseline: realized performance without tallies: the
 point-in-time join of every label with every retained prediction (one query), then every run's
-and window's metrics from the matched rows (`batch.performance`). The first monitor run matches
+and window's metrics from the matched rows (`models.performance`). The first monitor run matches
 every label at once, and the next one (after as many labels more as ``--new``) pays for the row
 versions that bulk match left behind; both are printed. The label tables are then VACUUM
 ANALYZEd, as autovacuum would before the next day's labels, and the new labels measured.
@@ -37,9 +37,9 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_score import FEATURES, make_rows, target  # noqa: E402
 
-from batch import performance  # noqa: E402
-from batch.models import register_model  # noqa: E402
 from batch.runner import ScoreRequest, score_partition  # noqa: E402
+from models import performance  # noqa: E402
+from models.register import register_model  # noqa: E402
 from monitor.config import MonitorConfig  # noqa: E402
 from monitor.labels import ingest_labels  # noqa: E402
 from monitor.runner import run_monitor  # noqa: E402

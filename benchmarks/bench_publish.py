@@ -31,7 +31,7 @@ to exit. It writes two Parquet files of ``--rows`` rows (``entity_id`` as ``cust
 features f0..f19, row groups of 100,000): night 1, and night 2 with the same entities and new
 feature values. It fits a ``LogisticRegression`` and a ``HistGradientBoostingClassifier(max_iter=100)``
 on a 20,000-row sample with a binary target, saves them with skops and registers them
-(`batch.models.register_model`, with that sample as training data); then, best of ``--repeat``,
+(`models.register.register_model`, with that sample as training data); then, best of ``--repeat``,
 each repeat on models of its own, each model scores night 1 (its entities all new) and night 2 into
 the same partition (a re-score of entities already served), printing each run's ``--json`` stages.
 In the same run it measures the start-up (``python -m store score --help``, best of 3), each
@@ -235,7 +235,7 @@ def fit_and_register(url: str, home: Path, rng: np.random.Generator, repeat: int
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    from batch.models import register_model
+    from models.register import register_model
     from store.settings import Settings
 
     train = pd.DataFrame(rng.random((20_000, len(FEATURES))), columns=FEATURES)

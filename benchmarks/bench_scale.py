@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_score import FEATURES, make_rows, target, write_partition  # noqa: E402
 
 from batch.executors import ExecutorSpec  # noqa: E402
-from batch.models import register_model  # noqa: E402
 from batch.runner import ScoreRequest, score_partition  # noqa: E402
+from models.register import register_model  # noqa: E402
 from store import Settings  # noqa: E402
 from store.db import stop_embedded  # noqa: E402
 from store.migrate import prepare  # noqa: E402

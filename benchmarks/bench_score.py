@@ -37,8 +37,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from store import Settings
 from store.db import stop_embedded
 from store.migrate import prepare, sqlalchemy_url

@@ -26,7 +26,7 @@ that were never sent):
 3. ``--promote-seconds`` seconds while promotions switch the current version back and forth,
    version 2 then version 1 (a rollback) then 2 ..., one starting every ``--promote-every``
    seconds (2 by default; promoting an explicit version, the challenger alias stays on version 2).
-   Each is `batch.promotion.promote_model`, what `predstore models promote soak 2` runs, called in
+   Each is `models.promotion.promote_model`, what `predstore models promote soak 2` runs, called in
    this process and timed: the command's own start-up (a Python interpreter and its imports, a
    fraction of a second of CPU on cores the API shares) is not the cost of a promotion, and
    starting one every second or two would measure that start-up rather than the alias switch
@@ -117,9 +117,9 @@ def prepare(scratch: Path, url: str, rows: int) -> tuple[Path, str]:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
-    from batch.models import register_model
-    from batch.promotion import promote_model
     from batch.runner import ScoreRequest, score_partition
+    from models.promotion import promote_model
+    from models.register import register_model
     from store.apikeys import create_key
     from store.db import connect
     from store.settings import Settings
@@ -282,9 +282,9 @@ def promote_loop(settings: Settings, stop: threading.Event, promoted: list[float
                  every: float = PROMOTE_EVERY) -> None:
     """Make version 2 of MODEL current, then 1 (a rollback), then 2, ...: a promotion starting
     every ``every`` seconds (back to back if one takes longer) until told to stop; a failure ends
-    the loop. Each promotion is `batch.promotion.promote_model` in this process, with ``settings``
+    the loop. Each promotion is `models.promotion.promote_model` in this process, with ``settings``
     (the store's); ``promoted`` gets each call's wall time."""
-    from batch.promotion import promote_model
+    from models.promotion import promote_model
 
     next_start = time.perf_counter()
     while not stop.wait(max(0.0, next_start - time.perf_counter())):

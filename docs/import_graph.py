@@ -7,8 +7,8 @@ Every ``import`` counts, at module level or inside a function (a lazy import is 
 dependency), and so does one under ``if TYPE_CHECKING:``; the entry points do not (a package's
 ``__main__.py``, and ``predstore/cli.py``, the root command, which imports each component's
 commands: nothing imports them). Exit status 1 if a package imports one it may not (store imports
-no other; lookup_api and batch only store; monitor batch and store; scheduler batch, monitor and
-store; the predstore facade any of those; demo any), 0 otherwise; long modules are reported, not
+no other; models and lookup_api only store; batch and monitor models and store; scheduler batch,
+monitor, models and store; the predstore facade any of those; demo any), 0 otherwise; long modules are reported, not
 failed.
 """
 
@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Each package, and the packages it may import.
 ALLOWED: dict[str, frozenset[str]] = {
     "store": frozenset(),
+    "models": frozenset({"store"}),
     "lookup_api": frozenset({"store"}),
-    "monitor": frozenset({"batch", "store"}),
-    "batch": frozenset({"store"}),
-    "scheduler": frozenset({"batch", "monitor", "store"}),
-    "predstore": frozenset({"batch", "monitor", "store", "lookup_api", "scheduler"}),
-    "demo": frozenset({"batch", "monitor", "store", "lookup_api", "scheduler", "predstore"}),
+    "monitor": frozenset({"models", "store"}),
+    "batch": frozenset({"models", "store"}),
+    "scheduler": frozenset({"batch", "monitor", "models", "store"}),
+    "predstore": frozenset({"batch", "monitor", "models", "store", "lookup_api", "scheduler"}),
+    "demo": frozenset({"batch", "monitor", "models", "store", "lookup_api", "scheduler", "predstore"}),
 }
 #: Modules that nothing imports: they may reach every package.
 ENTRY_POINTS = frozenset({"predstore/cli.py"})

@@ -1,7 +1,7 @@
 """The monitor: data drift, prediction drift and realized performance against training baselines.
 
 `monitor.stats` is pure functions over histograms (the metrics of a model's outputs, shared with
-registration, are `batch.performance` and `batch.calibration`);
+registration, are `models.performance` and `models.calibration`);
 `run_monitor` is the job (what the scheduler and `predstore monitor` call), `ingest_labels` loads
 delayed labels, `profile_file` compares any data file with a baseline, and `write_report` writes
 the self-contained HTML report.

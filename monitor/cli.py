@@ -123,8 +123,8 @@ def labels_ingest(settings: Settings, path: str, model_name: str, entity_col: st
     Labels for entities never scored are kept, counted and reported. All or nothing: a database lost
     mid-ingest keeps none of the file's labels and exits 1 with one line ("database unavailable:
     ..."); ingest it again."""
-    from batch import storage
     from monitor.labels import describe, ingest_labels
+    from store import storage
 
     counts = ingest_labels(settings, storage.target(path), model_name=model_name, entity_col=entity_col,
                            label_col=label_col, time_col=time_col, event_time=_utc(event_time))
@@ -194,7 +194,7 @@ def _plain(value: Any) -> str:
 def _setup(settings: Settings, model_name: str, config: MonitorConfig) -> int | None:
     """Warn of the config's ``[features.NAME]`` tables that are no column of the model; return its
     current version when that has no baseline (registered without training data), else None."""
-    from batch.profile import LABEL, PREDICTION
+    from models.profile import LABEL, PREDICTION
     from monitor.config import unknown_features
     from store import profiles, registry
     from store.db import connect
@@ -345,7 +345,7 @@ def models_promote(settings: Settings, name: str, version: int | None, alias: st
         raise click.UsageError("give a VERSION, or --challenger (not both)")
     if if_better and not from_challenger:
         raise click.UsageError("--if-better goes with --challenger")
-    from batch.promotion import promote_model
+    from models.promotion import promote_model
 
     evidence = None
     if from_challenger:

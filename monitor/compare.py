@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from batch.performance import LOG_LOSS_FLOOR, canonical_all, probabilities
+from models.performance import LOG_LOSS_FLOOR, canonical_all, probabilities
 from monitor import charts
 from monitor.report import fmt, page
 from monitor.stats import psi

@@ -1,5 +1,5 @@
 """Expected performance of a model's runs, from the store: estimated from probabilities before
-labels arrive (realized performance is `monitor.realized`). The I/O around `batch.performance`."""
+labels arrive (realized performance is `monitor.realized`). The I/O around `models.performance`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from batch import calibration, performance
+from models import calibration, performance
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from store import monitoring, registry

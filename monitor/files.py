@@ -8,12 +8,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch import profile as batch_profile
-from batch import reader
-from batch.validate import check_columns, required_columns, validate
+from models import profile as model_profile
+from models.validate import check_columns, required_columns, validate
 from monitor import stats
 from monitor.config import MonitorConfig
-from store import profiles, registry
+from store import profiles, reader, registry
 from store.db import connect
 from store.errors import ConfigError
 from store.migrate import prepare
@@ -68,7 +67,7 @@ def profile_file(settings: Settings, path: Path, model_name: str, *, version: in
         checked = validate(batch, schema, entity_col=entity_col, first_row=rows_in + 1)
         rows_in += batch.num_rows
         rejected += len(checked.rejects)
-        total = batch_profile.add(total, batch_profile.profile_features(checked.features, base, known))
+        total = model_profile.add(total, model_profile.profile_features(checked.features, base, known))
     drift = stats.check(base, total, config.drift)
     return FileProfile(model=model.name, model_version=model.version, path=str(path), rows_in=rows_in,
                        rows_rejected=rejected, check=drift, dataset_drift=drift.dataset_drift(config.drift))

@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from batch import faults, reader, storage
-from batch.performance import canonical_all
+from models.performance import canonical_all
 from monitor.errors import store_errors
-from store import erasure, monitoring, registry
+from store import erasure, faults, monitoring, reader, registry, storage
 from store.db import connect
 from store.errors import InputError
 from store.migrate import prepare
@@ -55,7 +54,7 @@ def ingest_labels(settings: Settings, path: Path | str, *, model_name: str, enti
         raise InputError(f"{path}: no column(s) {', '.join(map(repr, missing))} "
                          f"(it has {', '.join(map(repr, available[:20]))})")
     default_time = event_time or _modified(partition)
-    found = Tally()
+    found = LabelRejects()
     line = forgotten = 0
     url = prepare(settings)
     with store_errors(f"ingesting labels from {storage.basename(path)}", conninfo=url), \
@@ -91,7 +90,7 @@ def _modified(partition: reader.Partition) -> datetime:
 
 
 @dataclass
-class Tally:
+class LabelRejects:
     """Label rows counted by what was wrong with them, with the first of each (its value and row
     number in the file): what an ingest reports."""
 
@@ -107,7 +106,7 @@ class Tally:
             self.first[reason] = (shown, row)
         self.rows[reason] = self.rows.get(reason, 0) + count
 
-    def add(self, other: Tally) -> None:
+    def add(self, other: LabelRejects) -> None:
         for reason, count in other.rows.items():
             self.note(reason, count, *other.first[reason])
 
@@ -119,14 +118,15 @@ class Tally:
 
 
 def describe(found: dict[str, dict[str, Any]]) -> str:
-    """What `Tally.to_dict` says, in a few words: "unreadable time: 2, e.g. 'yesterday' (row 3);
+    """What `LabelRejects.to_dict` says, in a few words: "unreadable time: 2, e.g. 'yesterday' (row 3);
     missing time: 1 (row 7)"."""
     return "; ".join(f"{reason}: {s['rows']:,}" + ("" if s["example"] is None else f", e.g. {s['example']!r}")
                      + f" (row {s['row']})" for reason, s in found.items())
 
 
 def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_col: str | None,
-               default_time: datetime, first_line: int, numeric: bool = False) -> tuple[list[tuple[Any, ...]], Tally]:
+               default_time: datetime, first_line: int,
+               numeric: bool = False) -> tuple[list[tuple[Any, ...]], LabelRejects]:
     """The (entity_id, event_time, label, label_value, line) rows of a batch, and a tally of what
     was wrong: rows left out (`SKIPPED`: a missing entity, label or time, a time there but not
     ISO 8601) and, with ``numeric`` (a regressor's labels), rows kept whose label is `NOT_A_NUMBER`.
@@ -142,7 +142,7 @@ def label_rows(batch: pa.RecordBatch, *, entity_col: str, label_col: str, time_c
     else:
         values = pd.to_numeric(raw, errors="coerce")
     text = pd.Series(canonical_all(raw.tolist()), index=raw.index, dtype=object)
-    found = Tally()
+    found = LabelRejects()
     bad = np.zeros(len(frame), dtype=bool)
 
     def skip(reason: str, mask: pd.Series, shown: pd.Series, *, keep: bool = False) -> None:

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from batch import faults, performance
+from models import performance
 from monitor import tallies
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
-from store import matching, monitoring, registry
+from store import faults, matching, monitoring, registry
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
 #: Labels matched per query (what one query's result holds in memory).

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from batch.performance import HEADLINE
+from models.performance import HEADLINE
 from monitor import charts
 from monitor.charts import Chart, Point
 from monitor.diagnostics import Match, WindowDiagnostics

@@ -19,12 +19,11 @@ from typing import Any
 
 import psycopg
 
-from batch import faults, metrics
 from monitor import diagnostics, evaluate, realized, report, sequential, stats
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
-from store import ledger, monitoring, profiles, registry, reports
+from store import faults, ledger, monitoring, profiles, prometheus, registry, reports
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
@@ -133,9 +132,9 @@ def _monitor(settings: Settings, model_name: str, run_id: int | None, since: dat
 
 
 def _export(settings: Settings, result: _Found, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
-    """The model's figures for Prometheus (`batch.metrics`): the drift share of its latest served run's
+    """The model's figures for Prometheus (`store.prometheus`): the drift share of its latest served run's
     check, the alerts this run raised and those that stand, and, on success, the time of this check."""
-    metrics.export(settings, "monitor", {"model": result.model}, {
+    prometheus.export(settings, "monitor", {"model": result.model}, {
         "drift_share": latest["drift_share"] if latest else None,
         "dataset_drift": float(latest["dataset_drift"]) if latest and latest["dataset_drift"] is not None else None,
         "checks": len(result.checks) if succeeded else None,

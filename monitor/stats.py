@@ -1,6 +1,6 @@
 """Drift statistics over histograms: a baseline's bins against the counts of a run or window.
 
-Pure functions, no I/O. Inputs are the dicts of `batch.profile` (a baseline column: ``kind``,
+Pure functions, no I/O. Inputs are the dicts of `models.profile` (a baseline column: ``kind``,
 ``edges`` or ``categories``, ``counts``, ``sums``, ``null_count``, ``n``, ``mean``, ``std``,
 ``source``; a profile: ``counts``, ``sums``, ``null_count``, ``n``, ``min``, ``max``, ``unseen``).
 Missing values are kept out of the distributions and tested apart (null rate).

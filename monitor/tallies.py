@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from batch.performance import LOG_LOSS_FLOOR, canonical_all
+from models.performance import LOG_LOSS_FLOOR, canonical_all
 
 #: Score histogram bins per class (ROC AUC from binned scores: ties within a bin count half).
 BINS = 200

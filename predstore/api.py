@@ -62,7 +62,7 @@ class Store:
         skops does not trust by default must be reviewed and listed in ``trusted_types``."""
         import skops.io as sio
 
-        from batch.models import register_model
+        from models.register import register_model
 
         with tempfile.TemporaryDirectory(prefix="predstore-") as tmp:
             folder = Path(tmp)
@@ -74,7 +74,7 @@ class Store:
                     validation_data=_parquet(validation, folder / "validation.parquet"), entity_col=entity_col,
                     current=current)
                 if isinstance(model, str) and model.startswith(("models:/", "runs:/")):
-                    from batch.mlflow_models import register_from_mlflow
+                    from models.mlflow_source import register_from_mlflow
 
                     return register_from_mlflow(self.settings, model, trusted_types=tuple(trusted_types), **options)
                 artifact = folder / f"{name}.skops"
@@ -125,8 +125,8 @@ class Store:
                event_time: datetime | None = None) -> dict[str, int]:
         """Ingest the true outcomes in ``data`` (a frame, a file or an object-store URI) for ``model``, as
         `predstore labels ingest` does; returns what happened, counted."""
-        from batch import storage
         from monitor.labels import ingest_labels
+        from store import storage
 
         if isinstance(data, str | Path):  # a file, or an object-store URI: its time is its modification time
             with _in_python_terms():

@@ -43,7 +43,7 @@ def load(name: str) -> click.Command | None:
         from monitor import cli as monitor_cli
         return monitor_cli.labels if name == "labels" else monitor_cli.monitor
     if name == "models":
-        from batch.models_cli import models
+        from models.cli import models
         from monitor.cli import models_compare, models_promote
 
         # weighing a model's versions on the labels is the monitor's work

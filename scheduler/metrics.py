@@ -1,6 +1,6 @@
 """The scheduler's figures for Prometheus: firings by job and outcome, each job's last success, a heartbeat.
 
-They go where the jobs' own figures go (`batch.metrics.publish`: a textfile-collector file, and a
+They go where the jobs' own figures go (`store.prometheus.publish`: a textfile-collector file, and a
 Pushgateway group per scheduler host), rewritten after each firing that did something and at each
 heartbeat. A scheduler that is hung, killed or gone stops beating: alert on
 ``time() - predstore_scheduler_heartbeat_timestamp_seconds > 120``.
@@ -16,11 +16,12 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from batch.metrics import publish
+from store.prometheus import publish
 from store.settings import Settings
 
-#: The outcomes of a firing (`scheduler.jobs.fire`): idle is nothing to do, or another replica's firing.
-OUTCOMES = ("idle", "succeeded", "failed")
+#: The outcomes of a firing counted (`scheduler.jobs.fire`; `scheduler.jobs.OUTCOMES` maps errors to them):
+#: idle is nothing to do, or another replica's firing.
+COUNTED = ("idle", "succeeded", "failed")
 #: Seconds between heartbeats.
 HEARTBEAT_SECONDS = 30.0
 #: The name the daily retention pass is counted under.
@@ -44,14 +45,14 @@ class SchedulerMetrics:
                                registry=self.registry)
         self._lock = threading.Lock()
         for job_id in job_ids:  # every series from the start, so that rate() sees the first firing
-            for outcome in OUTCOMES:
+            for outcome in COUNTED:
                 self.firings.labels(job_id, outcome)
         for job_id, when in last_success.items():
             self.last_success.labels(job_id).set(when.timestamp())
 
     def record(self, job_id: str, outcome: str) -> None:
         """Count one firing of ``job_id``; publish unless it was idle (the next heartbeat will)."""
-        self.firings.labels(job_id, outcome if outcome in OUTCOMES else "failed").inc()
+        self.firings.labels(job_id, outcome if outcome in COUNTED else "failed").inc()
         if outcome == "succeeded":
             self.last_success.labels(job_id).set(self.clock())
         if outcome != "idle":

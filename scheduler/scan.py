@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-from batch import reader, storage
+from store import reader, storage
 from store.errors import PredstoreError
 
 log = logging.getLogger("predstore.scheduler.scan")

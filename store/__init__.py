@@ -1,6 +1,7 @@
-"""The prediction store: settings, errors, schema, connections, migrations and queries.
+"""The prediction store: settings, errors, schema, connections, migrations and queries; and the
+plumbing every job shares (object storage, the partition reader, fault points, the Prometheus export).
 
-The only package that writes SQL. Its functions take a psycopg connection and never commit:
+The only package that writes SQL. Its query functions take a psycopg connection and never commit:
 the caller owns the transaction.
 """
 

@@ -260,7 +260,7 @@ def insert_performance(conn: psycopg.Connection, rows: Iterable[dict[str, Any]])
 
 
 def insert_calibration(conn: psycopg.Connection, model_name: str, version: int, calibration: dict[str, Any]) -> None:
-    """Keep a version's calibration (`batch.calibration.Calibration.to_json`)."""
+    """Keep a version's calibration (`models.calibration.Calibration.to_json`)."""
     conn.execute("INSERT INTO calibrations (model_name, model_version, calibration) VALUES (%s, %s, %s)",
                  [model_name, version, Jsonb(calibration)])
 

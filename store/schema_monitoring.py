@@ -63,7 +63,7 @@ label_matches = Table(
     Index("ix_label_matches_run_id", "run_id"),
 )
 
-# What a version's performance estimates need (`batch.calibration`), fitted at registration on
+# What a version's performance estimates need (`models.calibration`), fitted at registration on
 # --validation-data: per-class isotonic knots (classifier) or expected error by prediction (regressor).
 calibrations = Table(
     "calibrations",
@@ -93,7 +93,7 @@ performance_tallies = Table(
 )
 
 # Monitoring: histograms frozen at registration, and each run's counts in the same bins
-# (see batch/profile.py for the bin layout).
+# (see models/profile.py for the bin layout).
 BASELINE_SOURCES = ("training", "validation", "cross_validation", "in_sample")
 
 baselines = Table(

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from batch.models import register_model
+from models.register import register_model
 from predstore.cli import main
 from store import Settings
 from tests import factories

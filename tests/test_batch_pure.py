@@ -12,12 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from batch.artifacts import read_model
-from batch.features import infer_schema
-from batch.pipeline import background
-from batch.score import predict, score_frame
+from batch.overlap import background
 from batch.tasks import Digest
-from batch.validate import MAX_ENTITY_ID_LENGTH, check_columns, validate
+from models.artifacts import read_model
+from models.features import infer_schema
+from models.predict import predict, score_frame
+from models.validate import MAX_ENTITY_ID_LENGTH, check_columns, validate
 from store import InputError
 from tests import factories
 
@@ -153,6 +153,7 @@ def test_background_stops_its_producer_when_the_consumer_stops() -> None:
 def test_peak_rss_is_the_processs_own_not_its_parents() -> None:
     """ru_maxrss survives exec: a child of a big process would report the parent's size."""
     ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident here, in the parent
-    child = subprocess.run([sys.executable, "-c", "from batch.metrics import peak_rss_bytes; print(peak_rss_bytes())"],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "from store.prometheus import peak_rss_bytes; print(peak_rss_bytes())"],
+        capture_output=True, text=True, check=True)
     assert int(child.stdout) < 450 * 2**20 < ballast.nbytes

@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from sklearn.naive_bayes import GaussianNB
 
-from batch import calibration
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models import calibration
+from models.register import register_model
 from monitor.config import MonitorConfig
 from monitor.runner import run_monitor
 from store import Settings

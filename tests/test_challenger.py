@@ -14,8 +14,8 @@ import skops.io as sio
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from monitor.compare import (
     Verdict,
     compare_models,

@@ -46,7 +46,7 @@ def loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[list[str
 #: Where each subcommand lives: the root imports it from there.
 HOMES = {"apikeys": "lookup_api.cli:apikeys", "db": "store.cli:db", "demo": "demo.cli:demo",
          "forget": "store.forget:forget", "jobs": "scheduler.cli:jobs", "labels": "monitor.cli:labels",
-         "models": "batch.models_cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
+         "models": "models.cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
          "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve"}
 
 

@@ -211,7 +211,7 @@ def test_the_grafana_dashboard_queries_what_exists(conn: object) -> None:
     assert isinstance(conn, psycopg.Connection)
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
     exported = "".join((ROOT / path).read_text() for path in (
-        "lookup_api/metrics.py", "batch/metrics.py", "batch/runner.py", "monitor/runner.py", "scheduler/metrics.py"))
+        "lookup_api/metrics.py", "store/prometheus.py", "batch/runner.py", "monitor/runner.py", "scheduler/metrics.py"))
     (model,) = [v for v in dashboard["templating"]["list"] if v["name"] == "model"]
     assert conn.execute(model["query"]).fetchall() is not None
     for panel in dashboard["panels"]:

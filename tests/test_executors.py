@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from batch.executors import ExecutorSpec
-from batch.models import register_model
 from batch.runner import RunResult, ScoreRequest, score_partition, verify_run
+from models.register import register_model
 from store import ConfigError, Settings
 from tests import factories
 

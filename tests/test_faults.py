@@ -1,4 +1,4 @@
-"""SIGKILL a real `predstore score` at each fault point (batch/faults.py) while a reader polls:
+"""SIGKILL a real `predstore score` at each fault point (store/faults.py) while a reader polls:
 the reader sees the previous run or the new one, whole, never part of one; the ledger stays
 consistent; scoring again publishes the partition exactly once."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from batch.faults import POINTS
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
+from models.register import register_model
 from store import Settings
+from store.faults import POINTS
 from tests import factories
 
 OLD_ROWS, NEW_ROWS, BAD_ROWS = 1500, 3000, 30

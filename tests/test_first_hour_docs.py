@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 import predstore
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
+from models.register import register_model
 from store import ConfigError, InputError, RunFailed
 from store.forget import forget_entity
 from store.settings import Settings

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from predstore.cli import main
 from store import Settings
 from tests import factories
@@ -88,19 +88,19 @@ def test_scoring_the_parent_of_dt_folders_warns_that_the_days_are_one_partition(
     root = tmp_path / "events"
     for day, seed in (("2026-01-01", 1), ("2026-01-02", 2)):
         factories.write_parquet(root / f"dt={day}" / "part-0.parquet", factories.frame(20, seed=seed, start=seed * 100))
-    with caplog.at_level(logging.WARNING, logger="predstore.batch.reader"):
+    with caplog.at_level(logging.WARNING, logger="predstore.store.reader"):
         merged = score_partition(settings, ScoreRequest(path=root, model_name="churn"))
     assert merged.status == "published" and merged.rows_in == 40
-    warned = [r.getMessage() for r in caplog.records if r.name == "predstore.batch.reader"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "predstore.store.reader"]
     assert len(warned) == 1, warned
     assert "2 Hive-style folders (dt=2026-01-01 ... dt=2026-01-02)" in warned[0]
     assert "read as one partition 'events'" in warned[0] and "--partition" in warned[0]
     assert f"{root}/dt=2026-01-01" in warned[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="predstore.batch.reader"):  # meant: no warning
+    with caplog.at_level(logging.WARNING, logger="predstore.store.reader"):  # meant: no warning
         score_partition(settings, ScoreRequest(path=root, model_name="churn", partition_key="events", force=True))
         score_partition(settings, ScoreRequest(path=root / "dt=2026-01-01", model_name="churn"))
-    assert [r for r in caplog.records if r.name == "predstore.batch.reader"] == []
+    assert [r for r in caplog.records if r.name == "predstore.store.reader"] == []
 
 
 def test_an_unfitted_estimator_is_said_to_be_unfitted(settings: Settings, tmp_path: Path,

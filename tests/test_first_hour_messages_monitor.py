@@ -14,7 +14,7 @@ import psycopg
 from click.testing import CliRunner
 from sklearn.linear_model import LogisticRegression
 
-from batch.models import register_model
+from models.register import register_model
 from predstore.cli import main
 from store import Settings
 from tests import factories

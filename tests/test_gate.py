@@ -14,8 +14,8 @@ import pytest
 
 from batch import gate
 from batch.held import discard_run, release_run
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from scheduler.jobs import outcome_of
 from store import Settings, lookups, policies, schedules
 from store.errors import ConfigError, RunHeld
@@ -26,7 +26,7 @@ from tests.test_scheduler import arrival_job, db, model, runs, schedule_once, wr
 
 
 def _profile(values: np.ndarray, edges: list[float]) -> dict[str, object]:
-    from batch.profile import count_numeric
+    from models.profile import count_numeric
 
     return count_numeric(values, edges)
 

@@ -94,7 +94,7 @@ def test_roles_read_and_write_what_they_should_and_nothing_else(
     writer_url = as_role(database_url, roles["writer"])
     artifact, train = factories.logistic(tmp_path / "m")
     as_writer = Settings(home=settings.home, database_url=writer_url)
-    from batch.models import register_model
+    from models.register import register_model
 
     register_model(as_writer, artifact, name="lr", train_data=train, target="y")
     path = factories.write_parquet(tmp_path / "d.parquet", factories.frame(50))

@@ -14,8 +14,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
+from models.register import register_model
 from monitor.labels import ingest_labels
 from store.forget import forget_entity
 from store.settings import Settings

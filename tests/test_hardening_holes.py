@@ -22,8 +22,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from batch.validate import MAX_ENTITY_ID_LENGTH
 from lookup_api import close_app, create_app, parse
+from models.validate import MAX_ENTITY_ID_LENGTH
 from monitor.config import MonitorConfig
 from store import apikeys
 from store.db import start_embedded, stop_embedded

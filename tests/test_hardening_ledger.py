@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from store import ledger, predictions, registry
 from store.errors import RunNotRunning
 from store.settings import Settings

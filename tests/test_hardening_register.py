@@ -14,8 +14,8 @@ import joblib
 import psycopg
 import skops.io as sio
 
-from batch.models import register_model
-from batch.reader import path_of
+from models.register import register_model
+from store.reader import path_of
 from store.settings import Settings
 from tests import factories
 

@@ -16,9 +16,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
 from lookup_api.metrics import make_metrics
+from models.register import register_model
 from monitor.runner import run_monitor
 from scheduler.config import load_config
 from scheduler.daemon import run_once

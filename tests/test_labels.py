@@ -19,9 +19,9 @@ import pytest
 from psycopg import sql
 from sklearn.linear_model import LogisticRegression
 
-from batch.models import register_model
-from batch.performance import canonical
 from batch.runner import ScoreRequest, score_partition
+from models.performance import canonical
+from models.register import register_model
 from monitor import realized
 from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels

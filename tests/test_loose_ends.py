@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from batch.models import register_model
 from batch.plan import RunResult
 from batch.runner import ScoreRequest, score_partition
 from batch.stages import check_rejects
+from models.register import register_model
 from predstore.cli import main
 from store.errors import InputError, describe_target, mask_secrets
 from store.forget import forget_entity

@@ -23,7 +23,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 import predstore
 from batch.runner import ScoreRequest, score_partition
-from batch.score import score_frame
+from models.predict import score_frame
 from monitor.labels import ingest_labels
 from predstore.cli import main
 from store import Settings

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from monitor.config import MonitorConfig, from_toml
 from monitor.labels import ingest_labels
 from monitor.runner import run_monitor, write_report

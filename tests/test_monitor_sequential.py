@@ -10,9 +10,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from batch import profile
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models import profile
+from models.register import register_model
 from monitor import sequential
 from monitor.config import MonitorConfig
 from monitor.runner import run_monitor

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 from scipy.stats.contingency import association
 
-from batch import profile
+from models import profile
 from monitor import stats
 
 TOL = 1e-9
@@ -164,7 +164,7 @@ def _no_scores(n: int) -> profile.Scores:
 def test_performance_metrics_equal_sklearn() -> None:
     from sklearn import metrics
 
-    from batch import performance
+    from models import performance
 
     rng = np.random.default_rng(3)
     y = rng.gamma(2.0, 10.0, size=500)

@@ -24,10 +24,10 @@ import pytest
 from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
-from batch.artifacts import load_model
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
 from lookup_api import close_app, create_app
+from models.artifacts import load_model
+from models.register import register_model
 from predstore.cli import main
 from store.errors import ModelError
 from store.settings import Settings

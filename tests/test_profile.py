@@ -11,10 +11,10 @@ import pandas as pd
 import psycopg
 from click.testing import CliRunner
 
-from batch import profile
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
-from batch.score import Scores
+from models import profile
+from models.predict import Scores
+from models.register import register_model
 from predstore.cli import main
 from store import Settings
 from store.profiles import get_baseline, get_run_profiles
@@ -126,8 +126,8 @@ def test_rows_rejected_for_a_missing_value_or_an_unseen_category_are_profiled(tm
     and color's unseen categories, so a rise in either shows."""
     import pyarrow as pa
 
-    from batch.features import infer_schema
-    from batch.validate import validate
+    from models.features import infer_schema
+    from models.validate import validate
 
     artifact, train = factories.pipeline_classifier(tmp_path, handle_unknown="error")
     frame = pd.read_parquet(train).drop(columns=["y"])

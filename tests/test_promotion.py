@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from batch.promotion import Promotion, promote_model
+from models.promotion import Promotion, promote_model
 from store import ConfigError, NotFound, Settings, registry
 
 

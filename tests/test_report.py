@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition
+from models.register import register_model
 from monitor import charts, compare, diagnostics, report, tallies
 from monitor.config import MonitorConfig
 from monitor.labels import ingest_labels

@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from batch.models import register_model
+from models.register import register_model
 from predstore.cli import main
 from scheduler.config import load_config
 from scheduler.jobs import latest_due

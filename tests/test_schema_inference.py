@@ -17,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from batch.features import assumed_numeric, infer_schema
 from batch.runner import ScoreRequest, score_partition
-from batch.validate import validate
+from models.features import assumed_numeric, infer_schema
+from models.validate import validate
 from predstore.cli import main
 from store import Settings
 from tests import factories

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from batch.artifacts import read_model
-from batch.models import register_model
 from batch.runner import ScoreRequest, score_partition, verify_run
-from batch.score import score_frame
+from models.artifacts import read_model
+from models.predict import score_frame
+from models.register import register_model
 from predstore.cli import main
 from store import ModelError, RunFailed, Settings
 from tests import factories

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from batch.retention import parse_duration, prune_runs, retain
+from batch.retention import parse_duration, prune_runs
 from predstore.cli import main
-from store import Settings, ledger, lookups, predictions, registry, serving
+from store import Settings, ledger, lookups, predictions, registry, retention, serving
 from store.names import SEGMENT_SCHEMA
 
 MODEL = "m"
@@ -84,6 +84,12 @@ def publish(conn: psycopg.Connection, partition: str, values: dict[str, float], 
         serving.drop_retired(conn, settle=serving.SETTLE)
         conn.autocommit = was
     return run_id
+
+
+def retain(settings: Settings, model: str, keep_days: int) -> None:
+    """Set ``model``'s retention policy, as `predstore models retain` does."""
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        retention.set_keep_days(conn, model, keep_days)
 
 
 def segment_tables(conn: psycopg.Connection) -> int:

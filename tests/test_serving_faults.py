@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from batch.models import register_model
-from batch.promotion import promote_model
 from batch.runner import ScoreRequest, score_partition
+from models.promotion import promote_model
+from models.register import register_model
 from store import Settings, lookups
 from tests import factories
 

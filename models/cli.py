@@ -1,5 +1,5 @@
 """`predstore models`: register, list, show, retire, retain, configure and sync model versions; thin commands
-over batch.models and the registry. (`models compare` and `models promote`, which weighs the
+over models.register and the registry. (`models compare` and `models promote`, which weighs the
 evidence with --if-better, are the monitor's: the root command adds them from monitor.cli.)"""
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ def models_register(settings: Settings, artifact: str, name: str, train_data: Pa
     Exit status: 0 registered, 2 usage or configuration error, 4 a model predstore cannot score
     (an MLflow flavour other than scikit-learn's).
     """
-    from batch.features import assumed_numeric
-    from batch.models import register_model
+    from models.features import assumed_numeric
+    from models.register import register_model
 
     options: dict[str, Any] = dict(name=name, train_data=train_data, target=target, validation_data=validation_data,
                                    baseline_cv=baseline_cv, entity_col=entity_col, current=current,
                                    trust_joblib=trust_joblib, trusted_types=trusted_types, actor=getpass.getuser())
     if artifact.startswith(("models:/", "runs:/")):
-        from batch.mlflow_models import register_from_mlflow
+        from models.mlflow_source import register_from_mlflow
 
         model = register_from_mlflow(settings, artifact, **options)
     else:
@@ -139,9 +139,11 @@ def models_retain(settings: Settings, name: str, keep_days: int | None, forever:
     """Set how long NAME's published runs are kept; `runs prune` and the scheduler apply it daily."""
     if (keep_days is None) == (not forever):
         raise click.UsageError("give either --keep-days N or --forever")
-    from batch import retention
+    from store import retention
 
-    retention.retain(settings, name, keep_days)
+    with _conn(settings) as conn, conn.transaction():
+        registry.get_model(conn, name)  # NotFound names the models there are
+        retention.set_keep_days(conn, name, keep_days)
     click.echo(f"{name}: published runs are kept {keep_days} day(s)" if keep_days else
                f"{name}: no policy of its own; " + (f"PREDSTORE_KEEP_DAYS={settings.keep_days} applies"
                                                      if settings.keep_days else "runs are kept for ever"))
@@ -201,7 +203,7 @@ def models_sync(settings: Settings, name: str, from_mlflow: bool, mlflow_name: s
 
     Exit status: 0 synced, 2 usage or configuration error, 4 a model predstore cannot score.
     """
-    from batch.mlflow_models import sync_from_mlflow
+    from models.mlflow_source import sync_from_mlflow
 
     for move in sync_from_mlflow(settings, name, mlflow_name=mlflow_name, trust_joblib=trust_joblib,
                                  trusted_types=trusted_types, actor=getpass.getuser()):

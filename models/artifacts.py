@@ -18,9 +18,9 @@ from typing import Any
 import joblib
 from pyarrow import fs as pafs
 
-from batch import storage
-from batch.reader import path_of
+from store import storage
 from store.errors import ConfigError, ModelError, PredstoreError
+from store.reader import path_of
 
 FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".pickle": "joblib", ".skops": "skops"}
 

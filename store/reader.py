@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from pyarrow import csv as pacsv
 from pyarrow import fs as pafs
 
-from batch import faults, storage
+from store import faults, storage
 from store.errors import ConfigError, InputError, first_line
 
-log = logging.getLogger("predstore.batch.reader")
+log = logging.getLogger("predstore.store.reader")
 
 BATCH_ROWS = 131_072
 CSV_BLOCK_BYTES = 16 << 20

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batch.features import model_input, task_of
+from models.features import model_input, task_of
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ MLflow is optional (``pip install 'predstore[mlflow]'``) and imported inside the
 only, so the commands that do not use it start as fast as before. It reads its own settings
 (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``) from the environment.
 
-A fetched model is registered as any other (`batch.models.register_model`): its bytes are
+A fetched model is registered as any other (`models.register.register_model`): its bytes are
 hashed, its skops types reviewed, and it is stored as a ``.skops`` artifact. A model MLflow saved
 with skops (its default for scikit-learn) is stored as MLflow wrote it; one saved with pickle or
 cloudpickle runs any code it holds when loaded, so it is loaded only with ``trust_joblib`` and
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.models import MlflowOrigin, register_model
+from models.register import MlflowOrigin, register_model
 from store import audit, registry
 from store.db import connect
 from store.errors import ConfigError, NotFound, UnsupportedModel, first_line

@@ -25,9 +25,9 @@ ENV = "PREDSTORE_FAULT_POINT"
 
 #: Every point, in the order a run reaches them, and where it is.
 POINTS = {
-    "fingerprint": "batch/reader.py: hashing the input, in its own thread",
-    "read": "batch/reader.py: a batch was read",
-    "validate": "batch/validate.py: a batch is validated",
+    "fingerprint": "store/reader.py: hashing the input, in its own thread",
+    "read": "store/reader.py: a batch was read",
+    "validate": "models/validate.py: a batch is validated",
     "run_started": "batch/runner.py: the run is in the ledger, its table not yet created",
     "table_created": "batch/runner.py: the run's (unattached) table exists, no task has started",
     "copy": "batch/tasks.py: a batch of predictions was written into the COPY",
@@ -44,7 +44,7 @@ JOB_POINTS = {
     "monitor": "monitor/runner.py: the model's monitor lock is taken, nothing checked yet",
     "labels": "monitor/labels.py: a batch of labels was written into the COPY",
     "matched": "monitor/realized.py: a chunk of labels was matched, its tallies not yet added",
-    "promoted": "batch/promotion.py: the alias moved and serving switched, the promotion not yet committed",
+    "promoted": "models/promotion.py: the alias moved and serving switched, the promotion not yet committed",
     "released": "batch/held.py: a held run is published, the release not yet committed",
 }
 

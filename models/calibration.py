@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from batch.performance import canonical_all, expected_counts, expected_from_counts
+from models.performance import canonical_all, expected_counts, expected_from_counts
 
 Z95 = 1.959963984540054
 #: Prediction bins of the expected-error model of a regressor.
@@ -66,7 +66,7 @@ class Calibration:
 
 def fit_scores(prediction: np.ndarray, proba: np.ndarray | None, actual: Sequence[Any], *,
                classes: Sequence[Any] | None, task: str) -> Calibration | None:
-    """Fit on a model's validation outputs (`batch.score.Scores` fields) and true values; None
+    """Fit on a model's validation outputs (`models.predict.Scores` fields) and true values; None
     for a classifier whose validation labels hold fewer than two of its classes."""
     if task == "regression":
         values = pd.to_numeric(pd.Series(list(actual)), errors="coerce").to_numpy(dtype=np.float64)

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch import faults
+from store import faults
 from store.erasure import entity_hmac
 from store.errors import InputError
 from store.schema import MAX_ENTITY_ID_LENGTH

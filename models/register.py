@@ -21,10 +21,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
-from batch import calibration, profile
-from batch.artifacts import artifact_format, store_artifact
-from batch.features import infer_schema, model_input, task_of
-from batch.score import Scores, classifier_scores, predict
+from models import calibration, profile
+from models.artifacts import artifact_format, store_artifact
+from models.features import infer_schema, model_input, task_of
+from models.predict import Scores, classifier_scores, predict
 from store import audit, monitoring, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
@@ -75,7 +75,7 @@ def register_model(
     ``trusted_types``: the command line passes False, for files that come from elsewhere.
 
     Without training data the column kinds come from ``origin``'s signature, else from the model
-    (see `batch.features.infer_schema`); ``origin`` is recorded beside the sha256.
+    (see `models.features.infer_schema`); ``origin`` is recorded beside the sha256.
     """
     if target and not train_data:
         raise ConfigError("--target needs --train-data")

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batch.score import Scores
-from batch.validate import missing_reason
+from models.predict import Scores
+from models.validate import missing_reason
 
 NUM_BINS = 20
 TOP_CATEGORIES = 20
@@ -81,7 +81,7 @@ def profile_outputs(scores: Scores, base: list[dict[str, Any]]) -> dict[str, dic
 
 def profile_rejects(rejects: list[tuple[int, str | None, str, dict[str, Any]]], base: list[dict[str, Any]],
                     known: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
-    """Count the rows `batch.validate` rejected for a column's value into that column: a row
+    """Count the rows `models.validate` rejected for a column's value into that column: a row
     rejected because the column is missing adds to its ``null_count``, one rejected for a category
     never seen in training adds to ``other`` and ``unseen``. So a rise in either shows in the
     profile even where the schema rejects such rows. (Other columns of a rejected row are not

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_t
 
 from store.settings import Settings
 
-log = logging.getLogger("predstore.batch.metrics")
+log = logging.getLogger("predstore.store.prometheus")
 
 #: The values of the ``status`` label; any other status is exported as "failed".
 STATUSES = ("published", "skipped", "failed")

@@ -1,4 +1,4 @@
-"""Promoting a model version, beside registering one (`batch.models`): move an alias in one
+"""Promoting a model version, beside registering one (`models.register`): move an alias in one
 transaction and audit it. Light on purpose: `predstore models promote` loads no scikit-learn."""
 
 from __future__ import annotations
@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batch import faults
-from store import audit, registry
+from store import audit, faults, registry
 from store.db import connect
 from store.errors import ConfigError
 from store.migrate import prepare
