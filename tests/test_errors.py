@@ -14,7 +14,7 @@ from store import errors
 from store.cli import EXIT_CODES, exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("batch", "store", "monitor", "lookup_api", "scheduler", "predstore", "demo")
+PACKAGES = ("batch", "models", "store", "monitor", "lookup_api", "scheduler", "predstore", "demo")
 
 
 def test_the_cli_exit_codes_are_one_table() -> None:
