@@ -286,6 +286,10 @@ def _performance_table(windows: list[dict[str, Any]], labels: Mapping[str, int],
         worst = max((c["status"] for c in cells.values()), key=rank.__getitem__)
         click.echo(f"  {start:%Y-%m-%d}  v{version:<3} {role:<10} {first['labels']:>7} {(first['coverage'] or 0):>6.0%}"
                    + "".join(f" {fmt(cells[m]['value']) if m in cells else '':>9}" for m in metrics) + f"  {worst}")
+    if "roc_auc" in metrics:
+        from monitor.tallies import BINNED_AUC
+
+        click.echo(f"  ({BINNED_AUC})")
 
 
 def _share(check: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from models.performance import HEADLINE
 from monitor import charts
 from monitor.charts import Chart, Point
 from monitor.diagnostics import Match, WindowDiagnostics
+from monitor.tallies import BINNED_AUC
 
 #: The metric shown per column kind in the drift-over-time table and trends.
 TREND_METRIC = {"numeric": "wasserstein", "categorical": "jensen_shannon"}
@@ -64,7 +65,7 @@ class ReportData:
 
 def render(data: ReportData) -> str:
     """The whole page."""
-    return page("report.html", data=data, table_metrics=TABLE_METRICS,
+    return page("report.html", data=data, table_metrics=TABLE_METRICS, binned_auc=BINNED_AUC,
                 histograms=[_bars(h) for h in data.histograms], history=_history(data.history),
                 performance=_performance(data.performance, data.task), windows=_windows(data.windows),
                 residuals=_residuals(data.matches))

@@ -154,6 +154,28 @@ def test_a_classifier_report_keeps_the_drift_and_performance_charts(labeled_clas
     assert [p["data-y"] for p in marks(performance, "point")]  # accuracy per window
     assert len(marks(performance, "share")) == 2 and marks(performance, "band")
     assert "label coverage" in texts(performance, "axis-label")
+    assert "<th>roc_auc</th>" in labeled_classifier["page"]  # a figure read from binned scores says so
+    assert "roc_auc is read from 200-bin score histograms" in labeled_classifier["page"]
+
+
+def test_the_monitor_command_says_its_roc_auc_is_binned(settings: Settings, tmp_path: Path,
+                                                         cli_env: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from predstore.cli import main
+
+    artifact, train = factories.logistic(tmp_path / "m")
+    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    data = factories.frame(300, seed=7)
+    score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p.parquet", data),
+                                           model_name="churn"))
+    labels = pd.DataFrame({"id": data["entity_id"], "y": data["y"], "at": datetime.now(UTC) + timedelta(days=1)})
+    labels.to_parquet(tmp_path / "labels.parquet", index=False)
+    ingest_labels(settings, tmp_path / "labels.parquet", model_name="churn", entity_col="id", label_col="y",
+                  time_col="at")
+    shown = CliRunner().invoke(main, ["monitor", "--model", "churn"], env=cli_env)
+    assert shown.exit_code in (0, 1), shown.output
+    assert "roc_auc" in shown.output and f"({tallies.BINNED_AUC})" in shown.output
 
 
 # --- a regressor -----------------------------------------------------------------------------
