@@ -158,9 +158,12 @@ class Load:
     batch: int = 0  # 0: single-key GETs; n: POST n ids per request
     prefix: str = "e"  # "e": known ids; "u": ids that were never scored
     hot: int = 0  # draw ids from the first ``hot`` only (0: from all ``rows``)
+    raw: bytes = b""  # if set, this request every time (benchmarks/bench_live.py's live scoring)
 
 
 def _request(load: Load, rng: random.Random) -> bytes:
+    if load.raw:
+        return load.raw
     span = load.hot or load.rows
     if not load.batch:
         path = f"/v1/models/{load.model}/predictions/{load.prefix}{rng.randrange(span)}"
@@ -267,13 +270,17 @@ def drive(load: Load) -> dict[str, float]:
 
 # --- servers --------------------------------------------------------------------------------------
 
-def serve(server: str, app: str, *, url: str, port: int, scratch: Path, cache: bool = True) -> subprocess.Popen[bytes]:
+def serve(server: str, app: str, *, url: str, port: int, scratch: Path, cache: bool = True,
+          env_extra: dict[str, str] | None = None, probe: str = "/v1/models/flat/predictions/e1"
+          ) -> subprocess.Popen[bytes]:
     """Serve ``app`` on ``port``: 'gunicorn' with the repository's gunicorn.conf.py, 'gunicorn-w2'
     as plain ``gunicorn -w 2``, or 'granian' (WSGI, 2 workers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTORE_")}
     env.update(PREDSTORE_DATABASE_URL=url, PREDSTORE_HOME=str(scratch / "home"), PREDSTORE_API_REQUIRE_KEY="false",
                PREDSTORE_API_CACHE_SIZE="100000" if cache else "0",
-               PROMETHEUS_MULTIPROC_DIR=str(scratch / f"metrics-{port}"), PYTHONPATH=str(REPO / "benchmarks"))
+               PROMETHEUS_MULTIPROC_DIR=str(scratch / f"metrics-{port}"),
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "benchmarks")]),
+               **(env_extra or {}))
     (scratch / f"metrics-{port}").mkdir(parents=True, exist_ok=True)
     command = {
         "gunicorn": [sys.executable, "-m", "gunicorn", app, "-c", str(REPO / "lookup_api" / "gunicorn.conf.py"),
@@ -286,7 +293,7 @@ def serve(server: str, app: str, *, url: str, port: int, scratch: Path, cache: b
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models/flat/predictions/e1", timeout=2):
+            with urllib.request.urlopen(f"http://{HOST}:{port}{probe}", timeout=2):
                 return process
         except urllib.error.HTTPError:  # it answers
             return process

@@ -23,8 +23,8 @@ RELOAD_SECONDS = 30.0
 
 _DUMMY_HASH = apikeys.hash_key("psk_none_none")
 
-#: A key's hash and the models it may read (None: every model).
-Scoped = tuple[str, frozenset[str] | None]
+#: A key's hash, the models it may read (None: every model) and its scopes beyond lookups.
+Scoped = tuple[str, frozenset[str] | None, frozenset[str]]
 
 
 class KeyRing:
@@ -45,9 +45,10 @@ class KeyRing:
         self._generation += 1
         self._loaded_at = None
 
-    def check(self, authorization: str | None, *, model: str | None = None) -> frozenset[str] | None:
-        """Raise 401 when a key is needed and missing, 403 when it is not valid or not for
-        ``model``; return the models the request may read (None: every model)."""
+    def check(self, authorization: str | None, *, model: str | None = None,
+              scope: str | None = None) -> frozenset[str] | None:
+        """Raise 401 when a key is needed and missing, 403 when it is not valid, not for ``model``
+        or lacks ``scope``; return the models the request may read (None: every model)."""
         self._refresh()
         if not self._configured:
             return None
@@ -57,11 +58,14 @@ class KeyRing:
                                www_authenticate=WWWAuthenticate("Bearer", {"realm": "predstore"}))
         key = key.strip()
         key_id = apikeys.key_id_of(key)
-        expected, models = self._hashes.get(key_id or "", (_DUMMY_HASH, None))
+        expected, models, scopes = self._hashes.get(key_id or "", (_DUMMY_HASH, None, frozenset()))
         if not apikeys.matches(key, expected) or key_id not in self._hashes:
             raise Forbidden("the API key is not valid (unknown or revoked)")
         if model is not None and models is not None and model not in models:
             raise Forbidden(f"this API key may not read model {model[:128]!r}")
+        if scope is not None and scope not in scopes:
+            raise Forbidden(f"this API key may not {scope}: create one with `predstore apikeys create NAME "
+                            f"--scope {scope}`")
         return models
 
     def _refresh(self) -> None:

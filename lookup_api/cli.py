@@ -24,12 +24,16 @@ from store.settings import Settings
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads per worker running requests.")
 @click.option("--dev", is_flag=True, help="Run Flask's development server instead (one process, debug-friendly).")
+@click.option("--live-scoring", is_flag=True,
+              help="Also score rows live: POST /v1/models/NAME/score, and a batch lookup's misses with "
+                   "\"on_miss\": \"score\" (the same as PREDSTORE_API_LIVE_SCORING=true). Needs keys with "
+                   "--scope score.")
 @click.option("--no-key-required", is_flag=True,
               help="Answer /v1 without an API key until the first key is created (local development only; "
                    "the same as PREDSTORE_API_REQUIRE_KEY=false).")
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, workers: int | None, threads: int, dev: bool,
-          no_key_required: bool) -> None:
+          live_scoring: bool, no_key_required: bool) -> None:
     """Run the lookup API under granian (a WSGI server written in Rust), one worker per CPU.
 
     It refuses to start when the workers need more database connections (workers x (pool size + 1))
@@ -38,6 +42,9 @@ def serve(settings: Settings, host: str, port: int, workers: int | None, threads
     """
     from lookup_api import capacity, server
 
+    if live_scoring:
+        settings = replace(settings, api_live_scoring=True)
+        os.environ["PREDSTORE_API_LIVE_SCORING"] = "true"  # the workers read their settings from the environment
     if no_key_required:
         settings = replace(settings, api_require_key=False)
         os.environ["PREDSTORE_API_REQUIRE_KEY"] = "false"  # the workers read their settings from the environment
@@ -78,13 +85,16 @@ def apikeys() -> None:
 @apikeys.command("create")
 @click.argument("name")
 @click.option("--model", "models", multiple=True, help="A model the key may read (repeat it); default: every model.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(keys.SCOPES),
+              help="What the key may do beyond lookups (repeat it): score, live scoring.")
 @click.pass_obj
-def create(settings: Settings, name: str, models: tuple[str, ...]) -> None:
+def create(settings: Settings, name: str, models: tuple[str, ...], scopes: tuple[str, ...]) -> None:
     """Create a key for NAME (who uses it) and print it: it is shown only this once."""
     with connect(migrate.prepare(settings)) as conn, conn.transaction():
-        key, secret = keys.create_key(conn, name, models=list(models) if models else None)
+        key, secret = keys.create_key(conn, name, models=list(models) if models else None,
+                                      scopes=list(scopes) if scopes else None)
         audit.record(conn, "apikey.create", target=key.key_id, actor=getpass.getuser(),
-                     details={"name": key.name, "models": key.models})
+                     details={"name": key.name, "models": key.models, "scopes": key.scopes})
     click.echo(secret)
     click.echo(f"created API key {key.key_id} for {key.name!r}; store it now, it cannot be shown again", err=True)
 
@@ -100,12 +110,13 @@ def list_(settings: Settings, as_json: bool) -> None:
         click.echo(json.dumps([{"key_id": k.key_id, "name": k.name, "created_at": k.created_at.isoformat(),
                                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
                                 "state": "revoked" if k.revoked_at else "active",
-                                "models": k.models}
+                                "models": k.models, "scopes": k.scopes or []}
                                for k in listed], indent=2))
         return
     for k in listed:
         state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
         scope = f"  (models: {', '.join(k.models)})" if k.models is not None else ""
+        scope += f"  (may: {', '.join(k.scopes)})" if k.scopes else ""
         click.echo(f"{k.key_id}  {k.created_at:%Y-%m-%d %H:%M}  {state:<24} {k.name}{scope}")
 
 

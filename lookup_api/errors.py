@@ -7,7 +7,16 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from store.errors import NotFound, PredstoreError, SchemaOutdated, StoreUnavailable, mask_secrets, nearest
+from store.errors import (
+    InputError,
+    ModelError,
+    NotFound,
+    PredstoreError,
+    SchemaOutdated,
+    StoreUnavailable,
+    mask_secrets,
+    nearest,
+)
 
 log = logging.getLogger("predstore.lookup_api.errors")
 
@@ -25,6 +34,8 @@ STATUS: dict[type[PredstoreError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     StoreUnavailable: (503, "store_unavailable"),
     SchemaOutdated: (503, "schema_outdated"),
+    InputError: (400, "bad_request"),
+    ModelError: (503, "model_unavailable"),
 }
 
 

@@ -34,6 +34,7 @@ class Metrics:
     waiting: Gauge
     cache: Counter
     answers: Counter
+    live: Counter
     #: Answers per (model, hour) not yet added to the store's ``lookup_counts``: [hits, misses, stale].
     tally: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
     tally_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +73,14 @@ class Metrics:
         with self.tally_lock:
             counts = self.tally.setdefault((model, hour), [0, 0, 0])
             counts[0], counts[1], counts[2] = counts[0] + hits, counts[1] + misses, counts[2] + stale
+
+    def count_live(self, outcome: str, n: int) -> None:
+        """Count ``n`` live predictions by outcome: scored, rejected (rows), recorded (written to the
+        store) or dropped (the recording queue was full)."""
+        if n:
+            if (counter := self.children.get(("live", outcome))) is None:
+                counter = self.children[("live", outcome)] = self.live.labels(outcome)
+            counter.inc(n)
 
     def take_tally(self) -> dict[tuple[str, datetime], list[int]]:
         """The answers counted since the last call (`give_back` returns them if storing failed)."""
@@ -113,6 +122,9 @@ def make_metrics() -> Metrics:
         answers=Counter("predstore_api_answers", "Entities asked of a registered model, by outcome: hit (a "
                         "prediction answered), miss (none served), stale (answered, older than the maximum age).",
                         ["model", "outcome"], registry=registry),
+        live=Counter("predstore_api_live_predictions", "Live scoring, by outcome: scored, rejected (rows refused "
+                     "by validation), recorded (written to live_predictions), dropped (not recorded: the queue "
+                     "was full while the database was away).", ["outcome"], registry=registry),
     )
 
 

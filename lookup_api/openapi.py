@@ -20,6 +20,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Malformed input", 401: "API key missing", 403: "API key not valid",
             404: "Unknown model, version or entity, or a stale prediction hidden by policy",
+            413: "More rows than the batch limit",
             503: "The database is unreachable; retry after Retry-After seconds"}
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -55,15 +56,54 @@ def _schemas(max_batch: int) -> dict[str, Any]:
                            "description": "Where the answer comes from: a published run"},
             },
         },
-        "BatchRequest": {
-            "type": "object", "required": ["entity_ids"], "additionalProperties": False,
-            "properties": {"entity_ids": {"type": "array", "maxItems": max_batch, "items": {
-                "type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}}},
+        "LivePrediction": {
+            "type": "object",
+            "required": ["entity_id", "model", "model_version", "prediction", "label", "scores", "source"],
+            "properties": {
+                "entity_id": {"type": "string"}, "model": {"type": "string"}, "model_version": {"type": "integer"},
+                "prediction": {"type": ["number", "null"]}, "label": {"type": ["string", "null"]},
+                "scores": {"type": ["array", "null"], "items": {"type": ["number", "null"]}},
+                "source": {"type": "string", "enum": ["live"], "description": "Scored on request from its row"},
+            },
         },
+        "Rows": {
+            "type": "array", "maxItems": max_batch, "description": (
+                "One object per entity: its id (entity_id, or the model's entity column) and its features, "
+                "as the model's registration names them"),
+            "items": {"type": "object", "additionalProperties": {
+                "type": ["string", "number", "boolean", "null"]}},
+        },
+        "Rejected": {
+            "type": "array", "description": "Rows validation refused, each with its reason (as a batch run would)",
+            "items": {"type": "object", "required": ["entity_id", "reason"], "properties": {
+                "entity_id": {"type": ["string", "null"]}, "reason": {"type": "string"}}},
+        },
+        "ScoreRequest": {
+            "type": "object", "required": ["rows"], "additionalProperties": False,
+            "properties": {"rows": _ref("Rows")},
+        },
+        "ScoreResponse": {
+            "type": "object", "required": ["predictions", "rejected"],
+            "properties": {"predictions": {"type": "array", "items": _ref("LivePrediction")},
+                           "rejected": _ref("Rejected")},
+        },
+        "BatchRequest": {"oneOf": [
+            {"type": "object", "required": ["entity_ids"], "additionalProperties": False,
+             "properties": {"entity_ids": {"type": "array", "maxItems": max_batch, "items": {
+                 "type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}}}},
+            {"type": "object", "required": ["rows"], "additionalProperties": False,
+             "properties": {"rows": _ref("Rows"), "on_miss": {
+                 "type": "string", "enum": ["404", "score"], "description": (
+                     "What to do with an entity the store has no prediction of: leave it missing, or score "
+                     "it live from its row (needs live scoring and a key with the score scope); default: "
+                     "the model's policy")}}},
+        ]},
         "BatchResponse": {
             "type": "object", "required": ["predictions", "missing"],
-            "properties": {"predictions": {"type": "array", "items": _ref("Prediction")},
-                           "missing": {"type": "array", "items": {"type": "string"}}},
+            "properties": {"predictions": {"type": "array", "items": {
+                               "anyOf": [_ref("Prediction"), _ref("LivePrediction")]}},
+                           "missing": {"type": "array", "items": {"type": "string"}},
+                           "rejected": _ref("Rejected")},
         },
         "Model": {
             "type": "object", "required": ["name", "current_version", "versions", "partitions", "freshness"],
@@ -122,7 +162,15 @@ def spec(settings: Settings) -> dict[str, Any]:
                 "security": secured, "parameters": [_NAME, _VERSION],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BatchRequest")}}},
                 "responses": {"200": _json(_ref("BatchResponse"), "Predictions found, and the ids without one"),
-                              **_errors(400, 401, 403, 404, 503)}}},
+                              **_errors(400, 401, 403, 404, 413, 503)}}},
+            "/v1/models/{name}/score": {"post": {
+                "operationId": "score", "summary": (
+                    "Score rows live with the current version (or ?version=N), by the rules of a batch run; "
+                    "only with `predstore serve --live-scoring`, and a key with the score scope"),
+                "security": secured, "parameters": [_NAME, _VERSION],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ScoreRequest")}}},
+                "responses": {"200": _json(_ref("ScoreResponse"), "Predictions, and the rows refused"),
+                              **_errors(400, 401, 403, 404, 413, 503)}}},
             "/healthz": {"get": {"operationId": "healthz", "summary": "The process is up", "security": [],
                                  "responses": {"200": _json({"type": "object"}, "Up")}}},
             "/readyz": {"get": {"operationId": "readyz", "summary": "The database answers and its schema is at head",

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from store.schema import MAX_ENTITY_ID_LENGTH
 
@@ -53,6 +53,34 @@ def json_body(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):  # RecursionError: thousands of nested [ or {
         return None
+
+
+def rows(body: Any, *, max_rows: int, fields: frozenset[str] = frozenset({"rows"})) -> list[dict[str, Any]]:
+    """The ``rows`` of a body ``{"rows": [{"<column>": value, ...}, ...]}``: 400 unless a list of
+    objects, 413 when more than ``max_rows``."""
+    if body is None:
+        raise BadRequest('the body must be JSON: {"rows": [{"entity_id": "...", "<feature>": value, ...}, ...]}')
+    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+        raise BadRequest('the body must be a JSON object with a list "rows" of objects (column -> value)')
+    extra = sorted(set(body) - fields)
+    if extra:
+        raise BadRequest(f"unknown field(s) in the body: {', '.join(map(repr, extra))[:200]}")
+    found = body["rows"]
+    if len(found) > max_rows:
+        raise RequestEntityTooLarge(f"{len(found)} rows in one request; the limit is {max_rows} "
+                                    "(PREDSTORE_API_MAX_BATCH)")
+    for i, row in enumerate(found):
+        if not isinstance(row, dict):
+            raise BadRequest(f"rows[{i}] must be an object (column -> value), not {type(row).__name__}")
+    return found
+
+
+def on_miss(body: dict[str, Any]) -> str | None:
+    """A batch's ``on_miss``: "score" or "404"; None when not given (the model's policy applies)."""
+    value = body.get("on_miss")
+    if value is not None and value not in ("404", "score"):
+        raise BadRequest(f'"on_miss" must be "404" or "score", not {str(value)[:40]!r}')
+    return value
 
 
 def batch(body: Any, *, max_ids: int) -> list[str]:

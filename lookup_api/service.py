@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
@@ -20,12 +20,13 @@ from lookup_api.cache import MISSING, PredictionCache
 from lookup_api.errors import Stale
 from lookup_api.listener import Handlers, Listener
 from lookup_api.metrics import Metrics, make_metrics
-from store import apikeys, lookups, migrate, registry
+from store import apikeys, lookups, migrate, policies, registry
 from store.apikeys import APIKEYS_CHANNEL
 from store.db import database_url
 from store.errors import NotFound, PredstoreError
 from store.lookups import Prediction, PublishedRun
 from store.predictions import PUBLISH_CHANNEL
+from store.schema import MAX_ENTITY_ID_LENGTH
 from store.settings import Settings
 
 T = TypeVar("T")
@@ -46,6 +47,11 @@ class Service:
     metrics: Metrics
     listener: Listener
     clock: Callable[[], float]
+    #: Live scoring (`lookup_api.live`): the loaded models and the recorder; None while it is off.
+    live: Any = None
+    recorder: Any = None
+    #: Per model: (its entity column, its on_miss policy, when read), read again after a notice.
+    facts: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     def read(self, query: Callable[[psycopg.Connection], T]) -> T:
         """``query(conn)`` on a pooled connection; `StoreUnavailable` when the database is away."""
@@ -54,6 +60,8 @@ class Service:
     def close(self) -> None:
         self.listener.stop()
         store_counts(self)
+        if self.recorder is not None:
+            self.recorder.stop()
         self.pool.close()
 
 
@@ -73,6 +81,9 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
     def on_notify(channel: str, payload: str) -> None:
         if channel == PUBLISH_CHANNEL:
             cache.invalidate(payload)
+            service.facts.pop(payload, None)
+            if service.live is not None:
+                service.live.invalidate(payload)
         elif channel == APIKEYS_CHANNEL:
             keys.invalidate()
 
@@ -90,10 +101,27 @@ def make_service(settings: Settings, *, clock: Callable[[], float] = time.time) 
 
     listener = Listener(url, Handlers(on_connect=on_connect, on_lost=lambda: cache.clear(enabled=False),
                                       on_notify=on_notify, on_tick=on_tick))
-    service = Service(settings, pool, cache, keys, metrics, listener, clock)
+    live, recorder = _start_live(settings, pool, metrics) if settings.api_live_scoring else (None, None)
+    service = Service(settings, pool, cache, keys, metrics, listener, clock, live=live, recorder=recorder)
     pool.open(wait=False)
     listener.start()
     return service
+
+
+def _start_live(settings: Settings, pool: ConnectionPool, metrics: Metrics) -> tuple[Any, Any]:
+    """Live scoring's loaded models (each loads at first use) and its recorder (a thread)."""
+    from lookup_api import live
+    from store import live as live_rows
+
+    def read(query: Callable[[psycopg.Connection], T]) -> T:
+        return lookups.read(pool, query, timeout=settings.api_pool_timeout)
+
+    def write(rows: list[live_rows.LivePrediction]) -> None:
+        read(lambda conn: live_rows.add(conn, rows))
+
+    return live.LiveModels(read), live.Recorder(write, capacity=settings.api_live_queue,
+                                                on_written=lambda n: metrics.count_live("recorded", n),
+                                                on_dropped=lambda n: metrics.count_live("dropped", n))
 
 
 def store_counts(service: Service) -> None:
@@ -154,6 +182,13 @@ def _not_served(conn: psycopg.Connection, model: str, entity_id: str, *, version
 def predictions(service: Service, model: str, entity_ids: Sequence[str], *, version: int | None) -> str:
     """The current predictions of many entities as a JSON document, in one query (rendered by
     PostgreSQL: a batch skips the cache, which serves single lookups)."""
+    answers, missing = _lookup(service, model, entity_ids, version=version)
+    return '{"predictions":[' + ",".join(answers) + '],"missing":' + json.dumps(missing) + "}"
+
+
+def _lookup(service: Service, model: str, entity_ids: Sequence[str], *, version: int | None
+            ) -> tuple[list[str], list[str]]:
+    """The JSON text of each entity's current prediction, and the entities with none."""
     max_age, now = service.settings.max_age(model), service.clock()
 
     def query(conn: psycopg.Connection) -> list[tuple[str, bool, str]]:
@@ -170,7 +205,88 @@ def predictions(service: Service, model: str, entity_ids: Sequence[str], *, vers
     stale = sum(1 for _, old, _ in rows if old)
     service.metrics.count_answers(model, hits=len(rows), misses=len(set(entity_ids)) - len(rows), stale=stale,
                                   now=service.clock())
-    return '{"predictions":[' + ",".join(answers) + '],"missing":' + json.dumps(missing) + "}"
+    return answers, missing
+
+
+def score(service: Service, model: str, rows: list[dict[str, Any]], *, version: int | None) -> dict[str, Any]:
+    """Score ``rows`` live with ``model``'s current version (or ``version``): the predictions and the
+    rejected rows. `NotFound` while live scoring is off."""
+    loaded, erasures = live_models(service).get(model, version)
+    predictions, rejected = _scored(service, loaded, erasures, rows)
+    return {"predictions": predictions, "rejected": rejected}
+
+
+def predictions_for_rows(service: Service, model: str, rows: list[dict[str, Any]], *, on_miss: str | None,
+                         version: int | None, may_score: Callable[[], None]) -> str:
+    """A batch lookup that sends each entity's row: the store answers what it holds, and, when
+    ``on_miss`` (or the model's policy) is ``score``, the rest are scored live from their rows
+    (``may_score`` raises unless the request may). As JSON: predictions, missing, rejected."""
+    entity_col, policy = model_facts(service, model)
+    ids = [_entity_id(row.get("entity_id", row.get(entity_col))) for row in rows]
+    rejected: list[dict[str, Any]] = [
+        {"entity_id": None, "reason": f"rows[{i}] has no usable entity id (entity_id or {entity_col!r}: text "
+                                      f"of 1 to {MAX_ENTITY_ID_LENGTH} characters, or a whole number)"}
+        for i, e in enumerate(ids) if e is None]
+    answers, missing = _lookup(service, model, list(dict.fromkeys(e for e in ids if e is not None)),
+                               version=version)
+    scored: list[dict[str, Any]] = []
+    if (on_miss or policy) == "score" and missing:
+        may_score()
+        loaded, erasures = live_models(service).get(model, version)
+        wanted = set(missing)
+        scored, refused = _scored(service, loaded, erasures,
+                                  [row for row, e in zip(rows, ids, strict=True) if e in wanted])
+        rejected += refused
+        done = {p["entity_id"] for p in scored} | {r["entity_id"] for r in refused}
+        missing = [e for e in missing if e not in done]
+    return ('{"predictions":[' + ",".join([*answers, *(json.dumps(p) for p in scored)]) + '],"missing":'
+            + json.dumps(missing) + ',"rejected":' + json.dumps(rejected) + "}")
+
+
+def _entity_id(value: Any) -> str | None:
+    """A row's entity id as the store keys it, or None when it cannot be one."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    if not text or len(text) > MAX_ENTITY_ID_LENGTH or "\x00" in text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def model_facts(service: Service, model: str) -> tuple[str, str]:
+    """``model``'s entity column and on_miss policy; `NotFound` if it is not registered."""
+    known = service.facts.get(model)
+    if known is None or service.clock() - known[2] > 30.0:
+        def query(conn: psycopg.Connection) -> tuple[str, str]:
+            return (str(registry.get_model(conn, model).feature_schema.get("entity_col") or "entity_id"),
+                    policies.get_policy(conn, model).on_miss)
+
+        entity_col, on_miss = service.read(query)
+        known = service.facts[model] = (entity_col, on_miss, service.clock())
+    return known[0], known[1]
+
+
+def live_models(service: Service) -> Any:
+    """The service's live models; `NotFound` while live scoring is off."""
+    if service.live is None:
+        raise NotFound("live scoring is off on this service; start it with `predstore serve --live-scoring` "
+                       "(PREDSTORE_API_LIVE_SCORING=true)")
+    return service.live
+
+
+def _scored(service: Service, loaded: Any, erasures: Any, rows: list[dict[str, Any]]
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from lookup_api import live
+
+    predictions, rejected = live.score(loaded, erasures, rows)
+    service.recorder.add(predictions)
+    service.metrics.count_live("scored", len(predictions))
+    service.metrics.count_live("rejected", len(rejected))
+    return predictions, rejected
 
 
 def present(p: Prediction, *, max_age: int | None, now: float) -> dict[str, Any]:

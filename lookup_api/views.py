@@ -45,5 +45,27 @@ def get_prediction(name: str, entity_id: str) -> dict[str, Any]:
 def get_predictions(name: str) -> Response:
     model = parse.model_name(name)
     version = parse.version(request.args)
-    ids = parse.batch(parse.json_body(request.get_data()), max_ids=service().settings.api_max_batch)
+    body = parse.json_body(request.get_data())
+    limit = service().settings.api_max_batch
+    if isinstance(body, dict) and "rows" in body:
+        rows = parse.rows(body, max_rows=limit, fields=frozenset({"rows", "on_miss"}))
+        text = svc.predictions_for_rows(service(), model, rows, on_miss=parse.on_miss(body), version=version,
+                                        may_score=lambda: may_score(model))
+        return Response(text, mimetype="application/json")
+    ids = parse.batch(body, max_ids=limit)
     return Response(svc.predictions(service(), model, ids, version=version), mimetype="application/json")
+
+
+@bp.post("/models/<name>/score")
+def score(name: str) -> dict[str, Any]:
+    model = parse.model_name(name)
+    version = parse.version(request.args)
+    may_score(model)
+    svc.live_models(service())  # 404 while live scoring is off
+    rows = parse.rows(parse.json_body(request.get_data()), max_rows=service().settings.api_max_batch)
+    return svc.score(service(), model, rows, version=version)
+
+
+def may_score(model: str) -> None:
+    """403 unless the request's key may score (`predstore apikeys create NAME --scope score`)."""
+    service().keys.check(request.headers.get("Authorization"), model=model, scope="score")

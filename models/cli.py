@@ -158,30 +158,35 @@ def models_retain(settings: Settings, name: str, keep_days: int | None, forever:
                    "previous run (default 0.5).")
 @click.option("--keep-days", type=click.IntRange(min=1), help="Days a published run is served before it expires "
               "(as `models retain`).")
+@click.option("--on-miss", type=click.Choice(["404", "score"]),
+              help="What a batch lookup that sends rows does for an entity with no prediction: answer it "
+                   "missing (404, the default) or score it live (needs `predstore serve --live-scoring`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's policies as JSON.")
 @click.pass_obj
 def models_configure(settings: Settings, name: str, gate: bool | None, max_row_change: float | None,
-                     keep_days: int | None, as_json: bool) -> None:
+                     keep_days: int | None, on_miss: str | None, as_json: bool) -> None:
     """Set NAME's policies (what is not given is kept) and print them all."""
     from store import audit, policies, retention
 
     with _conn(settings) as conn, conn.transaction():
         registry.get_model(conn, name)  # NotFound names the models there are
-        policy = policies.set_policy(conn, name, gate=gate, max_row_change=max_row_change)
+        policy = policies.set_policy(conn, name, gate=gate, max_row_change=max_row_change, on_miss=on_miss)
         if keep_days is not None:
             retention.set_keep_days(conn, name, keep_days)
         days = retention.policies(conn).get(name)
-        changed = {k: v for k, v in {"gate": gate, "max_row_change": max_row_change, "keep_days": keep_days}.items()
-                   if v is not None}
+        changed = {k: v for k, v in {"gate": gate, "max_row_change": max_row_change, "keep_days": keep_days,
+                                     "on_miss": on_miss}.items() if v is not None}
         if changed:
             audit.record(conn, "model.configure", target=name, actor=getpass.getuser(), details=changed)
-    shown = {"model": name, "gate": policy.gate, "max_row_change": policy.max_row_change or 0.5, "keep_days": days}
+    shown = {"model": name, "gate": policy.gate, "max_row_change": policy.max_row_change or 0.5, "keep_days": days,
+             "on_miss": policy.on_miss}
     if as_json:
         click.echo(json.dumps(shown))
         return
     click.echo(f"{name}: publish gate {'on' if policy.gate else 'off'} (row change limit "
                f"{shown['max_row_change']:.0%}); published runs kept "
-               + (f"{days} day(s)" if days else "per PREDSTORE_KEEP_DAYS, else for ever"))
+               + (f"{days} day(s)" if days else "per PREDSTORE_KEEP_DAYS, else for ever")
+               + ("; a miss with its row is scored live" if policy.on_miss == "score" else ""))
 
 
 @models.command("sync")

@@ -39,10 +39,27 @@ class Client:
         path = f"/v1/models/{_quote(model)}/predictions/{_quote(entity_id)}"
         return self._request("GET", path, version=version)
 
-    def predictions(self, model: str, entity_ids: Sequence[str], *, version: int | None = None) -> dict[str, Any]:
-        """The current predictions of ``entity_ids`` in one request: ``{"predictions": [...], "missing": [...]}``."""
-        body = json.dumps({"entity_ids": list(entity_ids)}).encode()
+    def predictions(self, model: str, entity_ids: Sequence[str] | None = None, *, rows: Any = None,
+                    on_miss: str | None = None, version: int | None = None) -> dict[str, Any]:
+        """The current predictions of ``entity_ids`` in one request: ``{"predictions": [...], "missing": [...]}``.
+
+        Or send each entity's ``rows`` (dicts of column -> value, or a DataFrame) instead of ids:
+        with ``on_miss="score"`` (or the model's policy, `predstore models configure --on-miss`), the
+        entities the store has no prediction of are scored live from their rows, and the answer adds
+        ``"rejected"`` (the rows validation refused, with their reason)."""
+        if (entity_ids is None) == (rows is None):
+            raise InputError("give either entity_ids or rows")
+        if rows is None:
+            body = json.dumps({"entity_ids": list(entity_ids or ())}).encode()
+        else:
+            body = _rows_body(rows, **({"on_miss": on_miss} if on_miss is not None else {}))
         return self._request("POST", f"/v1/models/{_quote(model)}/predictions:batch", version=version, body=body)
+
+    def score(self, model: str, rows: Any, *, version: int | None = None) -> dict[str, Any]:
+        """Score ``rows`` (dicts of column -> value, or a DataFrame) live with the current version (or
+        ``version``): ``{"predictions": [...], "rejected": [...]}``. Needs a service started with
+        ``--live-scoring`` and a key with the ``score`` scope."""
+        return self._request("POST", f"/v1/models/{_quote(model)}/score", version=version, body=_rows_body(rows))
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the key may read: versions, published runs, freshness."""
@@ -75,6 +92,19 @@ class Client:
                 reason = getattr(exc, "reason", exc)
                 raise StoreUnavailable(f"the lookup API at {self.base_url} does not answer ({reason})") from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _rows_body(rows: Any, **fields: Any) -> bytes:
+    """``{"rows": [...], **fields}`` as JSON; a DataFrame's records and NumPy values included."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    return json.dumps({"rows": records, **fields}, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python value JSON takes (NaN stays NaN: the service reads it as missing)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"a row value of type {type(value).__name__} cannot be sent as JSON")
 
 
 def _quote(text: str) -> str:

@@ -28,7 +28,9 @@ PREFIX = "psk"
 #: Random bytes in a key id (64 bits).
 KEY_ID_BYTES = 8
 
-_COLUMNS = "key_id, name, created_at, revoked_at, models"
+#: What a key may be allowed beyond lookups: ``score``, live scoring (`predstore serve --live-scoring`).
+SCOPES = ("score",)
+_COLUMNS = "key_id, name, created_at, revoked_at, models, scopes"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class ApiKey:
     revoked_at: datetime | None
     #: The models the key may read; None: every model.
     models: list[str] | None = None
+    #: What the key may do beyond lookups (`SCOPES`); None: lookups only.
+    scopes: list[str] | None = None
 
 
 def hash_key(key: str) -> str:
@@ -61,19 +65,25 @@ def matches(key: str, key_hash: str) -> bool:
     return hmac.compare_digest(hash_key(key), key_hash)
 
 
-def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None = None) -> tuple[ApiKey, str]:
-    """Record a new key named ``name``, scoped to ``models`` (None: every model); returns it and
-    the key itself, which is shown only once."""
+def create_key(conn: psycopg.Connection, name: str, *, models: list[str] | None = None,
+               scopes: list[str] | None = None) -> tuple[ApiKey, str]:
+    """Record a new key named ``name``, scoped to ``models`` (None: every model) and allowed
+    ``scopes`` beyond lookups (None: lookups only); returns it and the key itself, which is shown only once."""
     if not name.strip():
         raise InputError("an API key needs a name saying who uses it")
+    unknown = sorted(set(scopes or ()) - set(SCOPES))
+    if unknown:
+        raise InputError(f"unknown API key scope(s) {', '.join(map(repr, unknown))}; the scopes are "
+                         f"{', '.join(map(repr, SCOPES))}")
     if models is not None:
         _check_models(conn, models)
     key_id = secrets.token_hex(KEY_ID_BYTES)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
     row = conn.cursor(row_factory=class_row(ApiKey)).execute(
-        f"""INSERT INTO api_keys (key_id, name, key_hash, models) VALUES (%s, %s, %s, %s)
+        f"""INSERT INTO api_keys (key_id, name, key_hash, models, scopes) VALUES (%s, %s, %s, %s, %s)
            RETURNING {_COLUMNS}""",
-        [key_id, name.strip(), hash_key(key), sorted(set(models)) if models is not None else None],
+        [key_id, name.strip(), hash_key(key), sorted(set(models)) if models is not None else None,
+         sorted(set(scopes)) if scopes else None],
     ).fetchone()
     assert row is not None
     notices.notify(conn, APIKEYS_CHANNEL, key_id)
@@ -112,9 +122,10 @@ def revoke_key(conn: psycopg.Connection, key_id: str) -> ApiKey:
     return row
 
 
-def active_key_hashes(conn: psycopg.Connection) -> tuple[bool, dict[str, tuple[str, frozenset[str] | None]]]:
-    """Whether any key was ever created, and by key id the hash of each unrevoked key and the
-    models it may read (None: every model)."""
-    rows = conn.execute("SELECT key_id, key_hash, models, revoked_at IS NULL FROM api_keys").fetchall()
-    return bool(rows), {key_id: (key_hash, frozenset(models) if models is not None else None)
-                        for key_id, key_hash, models, active in rows if active}
+def active_key_hashes(conn: psycopg.Connection
+                      ) -> tuple[bool, dict[str, tuple[str, frozenset[str] | None, frozenset[str]]]]:
+    """Whether any key was ever created, and by key id the hash of each unrevoked key, the models
+    it may read (None: every model) and its scopes beyond lookups."""
+    rows = conn.execute("SELECT key_id, key_hash, models, scopes, revoked_at IS NULL FROM api_keys").fetchall()
+    return bool(rows), {key_id: (key_hash, frozenset(models) if models is not None else None, frozenset(scopes or ()))
+                        for key_id, key_hash, models, scopes, active in rows if active}

@@ -22,9 +22,9 @@ from store.schema import PARTITION_SCHEMA, SEGMENT_SCHEMA
 #: What the lookup API's role may read: published data, the registry, API key hashes, the revision.
 READER_GRANTS = ("served_predictions", "serving_segments", "served_runs", "published_predictions",
                  "current_predictions", "published_runs", "models", "model_aliases", "api_keys", "alembic_version",
-                 "notices", "lookup_counts")
-#: What the lookup API's role may also write: its own counts of what lookups found.
-READER_WRITES = ("lookup_counts",)
+                 "notices", "lookup_counts", "model_policies", "erasures", "erasure_key")
+#: What the lookup API's role may also write: its own counts of what lookups found, and what it scored live.
+READER_WRITES = ("lookup_counts", "live_predictions")
 #: Tables the analyst may not read (the erasure key would reverse the erasure list's HMACs).
 ANALYST_DENIED = ("api_keys", "erasure_key")
 

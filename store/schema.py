@@ -256,6 +256,8 @@ job_firings = Table(
 # Hardening (migration 0007): the models an API key may read (NULL: every model), and the audit
 # trail of registrations, promotions, API key changes and erasures (`predstore forget`).
 api_keys.append_column(Column("models", ARRAY(Text)))
+# What a key may do beyond lookups (migration 0017): "score" is live scoring; NULL, lookups only.
+api_keys.append_column(Column("scopes", ARRAY(Text)))
 
 AUDIT_ACTIONS = ("model.register", "model.promote", "apikey.create", "apikey.revoke", "entity.forget",
                  "model.configure", "run.release", "run.discard")
@@ -314,6 +316,24 @@ model_policies = Table(
     Column("max_row_change", Float(53)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("max_row_change > 0", name="max_row_change"),
+    # What a batch lookup with rows does for an entity the store has no prediction of (migration 0017):
+    # '404' (NULL means the same) or 'score' (live).
+    Column("on_miss", Text),
+    CheckConstraint("on_miss IN ('404', 'score')", name="on_miss"),
+)
+
+# What the lookup API scored live (migration 0017): a row per prediction, for analysts and monitoring.
+live_predictions = Table(
+    "live_predictions",
+    metadata,
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("entity_id", Text(collation="C"), nullable=False),
+    Column("prediction", Float(53)),
+    Column("label", Text),
+    Column("scores", ARRAY(Float(53))),
+    Index("ix_live_predictions_model_scored_at", "model_name", "scored_at"),
 )
 
 # Change notices (migration 0015, `store.notices`): per (channel, payload), how many changes NOTIFY

@@ -42,6 +42,11 @@ class Settings:
     api_pool_size: int = 4
     #: Predictions cached per process (0 turns the cache off).
     api_cache_size: int = 100_000
+    #: Score rows live (``/v1/models/{name}/score``, and a batch lookup's misses when asked); off, the
+    #: service answers those 404 and never loads a model.
+    api_live_scoring: bool = False
+    #: Live predictions waiting to be written to the store, per process: more are dropped (and counted).
+    api_live_queue: int = 100_000
     #: A node_exporter textfile-collector folder: jobs write their latest figures there as .prom files.
     metrics_dir: Path | None = None
     #: A Prometheus Pushgateway URL: jobs push their figures there.
@@ -92,6 +97,9 @@ class Settings:
             api_pool_size=_int(get("PREDSTORE_API_POOL_SIZE"), "PREDSTORE_API_POOL_SIZE", default=4, minimum=1),
             api_cache_size=_int(get("PREDSTORE_API_CACHE_SIZE"), "PREDSTORE_API_CACHE_SIZE", default=100_000,
                                 minimum=0),
+            api_live_scoring=_bool(get("PREDSTORE_API_LIVE_SCORING"), "PREDSTORE_API_LIVE_SCORING", default=False),
+            api_live_queue=_int(get("PREDSTORE_API_LIVE_QUEUE"), "PREDSTORE_API_LIVE_QUEUE", default=100_000,
+                                minimum=1),
             metrics_dir=Path(raw_dir) if (raw_dir := get("PREDSTORE_METRICS_DIR")) else None,
             pushgateway_url=get("PREDSTORE_PUSHGATEWAY_URL"),
             artifacts=get("PREDSTORE_ARTIFACTS"),

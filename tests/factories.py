@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -41,6 +41,16 @@ def pipeline_classifier(tmp: Path, *, handle_unknown: str = "error") -> tuple[Pa
                                 remainder="passthrough")
     model = make_pipeline(columns, LogisticRegression()).fit(train[[*FEATURES, "color"]], train["y"])
     return _save(tmp, "pipe.joblib", model, train[[*FEATURES, "color", "y"]])
+
+
+def boosted_pipeline(tmp: Path, *, seed: int = 0, name: str = "hgb-pipe.joblib") -> tuple[Path, Path]:
+    """A Pipeline: one-hot color (unseen ignored) + HistGradientBoostingClassifier on every feature."""
+    train = frame(500, seed=seed)
+    columns = ColumnTransformer([("color", OneHotEncoder(handle_unknown="ignore"), ["color"])],
+                                remainder="passthrough")
+    model = make_pipeline(columns, HistGradientBoostingClassifier(max_iter=30, random_state=seed))
+    model.fit(train[[*FEATURES, "color"]], train["y"])
+    return _save(tmp, name, model, train[[*FEATURES, "color", "y"]])
 
 
 def regressor(tmp: Path) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """The packages import one way (docs/import_graph.py): store at the bottom, then models, the batch
 job and the monitor beside each other above it, the scheduler above both; the lookup API on the
-store alone."""
+store, and models for live scoring."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ def test_the_import_graph_points_one_way() -> None:
     lines = done.stdout.splitlines()
     assert not [line for line in lines if line.startswith("UPWARD")], done.stdout
     assert lines[0] == "store       -> (nothing)"
-    assert "models      -> store" in lines and "lookup_api  -> store" in lines
+    assert "models      -> store" in lines and "lookup_api  -> models, store" in lines
     assert "batch       -> models, store" in lines and "monitor     -> models, store" in lines
     assert "one way: yes" in lines and done.returncode == 0, done.stdout + done.stderr

@@ -63,11 +63,12 @@ def api_url(default_store: Settings) -> Iterator[str]:
 @pytest.fixture
 def keyed_api_url(default_store: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The lookup API as `predstore serve` runs it by default, every /v1 request needing a key; the
-    key docs/serving.md has the reader create is in ``PREDSTORE_API_KEY``, where docs/python.md keeps it."""
+    key docs/serving.md has the reader create (allowed to score live) is in ``PREDSTORE_API_KEY``, where
+    docs/python.md keeps it; live scoring on."""
     with psycopg.connect(default_store.database_url or "") as conn, conn.transaction():
-        _, secret = apikeys.create_key(conn, "notebook")
+        _, secret = apikeys.create_key(conn, "notebook", scopes=["score"])
     monkeypatch.setenv("PREDSTORE_API_KEY", secret)
-    with serving(replace(default_store, api_require_key=True)) as url:
+    with serving(replace(default_store, api_require_key=True, api_live_scoring=True)) as url:
         yield url
 
 
@@ -81,6 +82,8 @@ def test_the_notebook_example_runs(keyed_api_url: str) -> None:
     assert not namespace["drift"].empty
     assert namespace["many"]["missing"] == ["never-scored"]
     assert namespace["one"]["prediction"] == namespace["found"]["prediction"][0]
+    assert [p["source"] for p in namespace["mixed"]["predictions"]] == ["precomputed"] * 2 + ["live"] * 2
+    assert [p["entity_id"] for p in namespace["scored"]["predictions"]] == ["c-new-1", "c-new-2"]
 
 
 def test_scoring_the_same_frame_again_is_skipped(default_store: Settings) -> None:
