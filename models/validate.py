@@ -26,6 +26,8 @@ from store.schema import MAX_ENTITY_ID_LENGTH
 
 #: Longest text kept of a rejected row's value (a 1 MB id is not kept whole in rejected_rows).
 MAX_RAW_TEXT = 1024
+#: Rows up to which a batch is framed column by column (`_frame`).
+SMALL = 64
 #: The reason of a row whose entity was erased.
 ERASED = "erased"
 
@@ -169,7 +171,10 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
 
 
 def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    """A frame whose numeric columns share one float64 block, so the model reads it without a copy."""
+    """A frame whose numeric columns share one float64 block, so the model reads it without a copy
+    (a few rows, as live scoring sends, are framed as they come: the block would cost more than it saves)."""
+    if len(next(iter(columns.values()), ())) <= SMALL:
+        return pd.DataFrame(columns, copy=False)
     numeric = [k for k, v in columns.items() if v.dtype == np.float64]
     frame = pd.DataFrame(np.column_stack([columns[k] for k in numeric]) if numeric else None,
                          columns=numeric, copy=False)

@@ -74,6 +74,9 @@ def test_a_live_prediction_equals_the_batch_runs_for_the_same_row(
     assert {p["entity_id"]: p["prediction"] for p in body["predictions"]} == batch  # to the last bit
     first = body["predictions"][0]
     assert first["source"] == "live" and first["model_version"] == 1 and first["label"] in ("0", "1")
+    one_by_one = [app.test_client().post(f"/v1/models/{MODEL}/score", json={"rows": [row]}).get_json()
+                  for row in rows(published.iloc[:5])]
+    assert [answer["predictions"][0]["prediction"] for answer in one_by_one] == [batch[f"e{i}"] for i in range(5)]
 
 
 def test_a_batch_lookup_scores_its_misses_from_their_rows_and_records_them(
