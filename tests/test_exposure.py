@@ -14,7 +14,7 @@ from lookup_api.service import store_counts
 from monitor.config import MonitorConfig
 from monitor.runner import run_monitor
 from store import Settings
-from tests.test_hardening import as_role, roles  # noqa: F401  (a fixture)
+from tests.test_security import as_role, roles  # noqa: F401  (a fixture)
 from tests.test_serving import publish, register
 
 

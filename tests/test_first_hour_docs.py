@@ -28,7 +28,7 @@ from store import ConfigError, InputError, RunFailed
 from store.forget import forget_entity
 from store.settings import Settings
 from tests import factories
-from tests.test_lookup_live import free_port
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

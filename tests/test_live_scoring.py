@@ -27,7 +27,7 @@ from models.register import register_model
 from store import apikeys, live, policies
 from store.settings import Settings
 from tests import factories
-from tests.test_lookup_api import eventually
+from tests.helpers import eventually
 
 MODEL = "churn"
 COLUMNS = [*factories.FEATURES, "color"]

@@ -21,8 +21,7 @@ from store.migrate import upgrade
 from store.settings import Settings
 from tests import factories
 from tests.conftest import interruptible
-from tests.test_lookup_api import eventually
-from tests.test_lookup_live import REPO, free_port
+from tests.helpers import REPO, eventually, free_port
 
 COLUMNS = ["entity_id", *factories.FEATURES, "color"]
 

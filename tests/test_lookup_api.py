@@ -6,11 +6,10 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg
-import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -19,52 +18,13 @@ from flask.testing import FlaskClient
 from lookup_api import close_app, create_app
 from lookup_api.cache import MISSING, PredictionCache
 from predstore.cli import main
-from store import ledger, predictions, registry
+from store import ledger, predictions
 from store.errors import ConfigError
 from store.settings import Settings
-
-Row = tuple[str, float]
+from tests.helpers import eventually, publish_run
 
 # conftest's Docker probe leaks a unix socket when no Docker engine answers; the garbage collector
 # may report it during any later test. (Our own connections are psycopg's, not Python sockets.)
-
-
-def publish_run(conn: psycopg.Connection, model: str, partition: str, rows: Sequence[Row], *,
-                version: int = 1) -> int:
-    """Publish ``rows`` (entity id, probability of "yes") as a run of ``model`` ``version`` over
-    ``partition``, registering the version (and making it current) if needed. Commits."""
-    if conn.execute("SELECT 1 FROM models WHERE name = %s AND version = %s", [model, version]).fetchone() is None:
-        registry.insert_model(conn, name=model, version=version, artifact_uri=f"/artifacts/{model}-{version}",
-                              sha256="0" * 64, format="joblib", task="classification", feature_schema={},
-                              classes=["no", "yes"], training_metrics=None)
-        registry.set_alias(conn, model, "current", version)
-        conn.commit()
-    run_id = ledger.start_run(conn, model_name=model, model_version=version, model_sha256="0" * 64,
-                              partition_key=partition, input_uri=f"memory://{partition}", code_version="test",
-                              host="test", pid=os.getpid())
-    conn.commit()
-    predictions.create_run_table(conn, run_id)
-    columns = ["entity_id", "row_number", "prediction", "label", "scores"]
-    batch = pa.record_batch([[e for e, _ in rows], list(range(len(rows))), [p for _, p in rows],
-                             ["yes" if p >= 0.5 else "no" for _, p in rows], [[1 - p, p] for _, p in rows]],
-                            schema=predictions.arrow_schema(columns))
-    with predictions.copy_predictions(conn, run_id, columns) as write:
-        write(batch)
-    predictions.index_run_table(conn, run_id)
-    ledger.finish_run(conn, run_id, rows_in=len(rows), rows_scored=len(rows))
-    predictions.publish(conn, run_id, model_name=model, partition_key=partition)
-    conn.commit()
-    ledger.release_run(conn, run_id)
-    return run_id
-
-
-def eventually(check: Callable[[], bool], *, attempts: int = 100, pause: float = 0.05) -> bool:
-    """Whether ``check`` becomes true within ``attempts`` tries (for things another thread does)."""
-    for _ in range(attempts):
-        if check():
-            return True
-        time.sleep(pause)
-    return False
 
 
 def make_app(settings: Settings, **overrides: object) -> Flask:

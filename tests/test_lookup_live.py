@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,6 @@ import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
 import psutil
@@ -32,27 +30,7 @@ from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.conftest import interruptible
-from tests.test_lookup_api import publish_run
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(method: str, url: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), json.loads(exc.read())
+from tests.helpers import REPO, free_port, http, publish_run
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from scheduler.hooks import alerts_of
 from store import ConfigError, NotFound, Settings
 from store.cli import exit_code
 from tests import factories
+from tests.helpers import bare_env
 
 QUIET = MonitorConfig()  # no webhook, whatever the environment says
 
@@ -240,3 +241,23 @@ def test_a_challenger_is_monitored_beside_the_served_runs_without_alerting(
     assert result.labels["matched"] == 1500
     latest = conn.execute("SELECT DISTINCT run_id FROM latest_drift WHERE model_name = 'pipe'").fetchall()
     assert latest == [(scored.run_id,)]
+
+
+def test_a_failed_monitor_run_exits_6_and_an_alert_still_exits_1(settings: Settings, cli_env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    closed = bare_env(tmp_path, "postgresql://user:secret@127.0.0.1:1/store")
+    done = subprocess.run(["predstore", "monitor", "--model", "churn"], env=closed, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 6, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "database unavailable" in done.stderr, done.stderr
+    assert "secret" not in done.stderr
+
+    artifact, train = factories.pipeline_classifier(tmp_path / "m", handle_unknown="ignore")
+    register_model(settings, artifact, name="pipe", train_data=train, target="y", baseline_cv=3)
+    shifted = factories.write_parquet(tmp_path / "shifted.parquet",
+                                      factories.frame(1500, seed=4, start=5000, shift=0.8))
+    assert score_partition(settings, ScoreRequest(path=shifted, model_name="pipe")).status == "published"
+    alerted = CliRunner().invoke(main, ["monitor", "--model", "pipe"], env=cli_env)
+    assert alerted.exit_code == 1 and "ALERT data_drift" in alerted.output, alerted.output
+    unknown = CliRunner().invoke(main, ["monitor", "--model", "nope"], env=cli_env)
+    assert unknown.exit_code == 2, unknown.output

@@ -22,7 +22,7 @@ from predstore.cli import main
 from store import ledger, predictions
 from store.settings import Settings
 from tests import factories
-from tests.test_lookup_api import publish_run
+from tests.helpers import publish_run
 
 
 def as_role(url: str, role: str) -> str:

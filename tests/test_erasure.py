@@ -1,6 +1,6 @@
 """`predstore forget` lasts: an erased entity's rows are rejected as 'erased' whenever a partition
-is scored again, its labels are left out of later ingests, and the erasure list and the audit
-trail name it by a keyed HMAC only."""
+is scored again (never counting toward --max-reject-fraction), its labels are left out of later
+ingests, and the erasure list and the audit trail name it by a keyed HMAC only."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
+import pytest
 
+from batch.plan import RunResult
 from batch.runner import ScoreRequest, score_partition, verify_run
+from batch.stages import check_rejects
 from models.register import register_model
 from monitor.labels import ingest_labels
+from store.errors import InputError
 from store.forget import forget_entity
 from store.settings import Settings
 from tests import factories
@@ -63,3 +67,26 @@ def test_a_forgotten_entity_stays_forgotten_when_scored_again(settings: Settings
     assert digest in trail and hashlib.sha256(b"e9").hexdigest() not in trail and len(trail) == 2
     listed = conn.execute("SELECT encode(entity_hmac, 'hex'), model_name FROM erasures ORDER BY 2").fetchall()
     assert listed == [(digest, ""), (hmac.new(bytes(key[0]), b"e7", hashlib.sha256).hexdigest(), "churn")]
+
+
+def test_erased_rows_do_not_count_toward_the_reject_fraction() -> None:
+    result = RunResult(status="running", model="m", model_version=1, partition="p", rows_in=100, rows_rejected=12)
+    check_rejects(result, 0.05, erased=10)  # 2 bad of the 90 judged
+    with pytest.raises(InputError, match=r"7 of 95 rows read were rejected \(not counting 5 erased\)"):
+        check_rejects(result, 0.05, erased=5)
+    with pytest.raises(InputError, match="12 of 100 rows"):
+        check_rejects(result, 0.05)
+    check_rejects(RunResult(status="running", model="m", model_version=1, partition="p", rows_in=3,
+                            rows_rejected=3), 0.05, erased=3)  # everyone erased: nothing wrong with the input
+
+
+def test_an_erasure_list_does_not_fail_a_healthy_run(settings: Settings, tmp_path: Path) -> None:
+    artifact, train = factories.logistic(tmp_path / "m")
+    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    path = factories.write_parquet(tmp_path / "day1.parquet", factories.frame(200, seed=1))
+    assert score_partition(settings, ScoreRequest(path=path, model_name="churn")).status == "published"
+    for i in range(20):  # 10% of the partition, twice the default limit
+        forget_entity(settings, f"e{i}", model="churn")
+    rescored = score_partition(settings, ScoreRequest(path=path, model_name="churn", force=True))
+    assert rescored.status == "published", rescored.message
+    assert (rescored.rows_in, rescored.rows_scored, rescored.rows_rejected) == (200, 180, 20)

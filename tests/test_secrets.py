@@ -3,6 +3,7 @@ well-formed and malformed, through the CLI, the lookup API's 503 bodies and the 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lookup_api import close_app, create_app
 from predstore.cli import main
 from store.errors import describe_target, mask_secrets
 from store.settings import Settings
+from tests.helpers import bare_env
 
 SECRET = "s3cr3t-pw"
 
@@ -73,3 +75,28 @@ def test_tasks_for_a_remote_dask_cluster_carry_no_password(conninfo: str) -> Non
     remote = task_url(conninfo, ExecutorSpec(kind="dask", dask_address="tcp://dask-scheduler:8786"))
     assert SECRET not in remote and describe_target(remote) == "alice@127.0.0.1:1/store"
     assert task_url(conninfo, ExecutorSpec(kind="local", workers=2)) == conninfo  # this machine's processes
+
+
+ODD_SHAPES = ["postgresql:/user:secret@host/db", "postgresql:user:secret@host/db", "user:secret@host/db",
+             "postgresql:///user:secret@host/db", "postgres://user:sec@ret@host/db", "host=h password=se cret"]
+
+
+@pytest.mark.parametrize("url", ODD_SHAPES)
+def test_a_malformed_url_is_masked_whatever_its_shape(url: str) -> None:
+    quoted = f'missing "=" after "{url}" in connection info string'
+    for text in (mask_secrets(quoted, url), describe_target(url)):
+        assert "secret" not in text and "sec@" not in text, text
+    if " " not in url:  # a URL, masked even where the message does not say which string it quotes
+        assert "secret" not in mask_secrets(f"at {url}") and "sec@" not in mask_secrets(f"at {url}")
+    # libpq quotes the piece of a keyword string it stopped at: the tail of a password with a space
+    assert mask_secrets('missing "=" after "cret" in connection info string', "host=h password=se cret") == \
+        'missing "=" after "***" in connection info string'
+
+
+@pytest.mark.parametrize("url", ODD_SHAPES[:4])
+def test_db_status_with_a_malformed_url_prints_no_password(url: str, tmp_path: Path) -> None:
+    done = subprocess.run(["predstore", "db", "status"], env=bare_env(tmp_path, url), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "secret" not in done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("predstore: error: "), done.stderr

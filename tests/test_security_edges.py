@@ -29,7 +29,7 @@ from store import apikeys
 from store.db import start_embedded, stop_embedded
 from store.errors import ConfigError
 from store.settings import Settings
-from tests.test_lookup_api import publish_run
+from tests.helpers import publish_run
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from lookup_api import close_app, create_app
 from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings
-from tests.test_lookup_api import publish_run
+from tests.helpers import publish_run
 
 ENTITIES = 2000
 RECOVERY_S = 5.0

@@ -1,8 +1,10 @@
 """The lookup API needs a key by default: on the production path (gunicorn, settings from the
-environment) and under `predstore serve`, unless local development opts out, and says so."""
+environment) and under `predstore serve`, unless local development opts out, and says so; and
+`apikeys list --json` says each key's state."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,10 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from predstore.cli import main
 from store.settings import Settings
-from tests.test_lookup_api import publish_run
-from tests.test_lookup_live import REPO, free_port, http
+from tests.helpers import REPO, free_port, http, publish_run
 
 
 @pytest.fixture
@@ -84,3 +87,15 @@ def test_compose_runs_the_api_as_the_reader_with_keys_and_keeps_dask_private() -
     assert env["PREDSTORE_API_DATABASE_URL"].startswith(f"postgresql://{role}:{env['PREDSTORE_READER_PASSWORD']}@")
     assert "ports" not in services["dask-scheduler"] and "ports" not in services["dask-worker"]
     assert services["dask-worker"]["environment"]["PGPASSWORD"] == "${POSTGRES_PASSWORD}"
+
+
+def test_apikeys_list_json_says_each_keys_state(cli_env: dict[str, str]) -> None:
+    runner = CliRunner()
+    for name in ("kept", "gone"):
+        assert runner.invoke(main, ["apikeys", "create", name], env=cli_env).exit_code == 0
+    listed = json.loads(runner.invoke(main, ["apikeys", "list", "--json"], env=cli_env).output)
+    gone = next(k["key_id"] for k in listed if k["name"] == "gone")
+    assert runner.invoke(main, ["apikeys", "revoke", gone], env=cli_env).exit_code == 0
+    listed = json.loads(runner.invoke(main, ["apikeys", "list", "--json"], env=cli_env).output)
+    assert {k["name"]: (k["state"], k["revoked_at"] is None) for k in listed} == {
+        "kept": ("active", True), "gone": ("revoked", False)}

@@ -20,14 +20,14 @@ from store.db import start_embedded, stop_embedded
 from store.migrate import upgrade
 from store.settings import Settings
 from tests import factories
-from tests.test_hardening_dbloss import stop_the_database_when_paused
+from tests.test_database_loss_scoring import stop_the_database_when_paused
 
 ROWS = 20_000
 
 
 @pytest.mark.parametrize("job", ["monitor", "labels"])
 def test_losing_the_database_mid_job_fails_fast_with_one_line(job: str, tmp_path: Path) -> None:
-    # Not under pytest's basetemp (see tests/test_hardening_dbloss.py).
+    # Not under pytest's basetemp (see tests/test_database_loss_scoring.py).
     server_home = Path(tempfile.mkdtemp(prefix="predstore-dbloss-"))
     pgdata = server_home / "pgdata"
     url = start_embedded(pgdata)
