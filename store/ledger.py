@@ -18,10 +18,8 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
+from store import liveness
 from store.errors import NotFound, RunInProgress, RunNotRunning
-
-#: First key of the two-key advisory locks that mark a run's process as alive.
-RUN_LOCK_CLASS = 7270
 
 FINAL_FIELDS = frozenset({
     "status", "rows_in", "rows_scored", "rows_rejected", "rows_duplicate", "duration_s", "rows_per_s",
@@ -112,7 +110,7 @@ def start_run(
             ).fetchone()
             assert row is not None
             # Taken before the row is visible, so no other process ever sees it running but unlocked.
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(int(row[0]))])
+            liveness.hold(conn, liveness.RUN, int(row[0]))
     except psycopg.errors.UniqueViolation:
         other = conn.execute(
             "SELECT run_id FROM runs WHERE model_name = %s AND partition_key = %s AND role = %s "
@@ -125,7 +123,7 @@ def start_run(
 
 def release_run(conn: psycopg.Connection, run_id: int) -> None:
     """Give up the liveness lock taken by `start_run`."""
-    conn.execute("SELECT pg_advisory_unlock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)])
+    liveness.release(conn, liveness.RUN, run_id)
 
 
 def reap_abandoned(conn: psycopg.Connection, *, model_name: str | None = None,
@@ -143,23 +141,17 @@ def reap_abandoned(conn: psycopg.Connection, *, model_name: str | None = None,
         filters.append(sql.SQL("partition_key = %s"))
         params.append(partition_key)
     query = sql.SQL("SELECT run_id FROM runs WHERE {}").format(sql.SQL(" AND ").join(filters))
-    reaped = []
-    for (run_id,) in conn.execute(query, params).fetchall():
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [RUN_LOCK_CLASS, _lock_key(run_id)]).fetchone()
-        if not got or not got[0]:
-            continue  # its process is alive
-        try:
-            if conn.execute(
-                """UPDATE runs SET status = 'abandoned', finished_at = now(),
-                          duration_s = extract(epoch FROM now() - started_at),
-                          error = 'the process running it ended before it finished (killed or crashed)'
-                   WHERE run_id = %s AND status = 'running'""",
-                [run_id],
-            ).rowcount:
-                reaped.append(run_id)
-        finally:
-            release_run(conn, run_id)
-    return reaped
+
+    def abandon(run_id: int) -> bool:
+        return bool(conn.execute(
+            """UPDATE runs SET status = 'abandoned', finished_at = now(),
+                      duration_s = extract(epoch FROM now() - started_at),
+                      error = 'the process running it ended before it finished (killed or crashed)'
+               WHERE run_id = %s AND status = 'running'""",
+            [run_id],
+        ).rowcount)
+
+    return liveness.reap(conn, liveness.RUN, [r[0] for r in conn.execute(query, params).fetchall()], abandon)
 
 
 def finish_run(conn: psycopg.Connection, run_id: int, *, was: str = "running", **fields: Any) -> None:
@@ -280,10 +272,6 @@ def table_counts(conn: psycopg.Connection) -> dict[str, Any]:
     assert one is not None
     keys = ("models", "runs", "published_runs", "published_predictions", "rejected_rows", "labels")
     return dict(zip(keys, (int(v) for v in one), strict=True))
-
-
-def _lock_key(run_id: int) -> int:
-    return run_id % 2_147_483_647
 
 
 def record_skipped(

@@ -14,10 +14,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from store import liveness
 from store.ledger import Scored
 
-#: First key of the advisory locks that mark a firing's process as alive.
-FIRING_LOCK_CLASS = 7272
 #: First key of the advisory locks that one replica holds while it works on a named thing
 #: (a model's partition); the second key is ``hashtext(name)``.
 WORK_LOCK_CLASS = 7271
@@ -44,7 +43,7 @@ def claim_firing(
     if row is None:
         return None
     firing_id = int(row[0])
-    conn.execute("SELECT pg_advisory_lock(%s, %s)", [FIRING_LOCK_CLASS, _lock_key(firing_id)])
+    liveness.hold(conn, liveness.FIRING, firing_id)
     return firing_id
 
 
@@ -56,27 +55,21 @@ def finish_firing(conn: psycopg.Connection, firing_id: int, *, status: str, atte
            WHERE firing_id = %s""",
         [status, attempts, error, Jsonb(details) if details is not None else None, firing_id],
     )
-    conn.execute("SELECT pg_advisory_unlock(%s, %s)", [FIRING_LOCK_CLASS, _lock_key(firing_id)])
+    liveness.release(conn, liveness.FIRING, firing_id)
 
 
 def reap_firings(conn: psycopg.Connection) -> list[int]:
     """Mark `running` firings whose process is gone as abandoned; returns their ids (autocommit ``conn``)."""
-    reaped = []
-    for (firing_id,) in conn.execute("SELECT firing_id FROM job_firings WHERE status = 'running'").fetchall():
-        got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [FIRING_LOCK_CLASS, _lock_key(firing_id)]).fetchone()
-        if not got or not got[0]:
-            continue  # its process is alive
-        try:
-            conn.execute(
-                """UPDATE job_firings SET status = 'abandoned', finished_at = now(),
-                          error = 'the scheduler running it ended before it finished (killed or crashed)'
-                   WHERE firing_id = %s AND status = 'running'""",
-                [firing_id],
-            )
-            reaped.append(firing_id)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", [FIRING_LOCK_CLASS, _lock_key(firing_id)])
-    return reaped
+    def abandon(firing_id: int) -> bool:
+        return bool(conn.execute(
+            """UPDATE job_firings SET status = 'abandoned', finished_at = now(),
+                      error = 'the scheduler running it ended before it finished (killed or crashed)'
+               WHERE firing_id = %s AND status = 'running'""",
+            [firing_id],
+        ).rowcount)
+
+    running = conn.execute("SELECT firing_id FROM job_firings WHERE status = 'running'").fetchall()
+    return liveness.reap(conn, liveness.FIRING, [r[0] for r in running], abandon)
 
 
 def last_firings(conn: psycopg.Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -138,5 +131,3 @@ def failed_attempts(conn: psycopg.Connection, *, model_name: str, model_version:
     return int(row[0]) if row else 0
 
 
-def _lock_key(firing_id: int) -> int:
-    return firing_id % 2_147_483_647
