@@ -146,11 +146,12 @@ def test_models_configure_sets_and_shows_the_policies(settings: Settings, tmp_pa
                               env=cli_env, capture_output=True, text=True, timeout=120)
 
     assert configure().stdout.strip() == \
-        '{"model": "churn", "gate": false, "max_row_change": 0.5, "keep_days": null}'
+        '{"model": "churn", "gate": false, "max_row_change": 0.5, "keep_days": null, "on_miss": "404"}'
     assert configure("--gate", "--max-row-change", "0.3", "--keep-days", "30").stdout.strip() == \
-        '{"model": "churn", "gate": true, "max_row_change": 0.3, "keep_days": 30}'
-    assert configure("--no-gate").stdout.strip() == \
-        '{"model": "churn", "gate": false, "max_row_change": 0.3, "keep_days": 30}'
+        '{"model": "churn", "gate": true, "max_row_change": 0.3, "keep_days": 30, "on_miss": "404"}'
+    assert configure("--no-gate", "--on-miss", "score").stdout.strip() == \
+        '{"model": "churn", "gate": false, "max_row_change": 0.3, "keep_days": 30, "on_miss": "score"}'
+    assert configure("--on-miss", "maybe").returncode == 2
 
 
 def test_the_held_run_alert_goes_to_the_monitors_webhook_once(gated: Path, settings: Settings) -> None:
