@@ -100,25 +100,49 @@ def register_model(
     train = read_frame(train_data) if train_data else None
     if train is not None and target and target not in train.columns:
         raise ConfigError(f"--target {target!r} is not a column of {train_data}")
-    if validation_data and target:
-        columns = read_frame(validation_data).columns
-        if target not in columns:
-            raise ConfigError(f"--target {target!r} is not a column of {validation_data}")
+    validation = read_frame(validation_data) if validation_data else None
+    if validation is not None and target and target not in validation.columns:
+        raise ConfigError(f"--target {target!r} is not a column of {validation_data}")
+    measured = measure(model, train, validation, target=target, baseline_cv=baseline_cv, entity_col=entity_col,
+                       declared=origin.declared if origin else None)
+    return record(settings, name, data, artifact.suffix, measured, fmt=fmt, reviewed=reviewed, current=current,
+                  actor=actor, origin=origin)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What registration learns of a fitted model from its data, before anything is stored."""
+
+    schema: dict[str, Any]
+    task: str
+    classes: list[Any] | None
+    #: Metrics on the validation data (else in-sample on the training data); None without a target.
+    scores: dict[str, Any] | None
+    #: The output calibration the monitor's estimates before labels need (validation data only).
+    calibrated: calibration.Calibration | None
+    #: The drift baseline: the features' and the outputs' profiles (training data only).
+    base: list[dict[str, Any]] | None
+
+
+def measure(model: Any, train: pd.DataFrame | None, validation: pd.DataFrame | None, *, target: str | None,
+            baseline_cv: int | None = None, entity_col: str | None = None,
+            declared: dict[str, str] | None = None) -> Measured:
+    """Measure ``model`` on its frames (pure: nothing read or written): its feature schema, task
+    and classes, its metrics, its output calibration and the drift baseline."""
     features = train.drop(columns=[target]) if train is not None and target else train
-    schema = infer_schema(model, features, declared=origin.declared if origin else None)
+    schema = infer_schema(model, features, declared=declared)
     if entity_col:
         schema["entity_col"] = entity_col
     task = task_of(model)
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_] if task == "classification" \
         else None
-    validation = read_frame(validation_data) if validation_data else None
     evaluated = validation if validation is not None else train
     scores = training_metrics(model, evaluated, target, schema=schema, task=task) \
         if evaluated is not None and target else None
     if scores is not None:
-        scores["evaluated_on"] = "validation data" if validation_data else "training data (in-sample)"
+        scores["evaluated_on"] = "validation data" if validation is not None else "training data (in-sample)"
     calibrated = None
-    if validation is not None and target:  # what the monitor's estimates before labels need
+    if validation is not None and target:
         outputs_v = _predict(model, validation.drop(columns=[target]), schema)
         calibrated = calibration.fit_scores(outputs_v.prediction, outputs_v.proba, validation[target].tolist(),
                                             classes=classes, task=task)
@@ -127,9 +151,17 @@ def register_model(
         outputs, source = output_scores(model, train, schema, task=task, validation=validation, target=target,
                                         cv=baseline_cv)
         base = profile.baseline(features, schema, outputs, source=source)
+    return Measured(schema=schema, task=task, classes=classes, scores=scores, calibrated=calibrated, base=base)
+
+
+def record(settings: Settings, name: str, data: bytes, suffix: str, measured: Measured, *, fmt: str,
+           reviewed: tuple[str, ...], current: bool = False, actor: str | None = None,
+           origin: MlflowOrigin | None = None) -> registry.ModelVersion:
+    """Store the artifact's bytes ``data`` and record them as the next version of ``name`` with what
+    was ``measured`` (the same bytes again return their version: nothing is registered twice)."""
     url = prepare(settings)
     with tempfile.TemporaryDirectory(prefix="predstore-register-") as private:  # 0700: ours alone
-        buffer = Path(private) / f"artifact{artifact.suffix.lower()}"
+        buffer = Path(private) / f"artifact{suffix.lower()}"
         buffer.write_bytes(data)
         uri, sha256, fmt = store_artifact(buffer, settings.artifacts_dir)
     with connect(url) as conn, conn.transaction():
@@ -140,14 +172,15 @@ def register_model(
                 registry.set_alias(conn, name, "current", same.version)
             return registry.get_model(conn, name, version=same.version)
         registry.insert_model(conn, name=name, version=version, artifact_uri=uri, sha256=sha256, format=fmt,
-                              task=task, feature_schema=schema, classes=classes, training_metrics=scores,
+                              task=measured.task, feature_schema=measured.schema, classes=measured.classes,
+                              training_metrics=measured.scores,
                               trusted_types=list(reviewed) if fmt == "skops" else None,
                               mlflow_uri=origin.uri if origin else None,
                               mlflow_version=origin.version if origin else None)
-        if base:
-            profiles.insert_baseline(conn, name, version, base)
-        if calibrated:
-            monitoring.insert_calibration(conn, name, version, calibrated.to_json())
+        if measured.base:
+            profiles.insert_baseline(conn, name, version, measured.base)
+        if measured.calibrated:
+            monitoring.insert_calibration(conn, name, version, measured.calibrated.to_json())
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
         audit.record(conn, "model.register", target=f"{name} v{version}", actor=actor,

@@ -97,3 +97,21 @@ def test_a_pipeline_registered_without_training_data_scores_its_text_columns(
     for name in ("encoded", "opaque"):
         run = score_partition(settings, ScoreRequest(path=partition, model_name=name))
         assert (run.status, run.rows_rejected, run.rows_scored) == ("published", 0, 200), run.message
+
+
+def test_measuring_a_model_reads_and_writes_nothing(tmp_path: Path) -> None:
+    import joblib
+
+    from models.register import measure
+
+    artifact, train_path = factories.logistic(tmp_path / "m")
+    model, train = joblib.load(artifact), pd.read_parquet(train_path)
+    in_sample = measure(model, train, None, target="y", entity_col="customer_id")
+    assert in_sample.task == "classification" and in_sample.classes == [0, 1]
+    assert in_sample.schema["entity_col"] == "customer_id"
+    assert in_sample.scores is not None and in_sample.scores["evaluated_on"] == "training data (in-sample)"
+    assert in_sample.base and in_sample.calibrated is None
+    held_out = measure(model, train.iloc[:300], train.iloc[300:], target="y")
+    assert held_out.scores is not None and held_out.scores["evaluated_on"] == "validation data"
+    assert held_out.calibrated is not None
+    assert measure(model, None, None, target=None).scores is None
