@@ -6,7 +6,8 @@ SIGKILL, as an operator's ``kill -9`` or the OOM killer would; ``copy@3`` kills 
 it is reached. A suffix picks another fault: ``committed:raise`` raises `Fault` (an unexpected
 error, such as a lost COMMIT acknowledgement), ``committed:interrupt`` raises KeyboardInterrupt
 (Ctrl-C), ``copy@2:pause`` prints ``predstore fault: paused at copy`` to stderr and sleeps
-`PAUSE_SECONDS` (time for a test to stop the database at that stage). Unset (always, outside
+`PAUSE_SECONDS` (time for a test to stop the database at that stage), or until the file
+``PREDSTORE_FAULT_RESUME`` names exists (the test made its change: the run goes on at once). Unset (always, outside
 tests) a point costs one comparison. The variable is read once per process, the first time any
 point is reached; tests run real ``predstore`` processes with it set and check what the store
 looks like afterwards (tests/test_faults.py).
@@ -88,6 +89,9 @@ def point(name: str) -> None:
         raise KeyboardInterrupt
     if target[2] == "pause":
         print(f"predstore fault: paused at {name}", file=sys.stderr, flush=True)
-        time.sleep(PAUSE_SECONDS)
+        resume = os.environ.get("PREDSTORE_FAULT_RESUME")
+        until = time.monotonic() + PAUSE_SECONDS
+        while time.monotonic() < until and not (resume and os.path.exists(resume)):
+            time.sleep(0.05)
         return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -52,7 +52,7 @@ def test_losing_the_database_mid_job_fails_fast_with_one_line(job: str, tmp_path
         assert returncode == (6 if job == "monitor" else 1), rest  # the monitor's failure has a code of its own
         assert len(rest.strip().splitlines()) == 1 and "Traceback" not in rest, rest
         assert rest.startswith(f"predstore: error: {what}: database unavailable: lost the connection"), rest
-        assert took < 30, took  # the pause itself is 10 s of it
+        assert took < 30, took
 
         restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
         subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
