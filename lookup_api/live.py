@@ -25,7 +25,7 @@ from models.artifacts import load_model
 from models.predict import predict
 from models.validate import ERASED, Erasures, validate
 from store import erasure, live, registry
-from store.errors import InputError, ModelError, PredstoreError
+from store.errors import InputError, ModelError, PredstoreError, StoreUnavailable
 
 T = TypeVar("T")
 Read = Callable[[Callable[[psycopg.Connection], T]], T]
@@ -71,9 +71,14 @@ class LiveModels:
         """The version to score ``model`` with (the current one unless ``version``) and its erasure list."""
         known = self._current.get(model)
         if known is None or self._clock() - known[2] > TRUST_SECONDS:
-            current, erasures = self._read(lambda conn: (registry.get_model(conn, model).version,
-                                                         Erasures(*erasure.erased(conn, model))))
-            known = self._current[model] = (current, erasures, self._clock())
+            try:
+                current, erasures = self._read(lambda conn: (registry.get_model(conn, model).version,
+                                                             Erasures(*erasure.erased(conn, model))))
+                known = self._current[model] = (current, erasures, self._clock())
+            except StoreUnavailable:
+                if known is None:
+                    raise
+                log.debug("the database is away: %s keeps scoring with version %d", model, known[0])
         wanted = known[0] if version is None else version
         with self._lock:
             found = self._loaded.get((model, wanted))

@@ -264,3 +264,25 @@ def test_no_request_to_a_live_scoring_service_gets_a_5xx(app: Flask, published: 
         assert response.status_code < 500, (path, body, response.get_data(as_text=True))
 
     check()
+
+
+def test_a_worker_keeps_scoring_with_what_it_knows_while_the_database_is_away() -> None:
+    from lookup_api.live import TRUST_SECONDS, LiveModels
+    from models.validate import Erasures
+    from store.errors import StoreUnavailable
+
+    now, answers = [0.0], [(1, Erasures(b"k"))]
+
+    def read(query: Any) -> Any:
+        if not answers:
+            raise StoreUnavailable("the database is away")
+        return answers.pop(0)
+
+    models = LiveModels(read, clock=lambda: now[0])
+    models._loaded[(MODEL, 1)] = "loaded"  # type: ignore[assignment]  # as if version 1 were loaded
+    assert models.get(MODEL, None)[0] == "loaded"
+    now[0] += TRUST_SECONDS + 1  # time to read again, and the database is away
+    assert models.get(MODEL, None)[0] == "loaded"
+    models.invalidate(MODEL)  # nothing known any more: nothing to score with
+    with pytest.raises(StoreUnavailable):
+        models.get(MODEL, None)
