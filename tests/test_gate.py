@@ -136,6 +136,35 @@ def test_the_cli_exits_5_on_a_held_run_and_a_release_killed_before_commit_serves
     assert again.returncode == 2 and "not held" in again.stderr
 
 
+def test_retention_discards_a_held_run_nobody_released(gated: Path, settings: Settings,
+                                                         conn: psycopg.Connection, tmp_path: Path) -> None:
+    from batch.retention import prune_runs
+    from store import retention
+
+    conn.autocommit = True
+    with pytest.raises(RunHeld) as old:
+        score_partition(settings, ScoreRequest(path=gated, model_name="churn", partition_key="p"))
+    conn.execute("UPDATE runs SET finished_at = finished_at - interval '40 days' WHERE run_id = %s",
+                 [old.value.run_id])
+    recent_rows = factories.frame(1000, seed=3)
+    recent_rows["f0"] = recent_rows["f0"] * 60
+    with pytest.raises(RunHeld) as recent:
+        score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p3.parquet", recent_rows),
+                                               model_name="churn", partition_key="q"))
+    served = served_run(conn, "e0")
+    retention.set_keep_days(conn, "churn", 30)
+    assert [r.run_id for r in prune_runs(settings, dry_run=True).runs] == [old.value.run_id]
+    done = prune_runs(settings)
+    assert [(r.run_id, r.status) for r in done.runs] == [(old.value.run_id, "held")]
+    statuses = dict(conn.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)",
+                                 [[old.value.run_id, recent.value.run_id]]).fetchall())
+    assert statuses == {old.value.run_id: "discarded", recent.value.run_id: "held"}
+    assert conn.execute("SELECT to_regclass(%s)", [f"predstore_partitions.run_{old.value.run_id}"]).fetchone() \
+        == (None,)
+    assert served_run(conn, "e0") == served  # nothing served changed
+    assert prune_runs(settings).runs == ()
+
+
 def test_models_configure_sets_and_shows_the_policies(settings: Settings, tmp_path: Path,
                                                       cli_env: dict[str, str]) -> None:
     artifact, train = factories.logistic(tmp_path / "m")
