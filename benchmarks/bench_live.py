@@ -15,6 +15,9 @@ process of its own (closed loop, keep-alive, loopback):
 (c) single-key lookups of precomputed predictions, with live scoring on and then off (a fresh
     server each), the ratio;
 (d) each worker's resident memory with live scoring on (the model loaded) and off.
+
+The service runs as in production: keys required, every request with a key that may score; the
+script stops with an error if any request is refused, since timing refusals would measure nothing.
 """
 
 from __future__ import annotations
@@ -69,19 +72,20 @@ def fit(scratch: Path) -> tuple[object, Path, Path]:
     return model, artifact, train_path
 
 
-def post(port: int, path: str, body: dict[str, object]) -> tuple[float, dict[str, object]]:
+def post(port: int, path: str, body: dict[str, object], key: str) -> tuple[float, dict[str, object]]:
     request = urllib.request.Request(f"http://{HOST}:{port}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+                                     method="POST")
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=60) as response:
         answer = json.load(response)
     return time.perf_counter() - started, answer
 
 
-def raw_post(path: str, body: dict[str, object]) -> bytes:
+def raw_post(path: str, body: dict[str, object], key: str) -> bytes:
     payload = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n")
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
     return head.encode() + payload
 
 
@@ -98,8 +102,11 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     args = parser.parse_args()
 
+    import psycopg
+
     from batch.runner import ScoreRequest, score_partition
     from models.register import register_model
+    from store import apikeys
     from store.settings import Settings
 
     with throwaway_store() as (url, scratch):
@@ -111,6 +118,9 @@ def main() -> None:
         partition.drop(columns=["y"]).to_parquet(path, index=False)
         run = score_partition(settings, ScoreRequest(path=path, model_name=MODEL, partition_key="p"))
         assert run.status == "published", run.message
+        with psycopg.connect(url) as conn:
+            _, key = apikeys.create_key(conn, "bench", scopes=["score"])
+        required = {"PREDSTORE_API_REQUIRE_KEY": "true"}
         new = data(1_000, seed=3, start=10_000_000).drop(columns=["y"])
         rows = new.to_dict("records")
         features = new[[*NUMERIC, *CATEGORIES]]
@@ -137,30 +147,36 @@ def main() -> None:
 
         port = free_port()
         live = serve("granian", "lookup_api:create_app()", url=url, port=port, scratch=scratch,
-                     env_extra={"PREDSTORE_API_LIVE_SCORING": "true"}, probe=f"/v1/models/{MODEL}/predictions/e1")
+                     env_extra={**required, "PREDSTORE_API_LIVE_SCORING": "true"},
+                     probe=f"/v1/models/{MODEL}/predictions/e1")
         try:
             for _ in range(20):  # each worker loads the model
-                post(port, f"/v1/models/{MODEL}/score", {"rows": rows[:1]})
+                post(port, f"/v1/models/{MODEL}/score", {"rows": rows[:1]}, key)
             single = drive(Load(port=port, connections=args.connections, seconds=args.seconds, warmup=1.0,
-                                rows=1, raw=raw_post(f"/v1/models/{MODEL}/score", {"rows": rows[:1]})))
-            batch_times = [post(port, f"/v1/models/{MODEL}/score", {"rows": rows})[0] for _ in range(15)]
-            check = post(port, f"/v1/models/{MODEL}/score", {"rows": rows})[1]
+                                rows=1, raw=raw_post(f"/v1/models/{MODEL}/score", {"rows": rows[:1]}, key)))
+            batch_times = [post(port, f"/v1/models/{MODEL}/score", {"rows": rows}, key)[0] for _ in range(15)]
+            check = post(port, f"/v1/models/{MODEL}/score", {"rows": rows}, key)[1]
             assert len(check["predictions"]) == 1_000 and not check["rejected"], check["rejected"]  # type: ignore[arg-type]
             lookups_on = drive(Load(port=port, connections=args.connections, seconds=args.seconds, warmup=1.0,
-                                    rows=args.entities, model=MODEL))
+                                    rows=args.entities, model=MODEL, key=key))
             rss_on = workers_rss(live)
         finally:
             stop(live)
         port = free_port()
         plain = serve("granian", "lookup_api:create_app()", url=url, port=port, scratch=scratch,
-                      probe=f"/v1/models/{MODEL}/predictions/e1")
+                      env_extra=required, probe=f"/v1/models/{MODEL}/predictions/e1")
         try:
             lookups_off = drive(Load(port=port, connections=args.connections, seconds=args.seconds, warmup=1.0,
-                                     rows=args.entities, model=MODEL))
+                                     rows=args.entities, model=MODEL, key=key))
             rss_off = workers_rss(plain)
         finally:
             stop(plain)
 
+    refused = {name: r["non_200"] for name, r in
+               (("single-row scoring", single), ("lookups on", lookups_on), ("lookups off", lookups_off))
+               if r["non_200"]}
+    if refused:
+        raise SystemExit(f"bench_live: requests answered other than 200, the figures measure nothing: {refused}")
     request_1000 = statistics.median(batch_times)
     print(f"model: HistGradientBoosting pipeline, {len(NUMERIC)} numeric + {len(CATEGORIES)} categorical features; "
           f"granian 2 workers; {args.connections} connections; {args.seconds:g} s per measure")

@@ -159,17 +159,19 @@ class Load:
     prefix: str = "e"  # "e": known ids; "u": ids that were never scored
     hot: int = 0  # draw ids from the first ``hot`` only (0: from all ``rows``)
     raw: bytes = b""  # if set, this request every time (benchmarks/bench_live.py's live scoring)
+    key: str = ""  # an API key, sent as a bearer token (a service that requires one)
 
 
 def _request(load: Load, rng: random.Random) -> bytes:
     if load.raw:
         return load.raw
     span = load.hot or load.rows
+    auth = f"Authorization: Bearer {load.key}\r\n" if load.key else ""
     if not load.batch:
         path = f"/v1/models/{load.model}/predictions/{load.prefix}{rng.randrange(span)}"
-        return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth}\r\n".encode()
     body = json.dumps({"entity_ids": [f"{load.prefix}{rng.randrange(span)}" for _ in range(load.batch)]}).encode()
-    head = (f"POST /v1/models/{load.model}/predictions:batch HTTP/1.1\r\nHost: {HOST}\r\n"
+    head = (f"POST /v1/models/{load.model}/predictions:batch HTTP/1.1\r\nHost: {HOST}\r\n{auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
@@ -279,8 +281,8 @@ def serve(server: str, app: str, *, url: str, port: int, scratch: Path, cache: b
     env.update(PREDSTORE_DATABASE_URL=url, PREDSTORE_HOME=str(scratch / "home"), PREDSTORE_API_REQUIRE_KEY="false",
                PREDSTORE_API_CACHE_SIZE="100000" if cache else "0",
                PROMETHEUS_MULTIPROC_DIR=str(scratch / f"metrics-{port}"),
-               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "benchmarks")]),
-               **(env_extra or {}))
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "benchmarks")]))
+    env.update(env_extra or {})
     (scratch / f"metrics-{port}").mkdir(parents=True, exist_ok=True)
     command = {
         "gunicorn": [sys.executable, "-m", "gunicorn", app, "-c", str(REPO / "lookup_api" / "gunicorn.conf.py"),

@@ -25,7 +25,7 @@ from models.artifacts import load_model
 from models.predict import predict
 from models.validate import ERASED, Erasures, validate
 from store import erasure, live, registry
-from store.errors import InputError, ModelError, PredstoreError, StoreUnavailable
+from store.errors import ModelError, PredstoreError, StoreUnavailable
 
 T = TypeVar("T")
 Read = Callable[[Callable[[psycopg.Connection], T]], T]
@@ -223,15 +223,3 @@ class Recorder:
         self._thread.join(timeout=5)
         self.flush()
 
-
-def rows_of(body: Any, *, max_rows: int) -> list[dict[str, Any]]:
-    """The ``rows`` of a request body: a list of objects, at most ``max_rows``; `InputError` otherwise."""
-    rows = body.get("rows") if isinstance(body, dict) else None
-    if not isinstance(rows, list):
-        raise InputError('the body must be a JSON object with a list "rows" of objects (column -> value)')
-    if len(rows) > max_rows:
-        raise InputError(f"{len(rows)} rows in one request; the limit is {max_rows}")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InputError(f"rows[{i}] must be an object (column -> value), not {type(row).__name__}")
-    return rows
