@@ -184,8 +184,8 @@ def drop_retired(conn: psycopg.Connection, *, wait: str = "100ms", settle: float
     What is left goes at the next call.
     """
     deadline = time.monotonic() + settle
-    while conn.execute(f"SELECT EXISTS (SELECT FROM retired_segments r WHERE {_SEEN})").fetchone() != (False,) \
-            and time.monotonic() < deadline:
+    while settle and time.monotonic() < deadline \
+            and conn.execute(f"SELECT EXISTS (SELECT FROM retired_segments r WHERE {_SEEN})").fetchone() != (False,):
         time.sleep(0.02)
     dropped = 0
     try:
