@@ -86,7 +86,8 @@ def apikeys() -> None:
 @click.argument("name")
 @click.option("--model", "models", multiple=True, help="A model the key may read (repeat it); default: every model.")
 @click.option("--scope", "scopes", multiple=True, type=click.Choice(keys.SCOPES),
-              help="What the key may do beyond lookups (repeat it): score, live scoring.")
+              help="What the key may do beyond lookups (repeat it): score, live scoring; ui, the console "
+                   "(`predstore ui`) off loopback.")
 @click.pass_obj
 def create(settings: Settings, name: str, models: tuple[str, ...], scopes: tuple[str, ...]) -> None:
     """Create a key for NAME (who uses it) and print it: it is shown only this once."""

@@ -14,15 +14,13 @@ would share it with the first instead of failing; `check_port` refuses such a po
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from store.errors import ConfigError
+from store import ports
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,26 +43,9 @@ def app() -> Flask:
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise `ConfigError` when ``host:port`` cannot be listened on alone: something listens there
-    already (a port that was merely in use, waiting in TIME_WAIT, is free). Port 0 is always free."""
-    if port == 0:
-        return
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; give --host an address or "
-                          "a name of this machine") from exc
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as every server sets it
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use (another `predstore serve`?): stop "
-                                  "what listens there or pick another --port; PREDSTORE_API_REUSE_PORT=1 shares "
-                                  "the port with it instead") from exc
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    """`store.ports.check_port`, saying what else may listen there and how to share the port."""
+    ports.check_port(host, port, hint=" (another `predstore serve`?): stop what listens there or pick another --port; "
+                                      "PREDSTORE_API_REUSE_PORT=1 shares the port with it instead")
 
 
 def run(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:

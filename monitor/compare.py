@@ -124,6 +124,25 @@ class Comparison:
             "history": [asdict(p) for p in self.history],
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], task: str) -> Comparison:
+        """A comparison back from its `to_dict` (as `store.challengers` keeps it)."""
+        def interval(bounds: list[float] | None, difference: float | None, entities: int) -> Interval | None:
+            return Interval(difference, bounds[0], bounds[1], entities) if bounds and difference is not None else None
+
+        history = tuple(WindowPoint(**p) for p in d.get("history") or [])
+        anytime = d.get("anytime_interval")
+        return cls(model=d["model"], current_version=d["current_version"], challenger_version=d["challenger_version"],
+                   task=task, paired_runs=d["paired_runs"], rows=d["rows"], entities=d["entities"],
+                   labeled_rows=d["labeled_rows"], labeled_entities=d["labeled_entities"],
+                   confidence=d["confidence"], min_labels=d["min_labels"], margin=d["margin"],
+                   verdict=Verdict(d["verdict"]), disagreement=d.get("disagreement"),
+                   output_psi_vs_baseline=d.get("output_psi_vs_baseline") or {},
+                   current_metric=d.get("current_metric"), challenger_metric=d.get("challenger_metric"),
+                   interval=interval(d.get("interval"), d.get("difference"), d["labeled_entities"]),
+                   anytime_interval=interval(anytime, d.get("difference"), d["labeled_entities"]),
+                   history=history)
+
     def evidence(self) -> str:
         """One line: the difference, its anytime interval, and on how many entities."""
         if self.anytime_interval is None:
@@ -293,7 +312,7 @@ def compare_models(settings: Settings, model_name: str, *, since: datetime | Non
     paired = paired.merge(labels, on="entity_id", how="left", sort=False)
     task, classes = current.task, [str(c) for c in (current.classes or [])]
     evidence = weigh(task, classes, paired, confidence=confidence, min_labels=min_labels)
-    return Comparison(
+    comparison = Comparison(
         model=current.name, current_version=current.version, challenger_version=challenger.version, task=task,
         paired_runs=len(pairs), rows=len(paired), entities=int(paired["entity_id"].nunique()),
         labeled_rows=evidence.labeled_rows, labeled_entities=evidence.labeled_entities, confidence=confidence,
@@ -303,6 +322,9 @@ def compare_models(settings: Settings, model_name: str, *, since: datetime | Non
         disagreement=disagreement(task, paired), output_psi_vs_baseline=drift,
         current_metric=evidence.current_metric, challenger_metric=evidence.challenger_metric,
         interval=evidence.interval, anytime_interval=evidence.anytime_interval, history=evidence.history)
+    with connect(prepare(settings), autocommit=True, application_name="predstore-compare") as conn:
+        challengers.record_comparison(conn, comparison.to_dict())  # what `predstore ui` shows
+    return comparison
 
 
 def _output_psi(conn: Any, model_name: str, version: int, run_ids: list[int]) -> float | None:
@@ -321,7 +343,11 @@ def _output_psi(conn: Any, model_name: str, version: int, run_ids: list[int]) ->
 def render(comparison: Comparison) -> str:
     """The comparison as one self-contained HTML page: the verdict, the figures, and the anytime
     interval over time (after each day's paired runs) as a chart."""
-    c = comparison
+    return page("compare.html", **sections(comparison))
+
+
+def sections(c: Comparison) -> dict[str, Any]:
+    """What ``_comparison.html`` shows of ``c`` (the page, and the console's performance page)."""
     figures = [("paired runs", c.paired_runs), ("paired rows", c.rows), ("entities", c.entities),
                ("labeled entities", f"{c.labeled_entities} (at least {c.min_labels} for a verdict)"),
                (f"{c.metric}, current v{c.current_version}", fmt(c.current_metric)),
@@ -347,4 +373,4 @@ def render(comparison: Comparison) -> str:
             band_label=f"{c.confidence:.0%} anytime interval", reference=c.margin or 0.0,
             reference_label="margin" if c.margin else "zero", x_label="day of the paired runs",
             y_label=f"{c.metric} difference", kind="interval")
-    return page("compare.html", c=c, figures=figures, history=history)
+    return {"c": c, "figures": figures, "history": history}

@@ -65,10 +65,16 @@ class ReportData:
 
 def render(data: ReportData) -> str:
     """The whole page."""
-    return page("report.html", data=data, table_metrics=TABLE_METRICS, binned_auc=BINNED_AUC,
-                histograms=[_bars(h) for h in data.histograms], history=_history(data.history),
-                performance=_performance(data.performance, data.task), windows=_windows(data.windows),
-                residuals=_residuals(data.matches))
+    return page("report.html", **sections(data))
+
+
+def sections(data: ReportData) -> dict[str, Any]:
+    """What the report's sections (``_drift.html``, ``_performance.html``, ``_alerts.html``) show:
+    the report, and the console's pages."""
+    return {"data": data, "table_metrics": TABLE_METRICS, "binned_auc": BINNED_AUC,
+            "histograms": [histogram_chart(h) for h in data.histograms], "history": _history(data.history),
+            "performance": _performance(data.performance, data.task), "windows": _windows(data.windows),
+            "residuals": _residuals(data.matches)}
 
 
 def page(template: str, **context: Any) -> str:
@@ -105,7 +111,8 @@ def shares(counts: Sequence[int], nulls: int) -> list[float]:
 # --- sections --------------------------------------------------------------------------------
 
 
-def _bars(h: Histogram) -> Chart:
+def histogram_chart(h: Histogram) -> Chart:
+    """One column's bins, baseline beside batch."""
     return charts.bars(f"{h.column} ({h.status}): {h.headline}", h.labels,
                        {"baseline": h.baseline, "batch": h.batch}, x_label="bin", y_label="share of rows",
                        kind="histogram")

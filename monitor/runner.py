@@ -296,43 +296,53 @@ def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12
     """What the report shows, read from the store: for a classifier, the confusion and reliability
     of its newest ``max_windows`` windows; for a regressor, its newest ``sample`` matched labels."""
     with connect(prepare(settings), autocommit=True) as conn:
-        versions = registry.list_models(conn, model_name)
-        if not versions:
-            registry.get_model(conn, model_name)  # raises NotFound, saying what exists
-        latest = monitoring.latest_check(conn, model_name)
-        rows: list[dict[str, Any]] = []
-        histograms: list[report.Histogram] = []
-        notes: list[str] = []
-        if latest is not None:
-            rows = monitoring.check_drift(conn, latest["check_id"])
-            base = profiles.get_baseline(conn, model_name, latest["model_version"])
-            profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
-            histograms = _histograms(base, profile, rows, max_histograms)
-            notes = stats.baseline_notes(base)
-        performance = monitoring.performance_history(conn, model_name)
-        task = versions[0].task
-        windows: list[diagnostics.WindowDiagnostics] = []
-        matches: list[diagnostics.Match] = []
-        if task == "regression":
+        return gather_report(conn, model_name, max_histograms=max_histograms, max_windows=max_windows, sample=sample)
+
+
+def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: int = 12, max_windows: int = 6,
+                  sample: int | None = 1000) -> report.ReportData:
+    """`report_data` on an open connection; ``sample=None`` leaves a regressor's matched labels
+    (prediction-level rows) out."""
+    versions = registry.list_models(conn, model_name)
+    if not versions:
+        registry.get_model(conn, model_name)  # raises NotFound, saying what exists
+    latest = monitoring.latest_check(conn, model_name)
+    rows: list[dict[str, Any]] = []
+    bars: list[report.Histogram] = []
+    notes: list[str] = []
+    if latest is not None:
+        rows = monitoring.check_drift(conn, latest["check_id"])
+        base = profiles.get_baseline(conn, model_name, latest["model_version"])
+        profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
+        bars = histograms(base, profile, rows, max_histograms)
+        notes = stats.baseline_notes(base)
+    performance = monitoring.performance_history(conn, model_name)
+    task = versions[0].task
+    windows: list[diagnostics.WindowDiagnostics] = []
+    matches: list[diagnostics.Match] = []
+    if task == "regression":
+        if sample is not None:
             matches = diagnostics.matches(reports.recent_matches(conn, model_name, limit=sample))
-        else:
-            windows = diagnostics.by_window(monitoring.tallies(conn, model_name),
-                                            diagnostics.windows_of(performance)[:max_windows],
-                                            {v.version: [str(c) for c in v.classes or []] for v in versions})
-        return report.ReportData(
-            model=model_name, task=task, generated_at=datetime.now().astimezone(), latest=latest,
-            latest_rows=rows, histograms=histograms, history=monitoring.drift_history(conn, model_name),
-            performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
-            windows=windows, matches=matches)
+    else:
+        windows = diagnostics.by_window(monitoring.tallies(conn, model_name),
+                                        diagnostics.windows_of(performance)[:max_windows],
+                                        {v.version: [str(c) for c in v.classes or []] for v in versions})
+    return report.ReportData(
+        model=model_name, task=task, generated_at=datetime.now().astimezone(), latest=latest,
+        latest_rows=rows, histograms=bars, history=monitoring.drift_history(conn, model_name),
+        performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
+        windows=windows, matches=matches)
 
 
-def _histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
-                limit: int) -> list[report.Histogram]:
+def histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
+               limit: int, *, every: bool = False) -> list[report.Histogram]:
     """Baseline-against-batch bins of the drifted columns (else of the outputs and the three
-    features that moved most)."""
+    features that moved most), or of ``every`` column the run profiled."""
     by_name = {r["column_name"]: r for r in rows}
-    drifted = [r["column_name"] for r in rows if r["drifted"]]
-    if not drifted:
+    drifted = [r["column_name"] for r in rows if r.get("drifted")]
+    if every:
+        drifted = list(profile)
+    elif not drifted:
         moved = sorted((r for r in rows if r["role"] == "feature"),
                        key=lambda r: -(r.get(report.TREND_METRIC[r["kind"]]) or 0))
         drifted = [r["column_name"] for r in rows if r["role"] == "output"] + [r["column_name"] for r in moved[:3]]

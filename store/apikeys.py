@@ -28,8 +28,9 @@ PREFIX = "psk"
 #: Random bytes in a key id (64 bits).
 KEY_ID_BYTES = 8
 
-#: What a key may be allowed beyond lookups: ``score``, live scoring (`predstore serve --live-scoring`).
-SCOPES = ("score",)
+#: What a key may be allowed beyond lookups: ``score``, live scoring (`predstore serve --live-scoring`);
+#: ``ui``, the console (`predstore ui`) where it listens beyond loopback.
+SCOPES = ("score", "ui")
 _COLUMNS = "key_id, name, created_at, revoked_at, models, scopes"
 
 

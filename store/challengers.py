@@ -3,11 +3,13 @@ labels they are judged on."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 
 def paired_runs(conn: psycopg.Connection, model_name: str, *, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -46,3 +48,26 @@ def latest_labels(conn: psycopg.Connection, model_name: str) -> list[tuple[str, 
            WHERE model_name = %s ORDER BY entity_id, event_time DESC""",
         [model_name],
     ).fetchall()
+
+
+def record_comparison(conn: psycopg.Connection, result: dict[str, Any]) -> None:
+    """Keep a comparison (``Comparison.to_dict()``: model, versions, verdict and the figures)."""
+    conn.execute(
+        """INSERT INTO comparisons (model_name, current_version, challenger_version, verdict, result)
+           VALUES (%s, %s, %s, %s, %s)""",
+        [result["model"], result["current_version"], result["challenger_version"], result["verdict"],
+         Jsonb(result, dumps=lambda value: json.dumps(value, default=_plain))])
+
+
+def latest_comparison(conn: psycopg.Connection, model_name: str, current_version: int,
+                      challenger_version: int) -> dict[str, Any] | None:
+    """The newest comparison of these two versions: its result and when it was made."""
+    return conn.cursor(row_factory=dict_row).execute(
+        """SELECT result, computed_at FROM comparisons
+           WHERE model_name = %s AND current_version = %s AND challenger_version = %s
+           ORDER BY comparison_id DESC LIMIT 1""", [model_name, current_version, challenger_version]).fetchone()
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds; anything else as its text."""
+    return value.item() if hasattr(value, "item") else str(value)

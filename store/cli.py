@@ -152,23 +152,29 @@ def db_check(settings: Settings) -> None:
               help="Also create this read-only role for analysts (every table but api_keys and erasure_key).")
 @click.option("--analyst-password", envvar="PREDSTORE_ANALYST_PASSWORD", default=None,
               help="Its password (or PREDSTORE_ANALYST_PASSWORD).")
+@click.option("--console-role", help="Also create this read-only role for `predstore ui` (the registry, the "
+              "ledger and the monitor's results; no prediction or label).")
+@click.option("--console-password", envvar="PREDSTORE_CONSOLE_PASSWORD", default=None,
+              help="Its password (or PREDSTORE_CONSOLE_PASSWORD).")
 @click.option("--writer-role", help="Also create this role and make it the owner of the store, for jobs and "
               "migrations.")
 @click.option("--writer-password", envvar="PREDSTORE_WRITER_PASSWORD", default=None,
               help="Its password (or PREDSTORE_WRITER_PASSWORD).")
 @click.pass_obj
 def db_grant(settings: Settings, role: str, password: str | None, analyst_role: str | None,
-             analyst_password: str | None, writer_role: str | None, writer_password: str | None) -> None:
+             analyst_password: str | None, console_role: str | None, console_password: str | None,
+             writer_role: str | None, writer_password: str | None) -> None:
     """Create the database roles: the read-only role the lookup API connects as
-    (PREDSTORE_API_DATABASE_URL), and with --analyst-role / --writer-role the analysts' and the
-    jobs' roles (see docs/security.md, "Database roles").
+    (PREDSTORE_API_DATABASE_URL), and with --analyst-role / --console-role / --writer-role the
+    analysts', the console's (PREDSTORE_UI_DATABASE_URL) and the jobs' roles (see docs/security.md, "Database roles").
 
     The reader may SELECT the published views, the registry and the API key hashes, and nothing
     else: no unpublished or superseded run, no write. Run again after `db upgrade` to refresh the grants.
     """
     url = migrate.prepare(settings)
     try:
-        done = _grant(url, role, password, analyst_role, analyst_password, writer_role, writer_password)
+        done = _grant(url, role, password, analyst_role, analyst_password, writer_role, writer_password,
+                      console_role, console_password)
     except psycopg.Error as exc:
         raise ConfigError(f"could not create the roles ({first_line(exc)}); run `predstore db grant` as a role "
                           "that may create roles and owns the store, or as a superuser") from exc
@@ -178,7 +184,8 @@ def db_grant(settings: Settings, role: str, password: str | None, analyst_role: 
 
 
 def _grant(url: str, role: str, password: str | None, analyst_role: str | None, analyst_password: str | None,
-           writer_role: str | None, writer_password: str | None) -> list[tuple[str, bool, str]]:
+           writer_role: str | None, writer_password: str | None, console_role: str | None = None,
+           console_password: str | None = None) -> list[tuple[str, bool, str]]:
     from store import roles
 
     with dbmod.connect(url) as conn, conn.transaction():
@@ -187,6 +194,9 @@ def _grant(url: str, role: str, password: str | None, analyst_role: str | None, 
         if analyst_role:
             done.append((analyst_role, roles.grant_analyst(conn, analyst_role, password=analyst_password),
                          f"SELECT on every table and view but {', '.join(roles.ANALYST_DENIED)}"))
+        if console_role:
+            done.append((console_role, roles.grant_console(conn, console_role, password=console_password),
+                         f"SELECT on {', '.join(roles.CONSOLE_GRANTS)}"))
         if writer_role:
             done.append((writer_role, roles.grant_writer(conn, writer_role, password=writer_password),
                          "owner of the store's tables and views"))

@@ -4,6 +4,9 @@
   unpublished or superseded run, no write. The views run with their owner's rights.
 - The **analyst** may SELECT every table and view of the store but ``api_keys`` and ``erasure_key``: runs of every
   status, rejected rows, labels, monitoring; not the run tables that are not yet published.
+- The **console** (`predstore ui`) may SELECT the registry, the ledger, the monitor's results and
+  baselines, the audit trail, the lookup counts and the API key hashes (it asks for a key off
+  loopback): never a prediction, a label or the erasure key.
 - The **writer** owns the store's tables and views (attaching a run's table to ``predictions``
   is allowed only to their owner) and may create tables in ``public`` for migrations; it is no
   superuser and cannot create roles or databases. Jobs, migrations and `predstore forget` run as it.
@@ -28,6 +31,12 @@ READER_WRITES = ("lookup_counts", "live_predictions")
 #: Tables the analyst may not read (the erasure key would reverse the erasure list's HMACs).
 ANALYST_DENIED = ("api_keys", "erasure_key")
 
+#: What the console's role may read: aggregates, the ledger and the registry, never a prediction or a label.
+CONSOLE_GRANTS = ("models", "model_aliases", "model_policies", "runs", "audit", "drift_checks", "drift_results",
+                  "drift_over_time", "performance_results", "performance_over_time", "performance_tallies",
+                  "alerts", "baselines", "run_profiles", "calibrations", "comparisons", "lookup_counts", "api_keys",
+                  "alembic_version")
+
 _LOGIN = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
 
 
@@ -51,6 +60,16 @@ def grant_analyst(conn: psycopg.Connection, role: str, *, password: str | None =
     conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(
         sql.SQL(", ").join(map(sql.Identifier, ANALYST_DENIED)), sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
+    return created
+
+
+def grant_console(conn: psycopg.Connection, role: str, *, password: str | None = None) -> bool:
+    """Create (or reset) ``role`` as a read-only login on `CONSOLE_GRANTS` alone; True if created."""
+    created = _login_role(conn, role, password)
+    _reset(conn, role)
+    conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, CONSOLE_GRANTS)), sql.Identifier(role)))
     conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
     return created
 

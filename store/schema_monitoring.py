@@ -244,3 +244,18 @@ alerts = Table(
     CheckConstraint("kind IN " + str(ALERT_KINDS), name="kind"),
     Index("uq_alerts_model_name_kind_scope_key", "model_name", "kind", "scope_key", unique=True),
 )
+
+# Every champion/challenger comparison made (`monitor.compare`), as `models compare --json` prints
+# it: the console shows the newest of the pair serving now without reading predictions again.
+comparisons = Table(
+    "comparisons",
+    metadata,
+    Column("comparison_id", BigInteger, Identity(), primary_key=True),
+    Column("model_name", Text, nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("challenger_version", Integer, nullable=False),
+    Column("verdict", Text, nullable=False),
+    Column("result", JSONB, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_comparisons_model_name_comparison_id", "model_name", "comparison_id"),
+)

@@ -30,6 +30,9 @@ class Settings:
     keep_days: int | None = None
     api_max_batch: int = 1000
     api_reader_url: str | None = None
+    #: The console's (`predstore ui`) database URL: the console role of `predstore db grant`. None:
+    #: the store's own URL, every transaction read-only.
+    ui_database_url: str | None = None
     #: Maximum prediction age in seconds per model; ``"*"`` applies to every other model. Empty: no limit.
     api_max_age: tuple[tuple[str, int], ...] = ()
     #: What the API does with a prediction older than its maximum age: ``flag`` it or ``hide`` it (404).
@@ -89,6 +92,7 @@ class Settings:
             if (raw_days := get("PREDSTORE_KEEP_DAYS")) else None,
             api_max_batch=_int(get("PREDSTORE_API_MAX_BATCH"), "PREDSTORE_API_MAX_BATCH", default=1000, minimum=1),
             api_reader_url=get("PREDSTORE_API_DATABASE_URL"),
+            ui_database_url=get("PREDSTORE_UI_DATABASE_URL"),
             api_max_age=_max_age(get("PREDSTORE_API_MAX_AGE")),
             api_stale_policy=_choice(get("PREDSTORE_API_STALE_POLICY"), "PREDSTORE_API_STALE_POLICY",
                                      ("flag", "hide")),

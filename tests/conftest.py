@@ -121,3 +121,16 @@ def interruptible() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="module")
+def console_store(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """Settings of a store built by `tests.console_store.build_store` (once per module), and the
+    challenger's version and the held run's id."""
+    from tests.console_store import build_store
+
+    with cloned_database(server_url, template_url, prefix="predstore_console") as url:
+        settings = Settings(home=tmp_path_factory.mktemp("console") / "home", database_url=url,
+                            api_require_key=False)
+        yield settings, build_store(settings)

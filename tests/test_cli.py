@@ -47,7 +47,8 @@ def loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[list[str
 HOMES = {"apikeys": "lookup_api.cli:apikeys", "db": "store.cli:db", "demo": "demo.cli:demo",
          "forget": "store.forget:forget", "jobs": "scheduler.cli:jobs", "labels": "monitor.cli:labels",
          "models": "models.cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
-         "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve"}
+         "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve",
+         "ui": "monitor.console:ui"}
 
 
 def test_the_root_imports_every_subcommand_from_its_component() -> None:

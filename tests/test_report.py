@@ -287,6 +287,8 @@ def test_the_comparison_page_draws_the_anytime_interval_by_day() -> None:
 
 def test_the_templates_ship_with_the_package() -> None:
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["monitor"]
-    templates = sorted(p.name for p in (ROOT / "monitor" / "templates").iterdir())
-    shipped = sorted({p.name for pattern in patterns for p in (ROOT / "monitor").glob(pattern)})
-    assert templates == shipped == ["base.html", "charts.html", "compare.html", "report.html"]
+    root = ROOT / "monitor" / "templates"
+    templates = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    shipped = sorted({p.relative_to(root).as_posix() for pattern in patterns for p in (ROOT / "monitor").glob(pattern)})
+    assert templates == shipped
+    assert {"base.html", "charts.html", "compare.html", "report.html", "console/base.html"} <= set(shipped)
