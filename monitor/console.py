@@ -13,14 +13,12 @@ asks for it) or ``Authorization: Bearer``.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import click
 import flask
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -28,7 +26,7 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import HTTPException
 
 from monitor import compare, report, runner
-from store import apikeys, challengers, logs, monitoring, policies, ports, profiles, registry
+from store import apikeys, challengers, monitoring, policies, profiles, registry
 from store import console as queries
 from store.errors import InputError, NotFound, PredstoreError, StoreUnavailable, first_line
 from store.migrate import prepare
@@ -263,37 +261,3 @@ def _ago(moment: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size:.0f} {unit} ago"
     return "just now"
-
-
-# --- the command -------------------------------------------------------------------------------------
-
-
-@click.command("ui")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on; beyond loopback every request needs an API key with --scope ui.")
-@click.option("--port", default=8050, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.pass_obj
-def ui(settings: Settings, host: str, port: int) -> None:
-    """Serve the console: models, versions, runs, drift and performance, read-only, in a browser.
-
-    It reads through PREDSTORE_UI_DATABASE_URL (the console role of `predstore db grant`) when set,
-    else the store's own URL with read-only transactions. Ctrl-C stops it.
-    """
-    from werkzeug.serving import make_server
-
-    ports.check_port(host, port)
-    require_key = not is_loopback(host)
-    app = create_app(settings, require_key=require_key)
-    server = make_server(host, port, app, threaded=True)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    where = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_port}/"
-    logs.say(f"console on {where}" + (" (every request needs an API key with the ui scope)" if require_key else
-                                      " (loopback: no key needed)"), name="monitor")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        close_app(app)
-

@@ -57,7 +57,7 @@ def load(name: str) -> click.Command | None:
         from lookup_api.cli import serve
         return serve
     if name == "ui":
-        from monitor.console import ui
+        from monitor.ui import ui
         return ui
     return None
 

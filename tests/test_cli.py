@@ -48,7 +48,7 @@ HOMES = {"apikeys": "lookup_api.cli:apikeys", "db": "store.cli:db", "demo": "dem
          "forget": "store.forget:forget", "jobs": "scheduler.cli:jobs", "labels": "monitor.cli:labels",
          "models": "models.cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
          "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve",
-         "ui": "monitor.console:ui"}
+         "ui": "monitor.ui:ui"}
 
 
 def test_the_root_imports_every_subcommand_from_its_component() -> None:
@@ -66,7 +66,7 @@ def test_the_root_imports_every_subcommand_from_its_component() -> None:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["score", "--help"], ["runs", "list", "--help"],
-                                  ["monitor", "--help"], ["schedule", "--help"], ["serve", "--help"]])
+                                  ["monitor", "--help"], ["schedule", "--help"], ["serve", "--help"], ["ui", "--help"]])
 def test_help_loads_no_heavy_library(args: list[str]) -> None:
     assert loaded(args) == ([], "0")
 
