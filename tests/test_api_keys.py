@@ -85,6 +85,10 @@ def test_compose_runs_the_api_as_the_reader_with_keys_and_keeps_dask_private() -
     assert services["grant"]["command"][:3] == ["predstore", "db", "grant"]
     role = services["grant"]["command"][services["grant"]["command"].index("--role") + 1]
     assert env["PREDSTORE_API_DATABASE_URL"].startswith(f"postgresql://{role}:{env['PREDSTORE_READER_PASSWORD']}@")
+    grant = services["grant"]["command"]
+    console = grant[grant.index("--console-role") + 1]
+    assert env["PREDSTORE_UI_DATABASE_URL"].startswith(f"postgresql://{console}:{env['PREDSTORE_CONSOLE_PASSWORD']}@")
+    assert services["ui"]["command"][:2] == ["predstore", "ui"] and "0.0.0.0" in services["ui"]["command"]  # keys
     assert "ports" not in services["dask-scheduler"] and "ports" not in services["dask-worker"]
     assert services["dask-worker"]["environment"]["PGPASSWORD"] == "${POSTGRES_PASSWORD}"
 
