@@ -37,6 +37,10 @@ from store.settings import Settings
 SESSION_OPTIONS = "-c default_transaction_read_only=on -c TimeZone=UTC -c statement_timeout=30s"
 #: Runs listed per page.
 RUNS_PER_PAGE = 100
+#: Checks the drift page shows over time (the report shows 200).
+HISTORY = 100
+#: Windows whose confusion and reliability the performance page draws (the report: 6).
+WINDOWS = 4
 #: Histograms drawn on a run's page.
 MAX_RUN_CHARTS = 40
 #: The key scope the console asks for off loopback.
@@ -130,14 +134,14 @@ def create_app(settings: Settings, *, require_key: bool, url: str | None = None)
     def drift_page(name: str) -> str:
         _allowed(name)
         with store() as conn:
-            data = runner.gather_report(conn, name, sample=None)
+            data = runner.gather_report(conn, name, sample=None, parts=("drift",), history=HISTORY)
         return _page("console/drift.html", title=f"{name}: drift", model=name, **report.sections(data))
 
     @app.get("/models/<name>/performance")
     def performance_page(name: str) -> str:
         _allowed(name)
         with store() as conn:
-            data = runner.gather_report(conn, name, sample=None)
+            data = runner.gather_report(conn, name, sample=None, parts=("performance",), max_windows=WINDOWS)
             pair = _pair(conn, name)
         return _page("console/performance.html", title=f"{name}: performance", model=name, pair=pair,
                      **report.sections(data))

@@ -10,7 +10,7 @@ sends them to the webhook. The scheduler calls it as ``run_monitor(settings, mod
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -300,13 +300,15 @@ def report_data(settings: Settings, model_name: str, *, max_histograms: int = 12
 
 
 def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: int = 12, max_windows: int = 6,
-                  sample: int | None = 1000) -> report.ReportData:
-    """`report_data` on an open connection; ``sample=None`` leaves a regressor's matched labels
-    (prediction-level rows) out."""
+                  sample: int | None = 1000, parts: Collection[str] = ("drift", "performance"),
+                  history: int = 200) -> report.ReportData:
+    """`report_data` on an open connection: its ``parts`` (drift, performance) only, drift over time
+    of the newest ``history`` checks; ``sample=None`` leaves a regressor's matched labels
+    (prediction-level rows) out. Each read is bounded by these limits, not by the store's age."""
     versions = registry.list_models(conn, model_name)
     if not versions:
         registry.get_model(conn, model_name)  # raises NotFound, saying what exists
-    latest = monitoring.latest_check(conn, model_name)
+    latest = monitoring.latest_check(conn, model_name) if "drift" in parts else None
     rows: list[dict[str, Any]] = []
     bars: list[report.Histogram] = []
     notes: list[str] = []
@@ -316,20 +318,20 @@ def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: 
         profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
         bars = histograms(base, profile, rows, max_histograms)
         notes = stats.baseline_notes(base)
-    performance = monitoring.performance_history(conn, model_name)
+    performance = monitoring.performance_history(conn, model_name) if "performance" in parts else []
     task = versions[0].task
     windows: list[diagnostics.WindowDiagnostics] = []
     matches: list[diagnostics.Match] = []
-    if task == "regression":
-        if sample is not None:
-            matches = diagnostics.matches(reports.recent_matches(conn, model_name, limit=sample))
-    else:
-        windows = diagnostics.by_window(monitoring.tallies(conn, model_name),
-                                        diagnostics.windows_of(performance)[:max_windows],
-                                        {v.version: [str(c) for c in v.classes or []] for v in versions})
+    if task == "regression" and sample is not None and "performance" in parts:
+        matches = diagnostics.matches(reports.recent_matches(conn, model_name, limit=sample))
+    elif task != "regression" and (newest := diagnostics.windows_of(performance)[:max_windows]):
+        stored = monitoring.tallies(conn, model_name, since=min(w.start for w in newest), role="current")
+        windows = diagnostics.by_window(stored, newest, {v.version: [str(c) for c in v.classes or []]
+                                                         for v in versions})
     return report.ReportData(
         model=model_name, task=task, generated_at=datetime.now().astimezone(), latest=latest,
-        latest_rows=rows, histograms=bars, history=monitoring.drift_history(conn, model_name),
+        latest_rows=rows, histograms=bars,
+        history=monitoring.drift_history(conn, model_name, limit=history) if "drift" in parts else [],
         performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
         windows=windows, matches=matches)
 

@@ -86,12 +86,13 @@ def insert_drift_results(conn: psycopg.Connection, check_id: int, results: Itera
 
 
 def drift_history(conn: psycopg.Connection, model_name: str, *, limit: int = 200) -> list[dict[str, Any]]:
-    """The ``drift_over_time`` rows of the newest ``limit`` checks of a model, oldest first."""
+    """The ``drift_over_time`` rows of the newest ``limit`` checks of a model, oldest first; each
+    check probed on its own, so the cost follows ``limit``, not how many checks the model had."""
     return conn.cursor(row_factory=dict_row).execute(
-        """SELECT * FROM drift_over_time
-           WHERE check_id IN (SELECT check_id FROM drift_checks WHERE model_name = %s
-                              ORDER BY check_id DESC LIMIT %s)
-           ORDER BY coalesce(published_at, window_end), check_id, role = 'output', column_name""",
+        """SELECT v.* FROM (SELECT check_id FROM drift_checks WHERE model_name = %s
+                            ORDER BY check_id DESC LIMIT %s) AS k
+           CROSS JOIN LATERAL (SELECT * FROM drift_over_time o WHERE o.check_id = k.check_id OFFSET 0) AS v
+           ORDER BY coalesce(v.published_at, v.window_end), v.check_id, v.role = 'output', v.column_name""",
         [model_name, limit],
     ).fetchall()
 
@@ -200,11 +201,14 @@ def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[
     )
 
 
-def tallies(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
-    """The model's tallies: (run_id, day, backfill, model_version, run_role, tally, labels)."""
-    return conn.execute(
+def tallies(conn: psycopg.Connection, model_name: str, *, since: datetime | None = None,
+            role: str | None = None) -> list[tuple[Any, ...]]:
+    """The tallies (days from ``since``, runs of ``role``): (run_id, day, backfill, version, role, tally, labels)."""
+    return conn.cursor(binary=True).execute(  # binary: the float arrays are not parsed from text
         """SELECT run_id, day, backfill, model_version, run_role, tally, labels FROM performance_tallies
-           WHERE model_name = %s AND labels > 0 ORDER BY run_id, day""", [model_name]).fetchall()
+           WHERE model_name = %s AND labels > 0 AND (%s::timestamptz IS NULL OR day >= %s)
+             AND (%s::text IS NULL OR run_role = %s)
+           ORDER BY run_id, day""", [model_name, since, since, role, role]).fetchall()
 
 
 def delete_tallies(conn: psycopg.Connection, model_name: str) -> None:
