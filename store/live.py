@@ -73,3 +73,18 @@ def checks(conn: psycopg.Connection, model_name: str, *, limit: int = 60) -> lis
                         AND d.metric = 'drift' AND d.status = 'alert' ORDER BY d.column_name) AS columns
            FROM drift_checks c WHERE c.model_name = %s AND c.run_role = 'live'
            ORDER BY c.window_start DESC, c.model_version DESC LIMIT %s""", [model_name, limit]).fetchall()
+
+
+def matches(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
+    """Each label of ``model_name`` matched to the live prediction in force at its event time (the
+    newest scored at or before it), as `store.matching.MATCH_COLUMNS` rows of run role ``live``
+    (run id 0: a live prediction belongs to no run). Driven by the live predictions, so it costs
+    what live traffic costs, not what every label of the model costs."""
+    return conn.execute(
+        """SELECT DISTINCT ON (l.entity_id, l.event_time)
+                  1, 0, p.model_version, 'live', l.event_time, 'in_force', l.label, l.label_value, p.prediction,
+                  p.label, p.scores
+           FROM live_predictions p
+           JOIN labels l ON l.model_name = p.model_name AND l.entity_id = p.entity_id AND l.event_time >= p.scored_at
+           WHERE p.model_name = %s
+           ORDER BY l.entity_id, l.event_time, p.scored_at DESC""", [model_name]).fetchall()

@@ -328,3 +328,36 @@ def test_live_traffic_is_checked_for_drift_apart_from_the_batch_runs(
     assert "<h2>Live traffic</h2>" in page and ">800<" in page and "f0, f1, f2" in page
     printed = CliRunner().invoke(main, ["monitor", "--model", MODEL], env=cli_env)
     assert "live traffic of " in printed.output, printed.output
+
+
+def test_labels_are_matched_to_live_predictions_and_judged_apart(
+        app: Flask, published: pd.DataFrame, settings: Settings, database_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.labels import ingest_labels
+    from monitor.runner import run_monitor
+
+    fresh = factories.frame(300, start=5000, seed=9)
+    answer = app.test_client().post(f"/v1/models/{MODEL}/score", json={"rows": rows(fresh)}).get_json()
+    assert eventually(lambda: _count(database_url, "live_predictions") == 300)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    labels = fresh[["entity_id", "y"]].assign(event_time=later)
+    ingest_labels(settings, factories.write_parquet(tmp_path / "labels.parquet", labels), model_name=MODEL,
+                  entity_col="entity_id", label_col="y", time_col="event_time")
+    # A label from before an entity was scored live judges nothing of it.
+    early = fresh.iloc[:10][["entity_id", "y"]].assign(event_time=later - timedelta(days=2))
+    ingest_labels(settings, factories.write_parquet(tmp_path / "early.parquet", early), model_name=MODEL,
+                  entity_col="entity_id", label_col="y", time_col="event_time")
+    result = run_monitor(settings, MODEL)
+    judged = {r["metric"]: r for r in result.performance if r["run_role"] == "live" and r["scope"] == "window"}
+    assert judged and {r["labels"] for r in judged.values()} == {300}
+    predicted = {p["entity_id"]: p["label"] for p in answer["predictions"]}
+    expected = sum(predicted[e] == str(y) for e, y in zip(fresh["entity_id"], fresh["y"], strict=True)) / 300
+    assert judged["accuracy"]["value"] == pytest.approx(expected)
+    assert not [a for a in result.alerts if a.kind == "concept_drift"]  # live windows are reported, not alerted
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
