@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 import psycopg
 import pyarrow as pa
 
@@ -94,10 +96,11 @@ class LiveModels:
         return loaded, known[1]
 
 
-def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
-                                                                                 list[dict[str, Any]]]:
-    """Score ``rows`` (objects of column -> value): the predictions, in the rows' order, and the
-    rejected rows with their reason, as a batch run would reject them."""
+def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score ``rows`` (objects of column -> value): the predictions, in the rows' order, the
+    rejected rows with their reason, as a batch run would reject them, and the features of each
+    prediction's row as validated (what `Recorder` keeps for the monitor)."""
     schema = loaded.version.feature_schema
     columns = [c["name"] for c in schema["columns"]]
     entity_col = loaded.entity_col
@@ -119,7 +122,7 @@ def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]) -> tup
     keep = [i for i, reason in enumerate(reasons) if reason is None]
     rejected = [{"entity_id": _shown(ids[i]), "reason": reason} for i, reason in enumerate(reasons) if reason]
     if not keep:
-        return [], rejected
+        return [], rejected, []
     arrays = {ENTITY_ID: _array([ids[i] for i in keep])}
     arrays.update({name: _array([rows[i][name] for i in keep]) for name in columns if name != ENTITY_ID})
     checked = validate(pa.RecordBatch.from_pydict(arrays), schema, entity_col=ENTITY_ID, first_row=0,
@@ -127,7 +130,7 @@ def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]) -> tup
     rejected += [{"entity_id": None if reason == ERASED else _shown(entity), "reason": reason}
                  for _, entity, reason, _ in checked.rejects]
     if not len(checked.features):
-        return [], rejected
+        return [], rejected, []
     try:
         out = predict(loaded.model, checked.features, schema=schema)
     except Exception as exc:  # the model's own error, whatever its type
@@ -139,7 +142,18 @@ def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]) -> tup
                     "label": None if labels is None else str(labels[i]),
                     "scores": None if out.proba is None else out.proba[i].tolist(), "source": "live"}
                    for i, entity in enumerate(checked.entity_ids.to_pylist())]
-    return predictions, rejected
+    return predictions, rejected, [_json(row) for row in checked.features.to_dict("records")]
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's features as JSON takes them: missing values and numbers that are not finite as null."""
+    def plain(value: Any) -> Any:
+        value = value.item() if isinstance(value, np.generic) else value
+        if value is None or value is pd.NA or isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value if isinstance(value, bool | int | float | str) else str(value)
+
+    return {k: plain(v) for k, v in row.items()}
 
 
 def _array(values: list[Any]) -> pa.Array:
@@ -184,10 +198,11 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="predstore-live-recorder", daemon=True)
         self._thread.start()
 
-    def add(self, predictions: list[dict[str, Any]]) -> None:
+    def add(self, predictions: list[dict[str, Any]], features: list[dict[str, Any]] | None = None) -> None:
         now = datetime.now(UTC)
         rows = [live.LivePrediction(now, p["model"], p["model_version"], p["entity_id"], p["prediction"],
-                                    p["label"], p["scores"]) for p in predictions]
+                                    p["label"], p["scores"], f)
+                for p, f in zip(predictions, features or [None] * len(predictions), strict=True)]  # type: ignore[list-item]
         with self._lock:
             room = max(0, self._capacity - len(self._queue))
             self._queue.extend(rows[:room])

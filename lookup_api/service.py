@@ -282,8 +282,8 @@ def _scored(service: Service, loaded: Any, erasures: Any, rows: list[dict[str, A
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from lookup_api import live
 
-    predictions, rejected = live.score(loaded, erasures, rows)
-    service.recorder.add(predictions)
+    predictions, rejected, features = live.score(loaded, erasures, rows)
+    service.recorder.add(predictions, features)
     service.metrics.count_live("scored", len(predictions))
     service.metrics.count_live("rejected", len(rejected))
     return predictions, rejected

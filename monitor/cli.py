@@ -224,6 +224,7 @@ def _print(result: MonitorResult, report_path: Path | None, *, unprofiled: int |
         click.echo(f"{result.model}: nothing new to check (every profiled run is checked; no new labels)")
     for check in result.checks:
         where = f"run {check['run_id']} ({check['partition_key']})" if check["scope"] == "run" \
+            else f"live traffic of {check['window_start']:%Y-%m-%d}" if check["run_role"] == "live" \
             else f"window of {len(check['run_ids'])} runs"
         click.echo(f"\n{where}, v{check['model_version']}: {check['rows']:,} rows, {_share(check)}")
         _table(check["results"])

@@ -6,7 +6,9 @@ performance rows are then computed from the tallies alone, so a monitor run cost
 labels cost, not what every label ever ingested costs, and a run whose table retention dropped
 keeps the performance its labels measured. Labels older than every run holding their entity
 (backfills, matched as 'earliest') are tallied and reported apart, and raise no alert. A window
-alerts only when the metric's whole 95% interval is past the tolerance.
+alerts only when the metric's whole 95% interval is past the tolerance. Labels of entities the
+lookup API scored live are also matched to the live prediction in force at their time and judged
+per window apart (run role ``live``; no alert).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from monitor import tallies
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
-from store import faults, matching, monitoring, registry
+from store import faults, live, matching, monitoring, registry
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
 #: Labels matched per query (what one query's result holds in memory).
@@ -65,6 +67,9 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
         in_window[_window_start(day.astimezone(UTC), config.window)] += labels
     rows = performance_rows(stored, versions, config, sizes=monitoring.run_sizes(conn, model_name),
                             in_window=in_window)
+    # Live predictions are judged too, per window and apart (run role 'live'): recounted each time.
+    rows += [r for r in performance_rows(count(live.matches(conn, model_name), versions), versions, config,
+                                         sizes={}, in_window={}) if r["scope"] == "window"]
     monitoring.replace_performance(conn, model_name, rows)
     matched = sum(row[6] for row in served)
     earliest = sum(row[6] for row in served if row[2])

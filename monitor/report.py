@@ -61,6 +61,8 @@ class ReportData:
     windows: Sequence[WindowDiagnostics] = field(default_factory=list)
     #: A regressor's newest matched labels, for the residual charts.
     matches: Sequence[Match] = field(default_factory=list)
+    #: The checks of live traffic (the rows the lookup API scored live), per day, newest first.
+    live: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
 
 def render(data: ReportData) -> str:

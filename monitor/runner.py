@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,11 @@ from typing import Any
 import psycopg
 
 from monitor import diagnostics, evaluate, realized, report, sequential, stats
+from monitor import live as live_traffic
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
-from store import faults, ledger, monitoring, profiles, prometheus, registry, reports
+from store import faults, ledger, live, monitoring, profiles, prometheus, registry, reports
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
@@ -181,16 +182,25 @@ def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[in
             alerts += _record_check(conn, model_name, version, base, profiles.get_run_profiles(conn, ids), config,
                                     result, scope="window", run=None, run_ids=ids, start=since,
                                     end=max(r["published_at"] for r in members))
+    if run_id is None:  # live traffic, per UTC day: the newest day checked again, as it may have grown
+        start = live.last_checked(conn, model_name) or datetime.now(UTC) - timedelta(days=live_traffic.LOOKBACK_DAYS)
+        for day, version in live.days(conn, model_name, since=start):
+            if version in versions and (base := baseline(version)):
+                live.delete_check(conn, model_name, version, day)
+                counted = live_traffic.profile(live.of_day(conn, model_name, version, day), base,
+                                               versions[version].feature_schema, versions[version].classes)
+                alerts += _record_check(conn, model_name, version, base, counted, config, result, scope="window",
+                                        run=None, run_ids=[], start=day, end=day + timedelta(days=1), role="live")
     return alerts
 
 
 def _record_check(conn: psycopg.Connection, model_name: str, version: int, base: list[dict[str, Any]],
                   profile: dict[str, dict[str, Any]], config: MonitorConfig, result: _Found, *, scope: str,
                   run: dict[str, Any] | None, run_ids: list[int], start: datetime | None = None,
-                  end: datetime | None = None) -> list[Alert]:
+                  end: datetime | None = None, role: str | None = None) -> list[Alert]:
     checked = stats.check(base, profile, config.drift)
     dataset_drift = checked.dataset_drift(config.drift)
-    role = run["run_role"] if run else "current"
+    role = role or (run["run_role"] if run else "current")
     gradual: dict[str, tuple[float, float]] = {}
     if run and role == "current":  # served runs, in order; a new current version starts from 0
         last_version, state = monitoring.previous_cusum(conn, model_name, run["run_id"])
@@ -204,17 +214,20 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
         features=checked.features,
         drifted=len(checked.drifted), drift_share=checked.drift_share, dataset_drift=dataset_drift)
     monitoring.insert_drift_results(conn, check_id, (r.to_dict() for r in checked.results))
-    key = f"run:{run['run_id']}" if run else f"window:{start:%Y-%m-%dT%H:%M}..{end:%Y-%m-%dT%H:%M}:v{version}"
-    where = f"run {run['run_id']} ({run['partition_key']})" if run else f"runs published since {start:%Y-%m-%d}"
+    key = f"run:{run['run_id']}" if run else f"live:{start:%Y-%m-%d}:v{version}" if role == "live" \
+        else f"window:{start:%Y-%m-%dT%H:%M}..{end:%Y-%m-%dT%H:%M}:v{version}"
+    where = f"run {run['run_id']} ({run['partition_key']})" if run else \
+        f"live traffic of {start:%Y-%m-%d} (v{version})" if role == "live" else f"runs published since {start:%Y-%m-%d}"
     summary = {"check_id": check_id, "scope": scope, "scope_key": key, "model_version": version, "run_role": role,
                "run_id": run["run_id"] if run else None, "partition_key": run["partition_key"] if run else None,
-               "run_ids": run_ids, "rows": checked.rows, "features": checked.features, "drifted": checked.drifted,
+               "run_ids": run_ids, "window_start": start, "rows": checked.rows, "features": checked.features,
+               "drifted": checked.drifted,
                "drift_share": checked.drift_share, "dataset_drift": dataset_drift,
                "outputs_drifted": checked.outputs_drifted, "warnings": checked.warnings, "notes": checked.notes,
                "results": [r.to_dict() for r in checked.results]}
     result.checks.append(summary)
     alerts: list[Alert] = []
-    if role != "current":
+    if role not in ("current", "live"):
         return alerts  # a challenger is judged on its own checks, and alerts nobody
     run_id = run["run_id"] if run else None
     details = {"check_id": check_id, "run_ids": run_ids, "drift_share": checked.drift_share,
@@ -333,7 +346,7 @@ def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: 
         latest_rows=rows, histograms=bars,
         history=monitoring.drift_history(conn, model_name, limit=history) if "drift" in parts else [],
         performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
-        windows=windows, matches=matches)
+        windows=windows, matches=matches, live=live.checks(conn, model_name))
 
 
 def histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],

@@ -333,7 +333,10 @@ live_predictions = Table(
     Column("prediction", Float(53)),
     Column("label", Text),
     Column("scores", ARRAY(Float(53))),
+    # The row's features as validated (migration 0019; NULL before): the monitor checks their drift.
+    Column("features", JSONB),
     Index("ix_live_predictions_model_scored_at", "model_name", "scored_at"),
+    Index("ix_live_predictions_model_entity", "model_name", "entity_id", "scored_at"),
 )
 
 # Change notices (migration 0015, `store.notices`): per (channel, payload), how many changes NOTIFY

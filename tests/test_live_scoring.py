@@ -286,3 +286,78 @@ def test_a_worker_keeps_scoring_with_what_it_knows_while_the_database_is_away() 
     models.invalidate(MODEL)  # nothing known any more: nothing to score with
     with pytest.raises(StoreUnavailable):
         models.get(MODEL, None)
+
+
+def test_live_traffic_is_checked_for_drift_apart_from_the_batch_runs(
+        app: Flask, published: pd.DataFrame, settings: Settings, database_url: str, cli_env: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from monitor import report
+    from monitor.runner import report_data, run_monitor
+    from predstore.cli import main
+
+    client = app.test_client()
+    quiet = factories.frame(400, start=1000, seed=5)
+    assert client.post(f"/v1/models/{MODEL}/score", json={"rows": rows(quiet)}).status_code == 200
+
+    def recorded() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM live_predictions WHERE features IS NOT NULL").fetchone()
+            return int(row[0]) if row else 0
+
+    assert eventually(lambda: recorded() == 400)
+    first = run_monitor(settings, MODEL)
+    (day,) = [c for c in first.checks if c["run_role"] == "live"]
+    assert day["scope"] == "window" and day["rows"] == 400 and day["drifted"] == []
+    assert [c for c in first.checks if c["run_role"] == "current"]  # the batch run, checked apart
+    # The same day's traffic shifts: the day is checked again with its new rows, and alerts.
+    shifted = factories.frame(400, start=2000, seed=6, shift=2.0)
+    assert client.post(f"/v1/models/{MODEL}/score", json={"rows": rows(shifted)}).status_code == 200
+    assert eventually(lambda: recorded() == 800)
+    second = run_monitor(settings, MODEL)
+    (again,) = [c for c in second.checks if c["run_role"] == "live"]
+    assert again["rows"] == 800 and set(again["drifted"]) >= {"f0", "f1", "f2"}
+    (alert,) = [a for a in second.alerts if a.kind == "data_drift"]
+    assert alert.scope.startswith("live:") and "live traffic" in alert.message
+    with psycopg.connect(database_url) as conn:  # one check per day and version, replaced, not added
+        assert conn.execute("SELECT count(*) FROM drift_checks WHERE run_role = 'live'").fetchone() == (1,)
+        features = conn.execute("SELECT features FROM live_predictions WHERE entity_id = 'e1000'").fetchone()
+    assert features is not None and set(features[0]) == set(COLUMNS)
+    assert features[0]["f0"] == pytest.approx(float(quiet.loc[0, "f0"]))
+    page = report.render(report_data(settings, MODEL))
+    assert "<h2>Live traffic</h2>" in page and ">800<" in page and "f0, f1, f2" in page
+    printed = CliRunner().invoke(main, ["monitor", "--model", MODEL], env=cli_env)
+    assert "live traffic of " in printed.output, printed.output
+
+
+def test_labels_are_matched_to_live_predictions_and_judged_apart(
+        app: Flask, published: pd.DataFrame, settings: Settings, database_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.labels import ingest_labels
+    from monitor.runner import run_monitor
+
+    fresh = factories.frame(300, start=5000, seed=9)
+    answer = app.test_client().post(f"/v1/models/{MODEL}/score", json={"rows": rows(fresh)}).get_json()
+    assert eventually(lambda: _count(database_url, "live_predictions") == 300)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    labels = fresh[["entity_id", "y"]].assign(event_time=later)
+    ingest_labels(settings, factories.write_parquet(tmp_path / "labels.parquet", labels), model_name=MODEL,
+                  entity_col="entity_id", label_col="y", time_col="event_time")
+    # A label from before an entity was scored live judges nothing of it.
+    early = fresh.iloc[:10][["entity_id", "y"]].assign(event_time=later - timedelta(days=2))
+    ingest_labels(settings, factories.write_parquet(tmp_path / "early.parquet", early), model_name=MODEL,
+                  entity_col="entity_id", label_col="y", time_col="event_time")
+    result = run_monitor(settings, MODEL)
+    judged = {r["metric"]: r for r in result.performance if r["run_role"] == "live" and r["scope"] == "window"}
+    assert judged and {r["labels"] for r in judged.values()} == {300}
+    predicted = {p["entity_id"]: p["label"] for p in answer["predictions"]}
+    expected = sum(predicted[e] == str(y) for e, y in zip(fresh["entity_id"], fresh["y"], strict=True)) / 300
+    assert judged["accuracy"]["value"] == pytest.approx(expected)
+    assert not [a for a in result.alerts if a.kind == "concept_drift"]  # live windows are reported, not alerted
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
