@@ -24,7 +24,7 @@ from monitor import live as live_traffic
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
-from store import faults, ledger, live, monitoring, profiles, prometheus, registry, reports
+from store import faults, ledger, live, lookups, monitoring, profiles, prometheus, registry, reports
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
@@ -257,7 +257,7 @@ def _misses(conn: psycopg.Connection, model_name: str, config: MonitorConfig, re
     """The lookup API's miss rate over the last 24 hours, and a ``miss_rate`` alert (once a day) when
     it is above ``config.miss_rate`` on at least ``miss_min_lookups`` entities asked for: a client
     asking for entities that were never scored is a pipeline gap."""
-    hits, misses, stale, today = monitoring.lookup_totals(conn, model_name)
+    hits, misses, stale, today = lookups.lookup_totals(conn, model_name)
     asked = hits + misses
     rate = misses / asked if asked else None
     result.lookups = {"lookups": asked, "misses": misses, "stale": stale, "miss_rate": rate}
@@ -346,7 +346,7 @@ def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: 
         latest_rows=rows, histograms=bars,
         history=monitoring.drift_history(conn, model_name, limit=history) if "drift" in parts else [],
         performance=performance, alerts=monitoring.recent_alerts(conn, model_name), notes=notes,
-        windows=windows, matches=matches, live=live.checks(conn, model_name))
+        windows=windows, matches=matches, live=live.checks(conn, model_name) if "drift" in parts else [])
 
 
 def histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], rows: list[dict[str, Any]],

@@ -231,3 +231,15 @@ def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str
         return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=1)]
     except psycopg.Error as exc:
         raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
+
+
+def lookup_totals(conn: psycopg.Connection, model_name: str, *, hours: int = 24) -> tuple[int, int, int, str]:
+    """(hits, misses, stale) the lookup API counted for ``model_name`` in the last ``hours`` hours
+    (this one included), and today's date (the database's clock, UTC)."""
+    row = conn.execute(
+        """SELECT coalesce(sum(hits), 0), coalesce(sum(misses), 0), coalesce(sum(stale), 0),
+                  to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+           FROM lookup_counts WHERE model_name = %s AND hour > now() - make_interval(hours => %s)""",
+        [model_name, hours]).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), str(row[3])

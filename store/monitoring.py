@@ -352,18 +352,6 @@ def undelivered_alerts(conn: psycopg.Connection, model_name: str, *, kinds: list
            ORDER BY alert_id""", [model_name, kinds]).fetchall()
 
 
-def lookup_totals(conn: psycopg.Connection, model_name: str, *, hours: int = 24) -> tuple[int, int, int, str]:
-    """(hits, misses, stale) the lookup API counted for ``model_name`` in the last ``hours`` hours
-    (this one included), and today's date (the database's clock, UTC)."""
-    row = conn.execute(
-        """SELECT coalesce(sum(hits), 0), coalesce(sum(misses), 0), coalesce(sum(stale), 0),
-                  to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')
-           FROM lookup_counts WHERE model_name = %s AND hour > now() - make_interval(hours => %s)""",
-        [model_name, hours]).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2]), str(row[3])
-
-
 def mark_delivered(conn: psycopg.Connection, alert_id: int, *, error: str | None) -> None:
     """Record the outcome of sending an alert to the webhook."""
     conn.execute(
