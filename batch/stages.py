@@ -127,8 +127,11 @@ def _gate(plan: RunPlan, conn: psycopg.Connection, results: dict[str, RunResult]
         elif profiled[role] is not None:
             previous = {c["column_name"]: c for c in profiles.get_baseline(conn, model.name, model.version)}
         before = ledger.find_published(conn, model.name, plan.partition.key, role)
-        findings += gate.judge(previous, profiled[role] or {}, rows=result.rows_in,
-                               previous_rows=before.rows_in if before is not None else None, policy=plan.gate)
+        found = gate.judge(previous, profiled[role] or {}, rows=result.rows_in,
+                           previous_rows=before.rows_in if before is not None else None, policy=plan.gate)
+        if len(plan.roles) > 1:  # held together: say whose batch each finding is about
+            found = [replace(f, reason=f"{role} v{model.version}: {f.reason}") for f in found]
+        findings += found
     return findings
 
 

@@ -115,7 +115,7 @@ def shares(counts: Sequence[int], nulls: int) -> list[float]:
 
 def histogram_chart(h: Histogram) -> Chart:
     """One column's bins, baseline beside batch."""
-    return charts.bars(f"{h.column} ({h.status}): {h.headline}", h.labels,
+    return charts.bars(f"{h.column} ({h.status}): {h.headline}" if h.headline else h.column, h.labels,
                        {"baseline": h.baseline, "batch": h.batch}, x_label="bin", y_label="share of rows",
                        kind="histogram")
 

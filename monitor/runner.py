@@ -369,7 +369,7 @@ def histograms(base: list[dict[str, Any]], profile: dict[str, dict[str, Any]], r
         seen = profile[name]
         row = by_name.get(name, {})
         metric = report.TREND_METRIC[column["kind"]]
-        headline = f"{metric} {report.fmt(row.get(metric))}, psi {report.fmt(row.get('psi'))}"
+        headline = f"{metric} {report.fmt(row.get(metric))}, psi {report.fmt(row.get('psi'))}" if row else ""
         out.append(report.Histogram(column=name, labels=report.bin_labels(column),
                                     baseline=report.shares(column["counts"], column["null_count"]),
                                     batch=report.shares(seen["counts"], seen["null_count"]),

@@ -12,6 +12,7 @@ docs/images were taken so).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -119,10 +120,15 @@ def page(browser: Any) -> Iterator[Any]:
 def test_every_page_and_every_link_loads_without_an_error(page: Any, console: str) -> None:
     seen: dict[str, int] = {}
     queue = [console + "/"]
+    runs = 0  # a dozen run pages stand for all of them (every run page is the same template)
     while queue and len(seen) < 80:
         url = queue.pop(0)
         if url in seen:
             continue
+        if re.fullmatch(r"/runs/\d+", urlsplit(url).path):
+            runs += 1
+            if runs > 12:
+                continue
         response = page.goto(url)
         seen[url] = response.status
         assert response.status == 200, url
