@@ -223,3 +223,43 @@ def _conn(settings: Settings) -> Iterator[Any]:
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+
+
+@click.command("training-set")
+@click.argument("name")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only labels with event times from this moment (UTC).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only labels with event times before this moment (UTC).")
+@click.option("--version", type=int, help="Only predictions of this version.")
+@click.option("--out", required=True, help="Where to write it: a .parquet file, or an s3:// (gs://, abfs://) URI.")
+@click.pass_obj
+def training_set_command(settings: Settings, name: str, since: Any, until: Any, version: int | None, out: str) -> None:
+    """Write NAME's point-in-time training set: every label matched to a served prediction, with the
+    features exactly as that prediction's run read them (read back from its partition), the label,
+    its event time, the entity, the run and the version."""
+    import io
+    from datetime import UTC
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.training import training_set
+    from store import storage
+    from store.errors import ConfigError
+
+    since, until = (None if d is None else d.replace(tzinfo=d.tzinfo or UTC) for d in (since, until))
+    with connect(prepare(settings), autocommit=True) as conn:
+        frame = training_set(conn, name, since=since, until=until, version=version)
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    where = storage.target(out)
+    try:
+        if isinstance(where, Path):
+            where.write_bytes(buffer.getvalue())
+        else:
+            storage.write_bytes(where, buffer.getvalue())
+    except OSError as exc:
+        raise ConfigError(f"cannot write the training set to {out} ({exc.strerror or exc})") from exc
+    runs = frame["run_id"].nunique() if len(frame) else 0
+    click.echo(f"wrote {len(frame):,} labeled predictions of {runs:,} runs of {name} to {out}")

@@ -201,6 +201,11 @@ def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def entity_text(array: pa.Array | pa.ChunkedArray, name: str) -> tuple[pa.Array, np.ndarray]:
+    """Entity ids as a run reads them: text (a whole number as its digits), null where not UTF-8."""
+    return _text(array, name, "entity ids must be text or whole numbers")
+
+
 def _text(array: pa.Array | pa.ChunkedArray, name: str, hint: str) -> tuple[pa.Array, np.ndarray]:
     """``array`` as UTF-8 strings (null where its bytes are not UTF-8) and a mask of those rows."""
     if isinstance(array, pa.ChunkedArray):

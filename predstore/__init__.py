@@ -15,7 +15,8 @@ Importing predstore loads none of the heavy libraries; each function loads what 
 
 from __future__ import annotations
 
-from predstore.api import Store, drift, labels, model, monitor, performance, predictions, register, score
+from predstore.api import Store, drift, labels, model, monitor, performance, predictions, register, score, training_set
 from predstore.client import Client
 
-__all__ = ["Client", "Store", "drift", "labels", "model", "monitor", "performance", "predictions", "register", "score"]
+__all__ = ["Client", "Store", "drift", "labels", "model", "monitor", "performance", "predictions", "register", "score",
+           "training_set"]

@@ -194,6 +194,16 @@ class Store:
             frame = pd.DataFrame(monitoring.performance_history(conn, model))
         return _since(frame, since, ("window_start", "published_at"))
 
+    def training_set(self, model: str, since: datetime | None = None, until: datetime | None = None,
+                     version: int | None = None) -> pd.DataFrame:
+        """Every label of ``model`` matched to a served prediction (event time in [since, until), of
+        ``version``), with the features exactly as that prediction's run read them: one row per
+        labeled prediction, point in time (`models.training`)."""
+        from models.training import training_set
+
+        with self._connect() as conn:
+            return training_set(conn, model, since=since, until=until, version=version)
+
     def _connect(self) -> Any:
         from store.db import connect
         from store.migrate import prepare
@@ -323,3 +333,9 @@ def drift(model: str, since: datetime | None = None) -> pd.DataFrame:
 def performance(model: str, since: datetime | None = None) -> pd.DataFrame:
     """`Store.performance` on the default store."""
     return _DEFAULT.performance(model, since)
+
+
+def training_set(model: str, since: datetime | None = None, until: datetime | None = None,
+                 version: int | None = None) -> pd.DataFrame:
+    """`Store.training_set` on the default store."""
+    return _DEFAULT.training_set(model, since, until, version)

@@ -19,7 +19,7 @@ from store.settings import Settings
 
 #: The subcommands of `predstore`, each loaded by `load`.
 SUBCOMMANDS = ("apikeys", "db", "demo", "forget", "jobs", "labels", "models", "monitor", "runs", "schedule",
-               "score", "serve", "ui")
+               "score", "serve", "training-set", "ui")
 
 
 def load(name: str) -> click.Command | None:
@@ -56,6 +56,9 @@ def load(name: str) -> click.Command | None:
     if name == "serve":
         from lookup_api.cli import serve
         return serve
+    if name == "training-set":
+        from models.cli import training_set_command
+        return training_set_command
     if name == "ui":
         from monitor.ui import ui
         return ui

@@ -48,7 +48,7 @@ HOMES = {"apikeys": "lookup_api.cli:apikeys", "db": "store.cli:db", "demo": "dem
          "forget": "store.forget:forget", "jobs": "scheduler.cli:jobs", "labels": "monitor.cli:labels",
          "models": "models.cli:models", "monitor": "monitor.cli:monitor", "runs": "batch.cli:runs",
          "schedule": "scheduler.cli:schedule", "score": "batch.cli:score", "serve": "lookup_api.cli:serve",
-         "ui": "monitor.ui:ui"}
+         "training-set": "models.cli:training_set_command", "ui": "monitor.ui:ui"}
 
 
 def test_the_root_imports_every_subcommand_from_its_component() -> None:
