@@ -175,7 +175,9 @@ def alerts(model_name: str, rows: list[dict[str, Any]], config: MonitorConfig) -
                          f"{'backfill' if backfill else 'window'}:{start:%Y-%m-%d}:v{version}",
                          f"performance degraded in the {config.window} of {start:%Y-%m-%d}: {names}, "
                          f"on {group[0]['labels']} {kind}", None,
-                         {"window_start": start.isoformat(), "tolerance": config.performance_tolerance,
+                         {"window_start": start.isoformat(), "window_end": group[0]["window_end"].isoformat(),
+                          "labels": group[0]["labels"], "coverage": group[0]["coverage"],
+                          "tolerance": config.performance_tolerance,
                           "reference": group[0]["reference"],
                           "metrics": {r["metric"]: [r["value"], r["low"], r["high"]] for r in group}}))
     return out

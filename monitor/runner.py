@@ -181,7 +181,8 @@ def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[in
             ids = [r["run_id"] for r in members]
             alerts += _record_check(conn, model_name, version, base, profiles.get_run_profiles(conn, ids), config,
                                     result, scope="window", run=None, run_ids=ids, start=since,
-                                    end=max(r["published_at"] for r in members))
+                                    end=max(r["published_at"] for r in members),
+                                    partitions=[r["partition_key"] for r in members])
     if run_id is None:  # live traffic, per UTC day: the newest day checked again, as it may have grown
         start = live.last_checked(conn, model_name) or datetime.now(UTC) - timedelta(days=live_traffic.LOOKBACK_DAYS)
         for day, version in live.days(conn, model_name, since=start):
@@ -197,7 +198,8 @@ def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[in
 def _record_check(conn: psycopg.Connection, model_name: str, version: int, base: list[dict[str, Any]],
                   profile: dict[str, dict[str, Any]], config: MonitorConfig, result: _Found, *, scope: str,
                   run: dict[str, Any] | None, run_ids: list[int], start: datetime | None = None,
-                  end: datetime | None = None, role: str | None = None) -> list[Alert]:
+                  end: datetime | None = None, role: str | None = None,
+                  partitions: list[str] | None = None) -> list[Alert]:
     checked = stats.check(base, profile, config.drift)
     dataset_drift = checked.dataset_drift(config.drift)
     role = role or (run["run_role"] if run else "current")
@@ -230,8 +232,11 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
     if role not in ("current", "live"):
         return alerts  # a challenger is judged on its own checks, and alerts nobody
     run_id = run["run_id"] if run else None
+    # What explains it, for a hook that retrains: the partitions and rows checked, or the window.
     details = {"check_id": check_id, "run_ids": run_ids, "drift_share": checked.drift_share,
-               "dataset_drift": dataset_drift}
+               "dataset_drift": dataset_drift, "rows": checked.rows,
+               "partitions": [run["partition_key"]] if run else partitions or [],
+               "window": [start.isoformat(), end.isoformat()] if start and end else None}
     if checked.drifted:
         share = f"{len(checked.drifted)} of {checked.features} features"
         alerts.append(Alert(model_name, version, "data_drift", key,

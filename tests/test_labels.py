@@ -135,6 +135,8 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     late = max(start for start, _ in windows)
     assert windows[(late, "mae")]["status"] == "alert" and windows[(late, "mae")]["labels"] == 200
     assert [a.kind for a in second.alerts] == ["concept_drift"]
+    explained = second.alerts[0].details  # the window and the labels behind it, for a retraining hook
+    assert explained["labels"] == 200 and explained["window_start"] < explained["window_end"]
     stored = conn.execute("SELECT count(*) FROM performance_over_time WHERE scope = 'window' AND metric = 'mae'")
     assert stored.fetchone() == (2,)
 

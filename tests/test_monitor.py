@@ -74,6 +74,9 @@ def test_drift_is_checked_per_run_recorded_and_alerted_once(settings: Settings, 
     # What the scheduler's on_alert hook receives: JSON-able dicts.
     assert [a["kind"] for a in alerts_of(result)] == ["data_drift", "prediction_drift"]
     json.dumps(alerts_of(result))
+    explained = alerts_of(result)[0]["details"]  # what a retraining hook needs to know
+    assert explained["partitions"] == ["shifted"] and explained["rows"] == 1500
+    assert explained["features"] == ["f0", "f1", "f2"] and explained["run_ids"] == [scored["shifted"]]
 
 
 def test_a_window_of_runs_is_checked_on_the_summed_histograms(settings: Settings, scored: dict[str, int],
