@@ -31,7 +31,12 @@ KEYS = {
     "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction", "snapshot",
               "gate", "max_row_change"},
     "monitor": COMMON_KEYS,
+    "retrain": (COMMON_KEYS - {"on_alert"}) | {"on_alert", "train", "after", "validation_share", "promote",
+                                               "retire_after_days", "timeout", "min_labels"},
 }
+#: What a retrain job's ``on_alert`` may list: alert kinds, and ``performance`` for any performance alert.
+RETRAIN_TRIGGERS = {"data_drift", "prediction_drift", "gradual_drift", "concept_drift", "estimated_performance",
+                    "performance"}
 #: Builds the error for a key and a reason.
 Fail = Callable[[str, str], ConfigError]
 
@@ -63,6 +68,17 @@ class Job:
     #: Pass the publish gate (None: the model's policy) and its row-count limit.
     gate: bool | None = None
     max_row_change: float | None = None
+    #: A retrain job: ``module:function`` fitting ``fit(frame, target)``; the alert kinds that fire it
+    #: (after ``after`` of them); the newest share held out; ``if-better`` or ``manual``; the days a
+    #: challenger may wait for a verdict; the fit's time limit; labeled entities a verdict needs.
+    train: str | None = None
+    alert_kinds: tuple[str, ...] = ()
+    after: int = 1
+    validation_share: float = 0.2
+    promote: str = "if-better"
+    retire_after_days: float = 14.0
+    timeout: float = 3600.0
+    min_labels: int = 100
 
     def trigger(self) -> CronTrigger:
         """The cron trigger of a cron job, in its time zone."""
@@ -73,7 +89,10 @@ class Job:
         """The schedule in words, for logs and `predstore jobs`."""
         if self.on_arrival:
             return f"on arrival in {self.input} (poll every {self.poll_interval:g}s)"
-        return f"cron {self.cron!r} {self.timezone}"
+        alerts = f"on alerts {', '.join(self.alert_kinds)}" if self.alert_kinds else ""
+        if self.cron is None:
+            return alerts
+        return f"cron {self.cron!r} {self.timezone}" + (f" and {alerts}" if alerts else "")
 
 
 @dataclass(frozen=True)
@@ -135,8 +154,8 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
         raise fail(f"jobs.{job_id}", "a job name may hold only letters, digits, '_', '.' and '-'")
     kind = spec.get("kind")
     if kind not in KEYS:
-        raise fail(where + "kind", f"{kind!r} is not a job kind; use \"score\" or \"monitor\""
-                   if kind is not None else "missing; use \"score\" or \"monitor\"")
+        raise fail(where + "kind", f"{kind!r} is not a job kind; use \"score\", \"monitor\" or \"retrain\""
+                   if kind is not None else "missing; use \"score\", \"monitor\" or \"retrain\"")
     _unknown(spec, KEYS[kind], where, fail)
     values: dict[str, Any] = {
         "id": job_id,
@@ -144,7 +163,7 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
         "model": _text(spec, "model", where, fail, required=True),
         "retries": int(_number(spec, "retries", where, fail, default=DEFAULT_RETRIES, minimum=0, integer=True)),
         "backoff": float(_number(spec, "backoff", where, fail, default=DEFAULT_BACKOFF_S, minimum=0)),
-        "on_alert": _text(spec, "on_alert", where, fail),
+        "on_alert": _text(spec, "on_alert", where, fail) if kind != "retrain" else None,
     }
     on_arrival = spec.get("on_arrival", False)
     if not isinstance(on_arrival, bool):
@@ -165,6 +184,14 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
             raise fail(where + "cron", "give either cron (with timezone) or on_arrival = true, not both")
         if not on_arrival and "cron" not in spec:
             raise fail(where + "cron", "missing; give a cron expression (with timezone) or on_arrival = true")
+    if kind == "retrain":
+        values.update(_retrain(spec, where, fail))
+        if on_arrival:
+            raise fail(where + "on_arrival", "a retrain job fires on cron or on_alert, not on arrival")
+        if "cron" not in spec:
+            if not values["alert_kinds"]:
+                raise fail(where + "cron", "missing; give a cron expression (with timezone), on_alert, or both")
+            return Job(**values)
     if on_arrival:
         for key in ("timezone",):
             if key in spec:
@@ -177,6 +204,26 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
             raise fail(where + "poll_interval", "only an on_arrival job polls; remove it or set on_arrival = true")
         values["cron"], values["timezone"] = _cron(spec, where, fail)
     return Job(**values)
+
+
+def _retrain(spec: dict[str, Any], where: str, fail: Fail) -> dict[str, Any]:
+    """A retrain job's own keys, checked."""
+    train = _text(spec, "train", where, fail, required=True)
+    if train is None or ":" not in train:
+        raise fail(where + "train", "give the fitting function as \"module:function\" (fit(frame, target))")
+    kinds = spec.get("on_alert", [])
+    if not isinstance(kinds, list) or not all(isinstance(k, str) and k in RETRAIN_TRIGGERS for k in kinds):
+        raise fail(where + "on_alert", f"a list of alert kinds: {', '.join(sorted(RETRAIN_TRIGGERS))}")
+    promote = spec.get("promote", "if-better")
+    if promote not in ("if-better", "manual"):
+        raise fail(where + "promote", "\"if-better\" or \"manual\"")
+    return {"train": train, "alert_kinds": tuple(kinds), "promote": promote,
+            "after": int(_number(spec, "after", where, fail, default=1, minimum=1, integer=True)),
+            "validation_share": float(_number(spec, "validation_share", where, fail, default=0.2, minimum=0.01,
+                                              maximum=0.9)),
+            "retire_after_days": float(_number(spec, "retire_after_days", where, fail, default=14, minimum=0)),
+            "timeout": float(_number(spec, "timeout", where, fail, default=3600, minimum=1)),
+            "min_labels": int(_number(spec, "min_labels", where, fail, default=100, minimum=2, integer=True))}
 
 
 def cron_trigger(expr: str, zone: ZoneInfo) -> CronTrigger:

@@ -92,6 +92,9 @@ def serve(settings: Settings, config: ScheduleConfig) -> None:
     )
     now = datetime.now(UTC)
     for job in config.jobs:
+        if not job.on_arrival and job.cron is None:  # a retrain job fired by its model's alerts alone
+            log.info("job %s: %s %s, %s", job.id, job.kind, job.model, job.describe())
+            continue
         trigger = IntervalTrigger(seconds=job.poll_interval) if job.on_arrival else job.trigger()
         scheduler.add_job(_fire, trigger, args=[ctx, metrics, job.id], id=job.id, name=f"{job.kind} {job.model}",
                           next_run_time=now)

@@ -260,7 +260,7 @@ api_keys.append_column(Column("models", ARRAY(Text)))
 api_keys.append_column(Column("scopes", ARRAY(Text)))
 
 AUDIT_ACTIONS = ("model.register", "model.promote", "apikey.create", "apikey.revoke", "entity.forget",
-                 "model.configure", "run.release", "run.discard")
+                 "model.configure", "run.release", "run.discard", "model.retrain", "model.retire")
 
 audit = Table(
     "audit",

@@ -1,0 +1,123 @@
+"""The ``retrain`` job: close the loop from what was scored to the next version.
+
+A firing first weighs the challenger it made before, if one is waiting: on the labels that have
+arrived it promotes it (``promote = "if-better"``, the anytime verdict of `monitor.compare`) or,
+past ``retire_after_days`` without a verdict that promotes, retires it. With no challenger waiting
+it builds the point-in-time training set of the labels since the current version was registered
+(`models.training`), holds out its newest ``validation_share`` by event time, fits the user's
+``fit(frame, target)`` in a subprocess with a timeout, and registers the result as the challenger:
+the held-out rows as its validation data (metrics and the output baseline), the rest as its
+training baseline; the next scoring runs shadow it. What triggered it goes to the audit trail.
+One replica at a time per model (an advisory lock); a failure is one line and a failed firing, and
+registration is one transaction, so no version is ever half-registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from scheduler.config import Job
+from store import audit, registry, schedules
+from store.errors import JobError, NotFound
+from store.settings import Settings
+
+log = logging.getLogger("predstore.scheduler.retrain")
+
+#: Labeled predictions needed before a model is fitted.
+MIN_ROWS = 50
+#: The child process that fits: it imports ``module:function``, reads the training rows, saves skops.
+FIT = """
+import importlib, sys
+sys.path.insert(0, sys.argv[5])
+import pandas as pd, skops.io as sio
+module, _, name = sys.argv[1].partition(":")
+fit = getattr(importlib.import_module(module), name)
+sio.dump(fit(pd.read_parquet(sys.argv[2]), sys.argv[3]), sys.argv[4])
+"""
+
+
+def retrain(settings: Settings, job: Job, conn: psycopg.Connection, *, cwd: Path, trigger: dict[str, Any],
+            now: datetime | None = None) -> dict[str, Any]:
+    """One firing of a retrain job; returns what it did (``status`` and details) for the firing's record."""
+    if not schedules.try_lock(conn, f"retrain:{job.model}"):
+        return {"status": "busy", "reason": "another replica is retraining this model"}
+    now = now or datetime.now(UTC)
+    current = registry.get_model(conn, job.model)
+    try:
+        challenger = registry.get_model(conn, job.model, alias="challenger")
+    except NotFound:
+        challenger = None
+    if challenger is not None:
+        return _weigh(settings, job, conn, challenger, now=now)
+    return _fit(settings, job, conn, current, cwd=cwd, trigger=trigger)
+
+
+def _weigh(settings: Settings, job: Job, conn: psycopg.Connection, challenger: registry.ModelVersion, *,
+           now: datetime) -> dict[str, Any]:
+    from models.promotion import promote_model
+    from monitor.compare import compare_models
+
+    evidence = compare_models(settings, job.model, min_labels=job.min_labels)
+    if job.promote == "if-better" and evidence.verdict.promotes:
+        promote_model(settings, job.model, actor=f"job {job.id}", evidence=evidence.to_dict())
+        return {"status": "promoted", "version": challenger.version, "verdict": evidence.verdict.value}
+    if now - challenger.created_at >= timedelta(days=job.retire_after_days):
+        registry.remove_alias(conn, job.model, "challenger")
+        audit.record(conn, "model.retire", target=f"{job.model} v{challenger.version}", actor=f"job {job.id}",
+                     details={"verdict": evidence.verdict.value, "after_days": job.retire_after_days})
+        return {"status": "retired", "version": challenger.version, "verdict": evidence.verdict.value}
+    return {"status": "waiting", "version": challenger.version, "verdict": evidence.verdict.value}
+
+
+def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: registry.ModelVersion, *, cwd: Path,
+         trigger: dict[str, Any]) -> dict[str, Any]:
+    from models.register import register_model
+    from models.training import training_set
+
+    frame = training_set(conn, job.model, since=current.created_at)
+    if len(frame) < MIN_ROWS:
+        return {"status": "skipped", "reason": f"{len(frame)} labeled predictions since v{current.version} was "
+                f"registered; {MIN_ROWS} are needed"}
+    target = "label_value" if current.task == "regression" else "label"
+    features = [c["name"] for c in current.feature_schema["columns"]]
+    frame = frame.sort_values("event_time", kind="stable")
+    held = max(1, round(len(frame) * job.validation_share))
+    train, validation = frame.iloc[:-held], frame.iloc[-held:]
+    with tempfile.TemporaryDirectory(prefix="predstore-retrain-") as tmp:
+        paths = {name: Path(tmp) / f"{name}.parquet" for name in ("train", "validation")}
+        for name, rows in (("train", train), ("validation", validation)):
+            rows[[*features, target]].to_parquet(paths[name], index=False)
+        artifact = Path(tmp) / f"{job.model}.skops"
+        _run_fit(job, paths["train"], target, artifact, cwd=cwd)
+        version = register_model(settings, artifact, name=job.model, train_data=paths["train"],
+                                 validation_data=paths["validation"], target=target, actor=f"job {job.id}",
+                                 entity_col=current.feature_schema.get("entity_col"))
+    from models.promotion import promote_model
+
+    promote_model(settings, job.model, version.version, alias="challenger", actor=f"job {job.id}")
+    details = {"trigger": trigger, "since": current.created_at.isoformat(), "rows": len(frame),
+               "validation_rows": held, "runs": sorted(int(r) for r in frame["run_id"].unique()),
+               "label_window": [frame["event_time"].min().isoformat(), frame["event_time"].max().isoformat()]}
+    audit.record(conn, "model.retrain", target=f"{job.model} v{version.version}", actor=f"job {job.id}",
+                 details=details)
+    return {"status": "registered", "version": version.version, **details}
+
+
+def _run_fit(job: Job, train: Path, target: str, artifact: Path, *, cwd: Path) -> None:
+    """Run the user's ``fit`` in a child process; `JobError` with its last line if it fails."""
+    try:
+        done = subprocess.run([sys.executable, "-c", FIT, job.train or "", str(train), target, str(artifact),
+                               str(cwd)], cwd=cwd, capture_output=True, text=True, timeout=job.timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise JobError(f"job {job.id}: {job.train} ran longer than {job.timeout:g}s and was stopped") from None
+    if done.returncode != 0 or not artifact.exists():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise JobError(f"job {job.id}: {job.train} failed (exit {done.returncode}): {last}")
