@@ -31,8 +31,8 @@ KEYS = {
     "score": COMMON_KEYS | {"input", "on_arrival", "poll_interval", "entity_col", "max_reject_fraction", "snapshot",
               "gate", "max_row_change"},
     "monitor": COMMON_KEYS,
-    "retrain": (COMMON_KEYS - {"on_alert"}) | {"on_alert", "train", "after", "validation_share", "promote",
-                                               "retire_after_days", "timeout", "min_labels"},
+    "retrain": COMMON_KEYS | {"train", "command", "after", "every_labels", "validation_share", "promote",
+                              "retire_after_days", "timeout", "min_labels"},
 }
 #: What a retrain job's ``on_alert`` may list: alert kinds, and ``performance`` for any performance alert.
 RETRAIN_TRIGGERS = {"data_drift", "prediction_drift", "gradual_drift", "concept_drift", "estimated_performance",
@@ -72,8 +72,12 @@ class Job:
     #: (after ``after`` of them); the newest share held out; ``if-better`` or ``manual``; the days a
     #: challenger may wait for a verdict; the fit's time limit; labeled entities a verdict needs.
     train: str | None = None
+    #: Or a shell command that fits: it reads $PREDSTORE_TRAINING_SET and prints a .skops path last.
+    command: str | None = None
     alert_kinds: tuple[str, ...] = ()
     after: int = 1
+    #: Fire (data-driven) once this many labels arrived since the job's last firing; 0: never.
+    every_labels: int = 0
     validation_share: float = 0.2
     promote: str = "if-better"
     retire_after_days: float = 14.0
@@ -89,10 +93,11 @@ class Job:
         """The schedule in words, for logs and `predstore jobs`."""
         if self.on_arrival:
             return f"on arrival in {self.input} (poll every {self.poll_interval:g}s)"
-        alerts = f"on alerts {', '.join(self.alert_kinds)}" if self.alert_kinds else ""
-        if self.cron is None:
-            return alerts
-        return f"cron {self.cron!r} {self.timezone}" + (f" and {alerts}" if alerts else "")
+        events = [f"on alerts {', '.join(self.alert_kinds)}"] if self.alert_kinds else []
+        events += [f"every {self.every_labels} labels"] if self.every_labels else []
+        if self.cron is not None:
+            events.insert(0, f"cron {self.cron!r} {self.timezone}")
+        return " and ".join(events)
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,9 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
         if on_arrival:
             raise fail(where + "on_arrival", "a retrain job fires on cron or on_alert, not on arrival")
         if "cron" not in spec:
-            if not values["alert_kinds"]:
-                raise fail(where + "cron", "missing; give a cron expression (with timezone), on_alert, or both")
+            if not values["alert_kinds"] and not values["every_labels"]:
+                raise fail(where + "cron", "missing; give a cron expression (with timezone), on_alert or "
+                           "every_labels (any of them)")
             return Job(**values)
     if on_arrival:
         for key in ("timezone",):
@@ -208,8 +214,11 @@ def _job(job_id: str, spec: dict[str, Any], base: Path, fail: Fail) -> Job:
 
 def _retrain(spec: dict[str, Any], where: str, fail: Fail) -> dict[str, Any]:
     """A retrain job's own keys, checked."""
-    train = _text(spec, "train", where, fail, required=True)
-    if train is None or ":" not in train:
+    train, command = _text(spec, "train", where, fail), _text(spec, "command", where, fail)
+    if (train is None) == (command is None):
+        raise fail(where + "train", "give train = \"module:function\" (fit(frame, target)) or command = \"...\" "
+                   "(prints the .skops path it wrote), one of them")
+    if train is not None and ":" not in train:
         raise fail(where + "train", "give the fitting function as \"module:function\" (fit(frame, target))")
     kinds = spec.get("on_alert", [])
     if not isinstance(kinds, list) or not all(isinstance(k, str) and k in RETRAIN_TRIGGERS for k in kinds):
@@ -217,7 +226,8 @@ def _retrain(spec: dict[str, Any], where: str, fail: Fail) -> dict[str, Any]:
     promote = spec.get("promote", "if-better")
     if promote not in ("if-better", "manual"):
         raise fail(where + "promote", "\"if-better\" or \"manual\"")
-    return {"train": train, "alert_kinds": tuple(kinds), "promote": promote,
+    return {"train": train, "command": command, "alert_kinds": tuple(kinds), "promote": promote,
+            "every_labels": int(_number(spec, "every_labels", where, fail, default=0, minimum=0, integer=True)),
             "after": int(_number(spec, "after", where, fail, default=1, minimum=1, integer=True)),
             "validation_share": float(_number(spec, "validation_share", where, fail, default=0.2, minimum=0.01,
                                               maximum=0.9)),

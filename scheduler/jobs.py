@@ -179,7 +179,9 @@ def _fire_cron(ctx: Context, job: Job, now: datetime) -> str:
             if job.kind == "score":
                 _score_found(ctx, job, conn, scan(job.input or "", ctx.caches.setdefault(job.id, {})), tally)
             elif job.kind == "retrain":
-                _retrain(ctx, job, conn, tally, trigger={"cron": job.cron, "scheduled_for": due.isoformat()})
+                from scheduler.retrain import fire_retrain
+
+                fire_retrain(ctx, job, conn, tally, trigger={"cron": job.cron, "scheduled_for": due.isoformat()})
             else:
                 _monitor(ctx, job, tally)
         except PredstoreError as exc:
@@ -313,7 +315,9 @@ def _monitor(ctx: Context, job: Job, tally: Tally) -> None:
         tally.record(job.model, "monitored", attempts=attempt, alerts=len(alerts))
         for alert in alerts:
             _on_alert(ctx, job.model, alert)
-        _retrain_on_alerts(ctx, job.model, alerts)
+        from scheduler.retrain import after_monitor
+
+        after_monitor(ctx, job.model, alerts)
         return
 
 
@@ -335,45 +339,6 @@ def _on_alert(ctx: Context, model: str, alert: dict[str, Any]) -> None:
             if status != 0:
                 tally.error = f"the on_alert command exited with status {status}"
             _finish(conn, job, firing_id, tally)
-
-
-def _retrain(ctx: Context, job: Job, conn: psycopg.Connection, tally: Tally, *, trigger: dict[str, Any]) -> None:
-    from scheduler.retrain import retrain
-
-    tally.attempts += 1
-    done = retrain(ctx.settings, job, conn, cwd=ctx.config.path.parent, trigger=trigger)
-    tally.record(job.model, **done)
-
-
-def _retrain_on_alerts(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> None:
-    """Fire each retrain job of ``model`` whose ``on_alert`` kinds the monitor just raised (at least
-    ``after`` of them), as an 'alert' firing that records the alerts."""
-    for job in ctx.config.jobs:
-        if job.kind != "retrain" or job.model != model:
-            continue
-        wanted = set(job.alert_kinds)
-        if "performance" in wanted:
-            wanted |= {"concept_drift", "estimated_performance"}
-        matching = [a for a in alerts if a.get("kind") in wanted]
-        if len(matching) < job.after:
-            continue
-        with _control(ctx) as conn:
-            firing_id = schedules.claim_firing(conn, job_id=job.id, reason="alert", scheduled_for=None,
-                                               host=socket.gethostname(), pid=os.getpid())
-            assert firing_id is not None  # alert firings have no scheduled time, so never conflict
-            log.info("job %s fired (the monitor raised %s for %s)", job.id, plural(len(matching), "alert"), model)
-            tally = Tally()
-            trigger = {"alerts": [{k: a.get(k) for k in ("alert_id", "kind", "scope", "message", "details")}
-                                  for a in matching]}
-            try:
-                _retrain(ctx, job, conn, tally, trigger=trigger)
-            except (PredstoreError, psycopg.Error) as exc:
-                tally.error = first_line(exc)
-            except Exception as exc:  # the monitor job that raised the alert outlives the retrain's bug
-                log.exception("job %s crashed", job.id)
-                tally.error = f"crashed: {type(exc).__name__}: {exc}"
-            finally:
-                _finish(conn, job, firing_id, tally)
 
 
 def _finish(conn: psycopg.Connection, job: Job, firing_id: int, tally: Tally) -> None:

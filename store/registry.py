@@ -174,3 +174,9 @@ def remove_alias(conn: psycopg.Connection, name: str, alias: str) -> int | None:
     row = conn.execute("DELETE FROM model_aliases WHERE model_name = %s AND alias = %s RETURNING version",
                        [name, alias]).fetchone()
     return int(row[0]) if row else None
+
+
+def aliases(conn: psycopg.Connection, name: str) -> dict[str, int]:
+    """The aliases of model ``name`` and the versions they point at."""
+    return {str(a): int(v) for a, v in conn.execute(
+        "SELECT alias, version FROM model_aliases WHERE model_name = %s", [name])}

@@ -131,3 +131,10 @@ def failed_attempts(conn: psycopg.Connection, *, model_name: str, model_version:
     return int(row[0]) if row else 0
 
 
+
+
+def labels_arrived(conn: psycopg.Connection, model_name: str, *, since: datetime | None) -> int:
+    """Labels of ``model_name`` that arrived after ``since`` (every one, if None)."""
+    row = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s AND (%s::timestamptz IS NULL OR "
+                       "arrival_time > %s)", [model_name, since, since]).fetchone()
+    return int(row[0]) if row else 0

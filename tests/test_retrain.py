@@ -160,3 +160,42 @@ def test_a_bad_retrain_job_is_one_line(tmp_path: Path, change: str, says: str) -
     (tmp_path / "incoming").mkdir()
     with pytest.raises(ConfigError, match=says):
         load_config(tmp_path / "schedule.toml")
+
+
+COMMAND = """
+import os
+import pandas as pd
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+
+frame = pd.read_parquet(os.environ["PREDSTORE_TRAINING_SET"])
+target = os.environ["PREDSTORE_TARGET"]
+sio.dump(LogisticRegression().fit(frame.drop(columns=[target]), frame[target]), "fitted.skops")
+print("fitting done; the model is in")
+print("fitted.skops")
+"""
+
+
+def test_labels_arriving_fire_a_command_that_fits(settings: Settings, tmp_path: Path) -> None:
+    artifact, train = factories.logistic(tmp_path / "v1")
+    register_model(settings, artifact, name=MODEL, train_data=train, target="y")
+    (tmp_path / "fit_command.py").write_text(textwrap.dedent(COMMAND))
+    (tmp_path / "schedule.toml").write_text(SCHEDULE.format(module="x").replace(
+        'train = "x:fit"\non_alert = ["data_drift"]', 'command = "python fit_command.py"\nevery_labels = 100'))
+    (tmp_path / "incoming").mkdir()
+    config = load_config(tmp_path / "schedule.toml")
+    assert config.job("retrain").describe() == "every 100 labels"  # the monitor job fires it; no cron of its own
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for hour in range(2):
+        part = shifted(300, start=hour * 300, seed=hour)
+        factories.write_parquet(tmp_path / "incoming" / f"p{hour}.parquet", part[["entity_id", *factories.FEATURES]])
+        run_once(settings, config, now=start + timedelta(hours=hour, minutes=1))
+        path = factories.write_parquet(tmp_path / "labels" / f"p{hour}.parquet", part[["entity_id", "y"]].assign(
+            event_time=datetime.now(UTC) + timedelta(minutes=1)))
+        ingest_labels(settings, path, model_name=MODEL, entity_col="entity_id", label_col="y", time_col="event_time")
+    with psycopg.connect(settings.database_url or "") as conn:
+        firings = conn.execute("SELECT reason, status, details FROM job_firings WHERE job_id = 'retrain' "
+                               "ORDER BY firing_id").fetchall()
+        assert [(r[0], r[1]) for r in firings] == [("arrival", "succeeded")]  # the first pass had no labels
+        assert firings[0][2]["outcomes"][MODEL]["status"] == "registered"
+        assert registry.aliases(conn, MODEL) == {"current": 1, "challenger": 2}
