@@ -32,7 +32,7 @@ KEYS = {
               "gate", "max_row_change"},
     "monitor": COMMON_KEYS,
     "retrain": COMMON_KEYS | {"train", "command", "after", "every_labels", "validation_share", "promote",
-                              "retire_after_days", "timeout", "min_labels"},
+                              "retire_after_days", "timeout", "min_labels", "window_days"},
 }
 #: What a retrain job's ``on_alert`` may list: alert kinds, and ``performance`` for any performance alert.
 RETRAIN_TRIGGERS = {"data_drift", "prediction_drift", "gradual_drift", "concept_drift", "estimated_performance",
@@ -78,6 +78,8 @@ class Job:
     after: int = 1
     #: Fire (data-driven) once this many labels arrived since the job's last firing; 0: never.
     every_labels: int = 0
+    #: Train on the labels of the last this many days (0: since the current version was registered).
+    window_days: float = 0.0
     validation_share: float = 0.2
     promote: str = "if-better"
     retire_after_days: float = 14.0
@@ -228,6 +230,7 @@ def _retrain(spec: dict[str, Any], where: str, fail: Fail) -> dict[str, Any]:
         raise fail(where + "promote", "\"if-better\" or \"manual\"")
     return {"train": train, "command": command, "alert_kinds": tuple(kinds), "promote": promote,
             "every_labels": int(_number(spec, "every_labels", where, fail, default=0, minimum=0, integer=True)),
+            "window_days": float(_number(spec, "window_days", where, fail, default=0, minimum=0)),
             "after": int(_number(spec, "after", where, fail, default=1, minimum=1, integer=True)),
             "validation_share": float(_number(spec, "validation_share", where, fail, default=0.2, minimum=0.01,
                                               maximum=0.9)),

@@ -312,7 +312,8 @@ def _monitor(ctx: Context, job: Job, tally: Tally) -> None:
             continue
         alerts = hooks.alerts_of(result)
         log.info("job %s: monitored %s: %d alert(s)", job.id, job.model, len(alerts))
-        tally.record(job.model, "monitored", attempts=attempt, alerts=len(alerts))
+        tally.record(job.model, "monitored", attempts=attempt, alerts=len(alerts),
+                     kinds=sorted({str(a.get("kind")) for a in alerts}))
         for alert in alerts:
             _on_alert(ctx, job.model, alert)
         from scheduler.retrain import after_monitor

@@ -54,8 +54,9 @@ def fire_retrain(ctx: Context, job: Job, conn: psycopg.Connection, tally: Tally,
 
 
 def after_monitor(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> None:
-    """Fire each retrain job of ``model`` that the monitor run just finished calls for: it raised at
-    least ``after`` alerts of the job's ``on_alert`` kinds (an 'alert' firing), or labels arrived
+    """Fire each retrain job of ``model`` that the monitor run just finished calls for: it raised an
+    alert of the job's ``on_alert`` kinds, as did the ``after - 1`` monitor runs before it (an 'alert'
+    firing), or labels arrived
     since the job last fired while its challenger waits for a verdict, or ``every_labels`` of them
     did (an 'arrival' firing: the labels' arrival)."""
     for job in ctx.config.jobs:
@@ -65,7 +66,7 @@ def after_monitor(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> Non
                                          if "performance" in job.alert_kinds else set())
         matching = [a for a in alerts if a.get("kind") in wanted]
         with _control(ctx) as conn:
-            if matching and len(matching) >= job.after:
+            if matching and _streak(ctx, conn, job, wanted):
                 reason = "alert"
                 trigger: dict[str, Any] = {"alerts": [{k: a.get(k) for k in ("alert_id", "kind", "scope", "message",
                                                                              "details")} for a in matching]}
@@ -91,6 +92,15 @@ def after_monitor(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> Non
                 tally.error = f"crashed: {type(exc).__name__}: {exc}"
             finally:
                 _finish(conn, job, firing_id, tally)
+
+
+def _streak(ctx: Context, conn: psycopg.Connection, job: Job, wanted: set[str]) -> bool:
+    """Whether the ``job.after - 1`` monitor runs of the model before this one raised such alerts too."""
+    if job.after <= 1:
+        return True
+    monitors = [j.id for j in ctx.config.jobs if j.kind == "monitor" and j.model == job.model]
+    before = schedules.recent_outcomes(conn, monitors, job.model, limit=job.after - 1)
+    return len(before) == job.after - 1 and all(wanted & set(o.get("kinds", [])) for o in before)
 
 
 def retrain(settings: Settings, job: Job, conn: psycopg.Connection, *, cwd: Path, trigger: dict[str, Any],
@@ -131,10 +141,11 @@ def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: regist
     from models.register import register_model
     from models.training import training_set
 
-    frame = training_set(conn, job.model, since=current.created_at)
+    since = datetime.now(UTC) - timedelta(days=job.window_days) if job.window_days else current.created_at
+    frame = training_set(conn, job.model, since=since)
     if len(frame) < MIN_ROWS:
-        return {"status": "skipped", "reason": f"{len(frame)} labeled predictions since v{current.version} was "
-                f"registered; {MIN_ROWS} are needed"}
+        return {"status": "skipped", "reason": f"{len(frame)} labeled predictions since {since:%Y-%m-%d %H:%M}; "
+                f"{MIN_ROWS} are needed"}
     target = "label_value" if current.task == "regression" else "label"
     features = [c["name"] for c in current.feature_schema["columns"]]
     frame = frame.sort_values("event_time", kind="stable")
@@ -151,7 +162,7 @@ def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: regist
     from models.promotion import promote_model
 
     promote_model(settings, job.model, version.version, alias="challenger", actor=f"job {job.id}")
-    details = {"trigger": trigger, "since": current.created_at.isoformat(), "rows": len(frame),
+    details = {"trigger": trigger, "since": since.isoformat(), "rows": len(frame),
                "validation_rows": held, "runs": sorted(int(r) for r in frame["run_id"].unique()),
                "label_window": [frame["event_time"].min().isoformat(), frame["event_time"].max().isoformat()]}
     audit.record(conn, "model.retrain", target=f"{job.model} v{version.version}", actor=f"job {job.id}",

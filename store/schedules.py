@@ -138,3 +138,12 @@ def labels_arrived(conn: psycopg.Connection, model_name: str, *, since: datetime
     row = conn.execute("SELECT count(*) FROM labels WHERE model_name = %s AND (%s::timestamptz IS NULL OR "
                        "arrival_time > %s)", [model_name, since, since]).fetchone()
     return int(row[0]) if row else 0
+
+
+def recent_outcomes(conn: psycopg.Connection, job_ids: list[str], key: str, *, limit: int) -> list[dict[str, Any]]:
+    """The outcome recorded under ``key`` by each of the newest ``limit`` finished firings of ``job_ids``."""
+    rows = conn.execute(
+        """SELECT details -> 'outcomes' -> %s FROM job_firings
+           WHERE job_id = ANY(%s) AND status IN ('succeeded', 'failed')
+           ORDER BY firing_id DESC LIMIT %s""", [key, job_ids, limit]).fetchall()
+    return [r[0] or {} for r in rows]

@@ -199,3 +199,26 @@ def test_labels_arriving_fire_a_command_that_fits(settings: Settings, tmp_path: 
         assert [(r[0], r[1]) for r in firings] == [("arrival", "succeeded")]  # the first pass had no labels
         assert firings[0][2]["outcomes"][MODEL]["status"] == "registered"
         assert registry.aliases(conn, MODEL) == {"current": 1, "challenger": 2}
+
+
+def test_after_asks_for_that_many_alerting_monitor_runs_in_a_row(settings: Settings, tmp_path: Path) -> None:
+    artifact, train = factories.logistic(tmp_path / "v1")
+    register_model(settings, artifact, name=MODEL, train_data=train, target="y")
+    (tmp_path / "good.py").write_text(textwrap.dedent(GOOD))
+    (tmp_path / "schedule.toml").write_text(SCHEDULE.format(module="good").replace("min_labels = 50",
+                                                                                  "min_labels = 50\nafter = 2"))
+    (tmp_path / "incoming").mkdir()
+    config = load_config(tmp_path / "schedule.toml")
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    reasons = []
+    for hour in range(2):
+        part = shifted(300, start=hour * 300, seed=hour)
+        factories.write_parquet(tmp_path / "incoming" / f"p{hour}.parquet", part[["entity_id", *factories.FEATURES]])
+        path = factories.write_parquet(tmp_path / "labels" / f"p{hour}.parquet", part[["entity_id", "y"]].assign(
+            event_time=datetime.now(UTC) + timedelta(minutes=1)))
+        run_once(settings, config, now=start + timedelta(hours=hour, minutes=1))
+        ingest_labels(settings, path, model_name=MODEL, entity_col="entity_id", label_col="y", time_col="event_time")
+        with psycopg.connect(settings.database_url or "") as conn:
+            reasons.append([r[0] for r in conn.execute(
+                "SELECT reason FROM job_firings WHERE job_id = 'retrain' ORDER BY firing_id")])
+    assert reasons == [[], ["alert"]]  # one alerting monitor run is not enough; the second in a row is
