@@ -252,3 +252,25 @@ def test_labels_are_ingested_from_s3(s3: Any, churn: Path, settings: Settings, c
                                    "--entity-col", "entity_id", "--label-col", "y"], env=cli_env)
     assert missing.exit_code != 0 and len(missing.output.strip().splitlines()) == 1, missing.output
     assert "none.parquet" in missing.output and SECRET not in missing.output
+
+
+def test_a_training_set_is_written_to_s3(s3: Any, churn: Path, settings: Settings, cli_env: dict[str, str],
+                                         tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitor.labels import ingest_labels
+    from monitor.runner import run_monitor
+
+    data = factories.frame(200, seed=5)
+    local = factories.write_parquet(tmp_path / "p.parquet", data.drop(columns=["y"]))
+    assert score_partition(settings, ScoreRequest(path=local, model_name="churn")).status == "published"
+    labels = factories.write_parquet(tmp_path / "l.parquet", data[["entity_id", "y"]].assign(
+        event_time=datetime.now(UTC) + timedelta(minutes=1)))
+    ingest_labels(settings, labels, model_name="churn", entity_col="entity_id", label_col="y", time_col="event_time")
+    run_monitor(settings, "churn")
+    uri = f"s3://{s3.bucket}/sets/churn.parquet"
+    done = CliRunner().invoke(main, ["training-set", "churn", "--out", uri], env=cli_env)
+    assert done.exit_code == 0, done.output
+    body = s3.get_object(Bucket=s3.bucket, Key="sets/churn.parquet")["Body"].read()
+    written = pd.read_parquet(io.BytesIO(body))
+    assert len(written) == 200 and set(written["entity_id"]) == set(data["entity_id"])

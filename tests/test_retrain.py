@@ -4,6 +4,7 @@ and promoted; a worse one is never promoted. Real passes of the scheduler on a r
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,6 +147,10 @@ def test_a_failing_fit_is_one_line_and_registers_nothing(settings: Settings, tmp
 
         with pytest.raises(JobError, match=r"broken:fit failed \(exit 1\): ValueError: no good"):
             retrain(settings, job, conn, cwd=tmp_path, trigger={"test": True})
+        (tmp_path / "slow.py").write_text("import time\n\ndef fit(frame, target):\n    time.sleep(60)\n")
+        slow = dataclasses.replace(job, train="slow:fit", timeout=2.0)
+        with pytest.raises(JobError, match=r"slow:fit ran longer than 2s and was stopped"):
+            retrain(settings, slow, conn, cwd=tmp_path, trigger={"test": True})
         assert [m.version for m in registry.list_models(conn, MODEL)] == [1]
 
 
