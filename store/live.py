@@ -9,7 +9,6 @@ from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 
 class LivePrediction(NamedTuple):
@@ -20,7 +19,8 @@ class LivePrediction(NamedTuple):
     prediction: float | None
     label: str | None
     scores: list[float] | None
-    features: dict[str, Any] | None = None
+    #: The row's features as a JSON object, in text.
+    features: str | None = None
 
 
 def add(conn: psycopg.Connection, rows: Sequence[LivePrediction]) -> None:
@@ -32,7 +32,7 @@ def add(conn: psycopg.Connection, rows: Sequence[LivePrediction]) -> None:
                 "COPY live_predictions (scored_at, model_name, model_version, entity_id, prediction, label, scores, "
                 "features) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((*row[:-1], None if row.features is None else Jsonb(row.features)))
+                copy.write_row(row)  # text COPY: the server parses the features' JSON
 
 
 def days(conn: psycopg.Connection, model_name: str, *, since: datetime) -> list[tuple[datetime, int]]:
