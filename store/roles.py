@@ -60,7 +60,7 @@ def grant_analyst(conn: psycopg.Connection, role: str, *, password: str | None =
     conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(
         sql.SQL(", ").join(map(sql.Identifier, ANALYST_DENIED)), sql.Identifier(role)))
-    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
+    _whole_runs(conn, role)
     return created
 
 
@@ -70,7 +70,7 @@ def grant_console(conn: psycopg.Connection, role: str, *, password: str | None =
     _reset(conn, role)
     conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(
         sql.SQL(", ").join(map(sql.Identifier, CONSOLE_GRANTS)), sql.Identifier(role)))
-    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
+    _whole_runs(conn, role)
     return created
 
 
@@ -98,6 +98,15 @@ def grant_writer(conn: psycopg.Connection, role: str, *, password: str | None = 
             sql.SQL(kind), sql.Identifier(schema), sql.Identifier(table), ident))
     conn.execute(sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(ident))
     return created
+
+
+def _whole_runs(conn: psycopg.Connection, role: str) -> None:
+    """Make ``role``'s transactions read-only and repeatable read: a query's snapshot is then taken
+    before it is planned, so a run published meanwhile is in its plan or not in its snapshot, and a
+    partition's rows never vanish from a query that overlaps its publish (as lookups read)."""
+    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_isolation = 'repeatable read'").format(
+        sql.Identifier(role)))
 
 
 def _login_role(conn: psycopg.Connection, role: str, password: str | None) -> bool:

@@ -18,6 +18,7 @@ from batch.runner import ScoreRequest, score_partition, verify_run
 from models.register import register_model
 from store import Settings
 from store.faults import POINTS
+from store.lookups import READER_OPTIONS
 from tests import factories
 
 OLD_ROWS, NEW_ROWS, BAD_ROWS = 1500, 3000, 30
@@ -68,7 +69,8 @@ def test_sigkill_at_each_point_publishes_exactly_once(kill: str, settings: Setti
     done = threading.Event()
 
     def poll() -> None:
-        with psycopg.connect(database_url, autocommit=True) as reader:
+        # as an analyst's session reads (repeatable read, `store.roles`) and the lookup API's do
+        with psycopg.connect(database_url, autocommit=True, options=READER_OPTIONS) as reader:
             while not done.is_set():
                 seen.update(whole_runs(reader))
 
