@@ -63,7 +63,7 @@ def score_partition(settings: Settings, request: ScoreRequest, *, progress: Prog
             connect(url, autocommit=True, application_name="predstore-score") as control:
         roles = _roles(control, request)
         current = roles["current"]
-        entity_col = request.entity_col or current.feature_schema.get("entity_col") or DEFAULT_ENTITY_COL
+        entity_col = request.entity_col or current.feature_schema.entity_col or DEFAULT_ENTITY_COL
         for run_id in ledger.reap_abandoned(control, model_name=current.name, partition_key=partition.key):
             predictions.drop_run_table(control, run_id)
             log.warning("run %s was left running by a process that died; marked abandoned", run_id)

@@ -9,7 +9,6 @@ a local worker process or on a Dask worker; the run's coordinator publishes once
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -29,6 +28,7 @@ from models.validate import ERASED, Erasures, Validated, validate
 from store import erasure, faults, predictions, reader
 from store.db import connect
 from store.errors import ModelError
+from store.features import FeatureColumn, FeatureSchema
 
 #: Called with the number of input rows a task has finished with since the last call.
 RowsDone = Callable[[int], None]
@@ -42,7 +42,7 @@ class Target:
     artifact_uri: str
     sha256: str
     format: str
-    schema: dict[str, Any]
+    schema: FeatureSchema
     out_columns: list[str]
     baseline: list[dict[str, Any]]
     #: Rejected rows its run may have; past it a task stops reading (the runs fail anyway).
@@ -163,7 +163,7 @@ def _read(part: reader.Slice, ctx: TaskContext, read: _Read, quarantines: list[p
     """The slice's batches, each validated for every target, with their row group's number; rejects
     are COPYed to quarantine as they are found. Stops early once a run rejected more than its limit
     (the runs fail anyway; the rejects are kept for diagnosis)."""
-    known = [{c["name"]: c.get("categories") for c in t.schema["columns"] if c["kind"] == "categorical"}
+    known = [t.schema.known_categories
              for t in ctx.targets]
     with ExitStack() as copies:
         rejects = [copies.enter_context(predictions.copy_rejects(q)) for q in quarantines]
@@ -244,10 +244,10 @@ def digest_task(part: reader.Slice, ctx: TaskContext) -> TaskResult:
 def _validate_all(batch: pa.RecordBatch, ctx: TaskContext, *, first_row: int,
                   erasures: Erasures) -> list[Validated]:
     """The batch validated for each target; once for targets whose feature schemas agree."""
-    done: dict[str, Validated] = {}
+    done: dict[tuple[FeatureColumn, ...], Validated] = {}
     checks = []
     for target in ctx.targets:
-        key = json.dumps(target.schema["columns"], sort_keys=True)
+        key = target.schema.columns
         if key not in done:
             done[key] = validate(batch, target.schema, entity_col=ctx.entity_col, first_row=first_row,
                                  erasures=erasures)
@@ -255,7 +255,7 @@ def _validate_all(batch: pa.RecordBatch, ctx: TaskContext, *, first_row: int,
     return checks
 
 
-def _predict(model: Any, checked: Validated, schema: dict[str, Any]) -> Scores | None:
+def _predict(model: Any, checked: Validated, schema: FeatureSchema) -> Scores | None:
     if not len(checked.features):
         return None
     try:

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from models.validate import Erasures, validate
 from store.erasure import entity_hmac
+from store.features import FeatureSchema
 
 
 def best(repeat: int, work: Callable[[], object]) -> float:
@@ -46,8 +47,9 @@ def main() -> None:
     batch = pa.RecordBatch.from_pydict({
         "entity_id": ids, **{f"f{j}": rng.normal(size=args.rows) for j in range(3)},
         "color": rng.choice(["red", "green", "blue"], size=args.rows)})
-    schema = {"columns": [*({"name": f"f{j}", "kind": "numeric"} for j in range(3)),
-                          {"name": "color", "kind": "categorical", "categories": ["red", "green", "blue"]}]}
+    schema = FeatureSchema.from_json({"columns": [
+        *({"name": f"f{j}", "kind": "numeric"} for j in range(3)),
+        {"name": "color", "kind": "categorical", "categories": ["red", "green", "blue"]}]})
     key = secrets.token_bytes(32)
     listed = Erasures(key, frozenset(entity_hmac(key, f"cust-{i:09d}") for i in range(args.erased)))
     empty = Erasures(key)

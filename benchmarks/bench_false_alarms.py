@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from store.features import FeatureSchema
+
 NORMAL = [f"num_{i}" for i in range(8)]
 HEAVY = ["lognormal", "student_t", "pareto", "count"]
 NULLABLE = [f"nullable_{i}" for i in range(3)]
@@ -77,8 +79,8 @@ def make_frame(rows: int, rng: np.random.Generator, *, shift: float = 0.0) -> pd
     return pd.DataFrame(data)
 
 
-SCHEMA = {"columns": [{"name": n, "kind": "numeric"} for n in NUMERIC]
-          + [{"name": n, "kind": "categorical"} for n in CATEGORICAL]}
+SCHEMA = FeatureSchema.from_json({"columns": [{"name": n, "kind": "numeric"} for n in NUMERIC]
+                                  + [{"name": n, "kind": "categorical"} for n in CATEGORICAL]})
 KNOWN: dict[str, list[str] | None] = {n: [f"v{k}" for k in range(LEVELS)] for n in CATEGORICAL}
 
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from batch import gate  # noqa: E402
 from models import profile
 from models.predict import Scores  # noqa: E402
+from store.features import FeatureSchema
 
 
 def draw(rng: np.random.Generator, rows: int, features: int) -> pd.DataFrame:
@@ -82,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     training = draw(rng, 20_000, args.features)
-    schema = {"columns": [{"name": c, "kind": "categorical" if c == "plan" else "numeric"} for c in training.columns]}
+    schema = FeatureSchema.from_json(
+        {"columns": [{"name": c, "kind": "categorical" if c == "plan" else "numeric"} for c in training.columns]})
     base = [c for c in profile.baseline(training, schema, Scores(prediction=np.zeros(len(training))))
             if c["role"] == "feature"]
     policy = gate.GatePolicy()

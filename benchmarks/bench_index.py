@@ -32,6 +32,7 @@ import psycopg
 import pyarrow as pa
 
 from store import ledger, predictions, registry
+from store.features import FeatureSchema
 from store.schema import run_table
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,7 +62,7 @@ def main() -> None:
                                 schema=predictions.arrow_schema(columns))
         with psycopg.connect(url) as conn:
             registry.insert_model(conn, name="bench", version=1, artifact_uri="bench", sha256="0" * 64,
-                                  format="skops", task="regression", feature_schema={}, classes=None,
+                                  format="skops", task="regression", feature_schema=FeatureSchema(()), classes=None,
                                   training_metrics=None)
 
             def new_run(partition: str) -> int:

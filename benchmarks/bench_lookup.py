@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from store.features import FeatureSchema
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only
 
@@ -106,7 +108,8 @@ def seed(url: str, *, rows: int, partitions: int, others: int = 30) -> None:
     with psycopg.connect(url) as conn:
         for model, days in layout.items():
             registry.insert_model(conn, name=model, version=1, artifact_uri="bench", sha256="0" * 64,
-                                  format="joblib", task="classification", feature_schema={}, classes=["no", "yes"],
+                                  format="joblib", task="classification",
+                                  feature_schema=FeatureSchema(()), classes=["no", "yes"],
                                   training_metrics=None)
             registry.set_alias(conn, model, "current", 1)
             conn.commit()

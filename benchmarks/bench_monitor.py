@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from store.features import FeatureSchema
+
 NUMERIC = [f"num_{i}" for i in range(15)]
 CATEGORICAL = [f"cat_{i}" for i in range(5)]
 SHIFTED = NUMERIC[:5]
@@ -77,8 +79,8 @@ def freeze_baseline(rows: int, path: Path) -> dict[str, Any]:
     from models import profile
     from models.predict import Scores
 
-    schema = {"columns": [{"name": n, "kind": "numeric"} for n in NUMERIC]
-              + [{"name": n, "kind": "categorical"} for n in CATEGORICAL]}
+    schema = FeatureSchema.from_json({"columns": [{"name": n, "kind": "numeric"} for n in NUMERIC]
+                                     + [{"name": n, "kind": "categorical"} for n in CATEGORICAL]})
     reference = make_frame(rows, seed=1, shift=False)
     started = time.perf_counter()
     base = profile.baseline(reference, schema, Scores(prediction=np.zeros(len(reference))))

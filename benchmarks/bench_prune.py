@@ -30,6 +30,8 @@ from typing import Any
 
 from bench_lookup import Load, _generate, free_port, publish, serve, stop, throwaway_store
 
+from store.features import FeatureSchema
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,7 +45,8 @@ def seed(url: str, *, expired: int, kept: int, rows: int) -> None:
     rng = np.random.default_rng(0)
     with psycopg.connect(url) as conn:
         registry.insert_model(conn, name="daily", version=1, artifact_uri="bench", sha256="0" * 64, format="joblib",
-                              task="classification", feature_schema={}, classes=["no", "yes"], training_metrics=None)
+                              task="classification",
+                              feature_schema=FeatureSchema(()), classes=["no", "yes"], training_metrics=None)
         registry.set_alias(conn, "daily", "current", 1)
         conn.commit()
         for day in range(expired + kept):

@@ -60,6 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store import ledger, lookups, predictions, registry, serving
+from store.features import FeatureSchema
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_lookup import throwaway_store  # noqa: E402
@@ -108,7 +109,8 @@ class Store:
     def register(self, name: str, version: int, *, current: bool) -> None:
         with self.conn.transaction():
             registry.insert_model(self.conn, name=name, version=version, artifact_uri="bench", sha256=SHA[version],
-                                  format="skops", task="classification", feature_schema={}, classes=["no", "yes"],
+                                  format="skops", task="classification",
+                                  feature_schema=FeatureSchema(()), classes=["no", "yes"],
                                   training_metrics=None)
             if current:
                 registry.set_alias(self.conn, name, "current", version)

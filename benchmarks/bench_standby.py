@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 import bench_lookup  # noqa: E402
 from bench_lookup import HOST, Load, drive, free_port, publish, stop  # noqa: E402
 
+from store.features import FeatureSchema  # noqa: E402
 from tests.replica import replayed, replicated  # noqa: E402
 
 MODEL = "bench"
@@ -102,7 +103,7 @@ def seed(primary_url: str, rows: int) -> str:
 
     with psycopg.connect(primary_url) as conn:
         registry.insert_model(conn, name=MODEL, version=1, artifact_uri="bench", sha256="0" * 64, format="joblib",
-                              task="classification", feature_schema={}, classes=["no", "yes"],
+                              task="classification", feature_schema=FeatureSchema(()), classes=["no", "yes"],
                               training_metrics=None)
         registry.set_alias(conn, MODEL, "current", 1)
         conn.commit()

@@ -49,7 +49,7 @@ class Loaded:
 
     @property
     def entity_col(self) -> str:
-        return str(self.version.feature_schema.get("entity_col") or ENTITY_ID)
+        return str(self.version.feature_schema.entity_col or ENTITY_ID)
 
 
 class LiveModels:
@@ -100,7 +100,7 @@ def score(loaded: Loaded, erasures: Erasures, rows: list[dict[str, Any]]
     rejected rows with their reason, as a batch run would reject them, and the features of each
     prediction's row as validated, as JSON text (what `Recorder` keeps for the monitor)."""
     schema = loaded.version.feature_schema
-    columns = [c["name"] for c in schema["columns"]]
+    columns = schema.names
     entity_col = loaded.entity_col
     required, read = set(columns), {entity_col, ENTITY_ID, *columns}
     ids: list[Any] = []

@@ -262,7 +262,7 @@ def model_facts(service: Service, model: str) -> tuple[str, str]:
     known = service.facts.get(model)
     if known is None or service.clock() - known[2] > 30.0:
         def query(conn: psycopg.Connection) -> tuple[str, str]:
-            return (str(registry.get_model(conn, model).feature_schema.get("entity_col") or "entity_id"),
+            return (str(registry.get_model(conn, model).feature_schema.entity_col or "entity_id"),
                     policies.get_policy(conn, model).on_miss)
 
         entity_col, on_miss = service.read(query)

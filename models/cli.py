@@ -53,7 +53,6 @@ def models_register(settings: Settings, artifact: str, name: str, train_data: Pa
     Exit status: 0 registered, 2 usage or configuration error, 4 a model predstore cannot score
     (an MLflow flavour other than scikit-learn's).
     """
-    from models.features import assumed_numeric
     from models.register import register_model
 
     options: dict[str, Any] = dict(name=name, train_data=train_data, target=target, validation_data=validation_data,
@@ -68,9 +67,9 @@ def models_register(settings: Settings, artifact: str, name: str, train_data: Pa
     state = " (current)" if "current" in model.aliases else ""
     source = f", from {model.mlflow_uri}" if model.mlflow_uri else ""
     click.echo(f"registered {model.name} version {model.version}{state}: {model.task}, "
-               f"{len(model.feature_schema['columns'])} features, sha256 {model.sha256[:12]}{source}")
-    if assumed := assumed_numeric(model.feature_schema):
-        click.echo(f"feature types from the {model.feature_schema.get('kinds_from', 'model')}; assumed numeric, as "
+               f"{len(model.feature_schema.columns)} features, sha256 {model.sha256[:12]}{source}")
+    if assumed := model.feature_schema.assumed_numeric:
+        click.echo(f"feature types from the {model.feature_schema.kinds_from}; assumed numeric, as "
                    f"nothing said otherwise (a partition's text in them goes to the model as text): "
                    f"{', '.join(assumed)}; pass --train-data to record them")
     if train_data:

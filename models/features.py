@@ -1,11 +1,12 @@
 """A model's feature schema: what columns it takes, of what kind, and what it tolerates.
 
-Pure functions: a fitted estimator (and optionally its training frame) in, a JSON-able dict out.
+Pure functions: a fitted estimator (and optionally its training frame) in, a `FeatureSchema` out.
 The schema is recorded at registration and drives validation of every batch scored later.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 from sklearn.base import is_classifier
 
 from store.errors import ModelError
+from store.features import FeatureColumn, FeatureSchema
 
 #: Most distinct values recorded for a categorical column; beyond it unseen values are not checked.
 MAX_CATEGORIES = 10_000
@@ -26,7 +28,7 @@ def task_of(model: Any) -> str:
 
 
 def infer_schema(model: Any, train: pd.DataFrame | None = None, *,
-                 declared: dict[str, str] | None = None) -> dict[str, Any]:
+                 declared: dict[str, str] | None = None) -> FeatureSchema:
     """The feature schema of a fitted model: column names, kinds, dtypes and categories.
 
     Columns come from the model's ``feature_names_in_`` (else from ``train``, else from
@@ -34,7 +36,7 @@ def infer_schema(model: Any, train: pd.DataFrame | None = None, *,
     when given; without it from ``declared``, else from the model itself (`model_kinds`: a
     ColumnTransformer's encoders take text, its 'drop' columns are left out); a column none of
     them tells about is marked ``assumed`` numeric, and validation reads it as text where a
-    partition holds text that is not numbers. ``schema["kinds_from"]`` says which applied. Then
+    partition holds text that is not numbers. ``kinds_from`` says which applied. Then
     the model is probed, once, to learn whether it accepts missing values per column and unseen
     categories.
     """
@@ -70,19 +72,14 @@ def infer_schema(model: Any, train: pd.DataFrame | None = None, *,
                 kind, categories = declared[name], categories if declared[name] == kind else None
             columns.append(_declared(name, kind, categories))
         kinds_from = "MLflow signature" if declared else "model"
-    schema = {"columns": columns, "by_name": by_name, "kinds_from": kinds_from}
-    sample = _sample(schema, train)
+    sample = _sample(columns, train)
+    probed = []
     for column in columns:
-        missing = None if column["kind"] == "categorical" else np.nan
-        column["nulls_ok"] = _accepts(model, sample, column["name"], missing)
-        if column["kind"] == "categorical":
-            column["unseen_ok"] = _accepts(model, sample, column["name"], UNSEEN_PROBE)
-    return schema
-
-
-def assumed_numeric(schema: dict[str, Any]) -> list[str]:
-    """The columns whose kind nothing told (no training data, signature or encoder): taken as numbers."""
-    return [c["name"] for c in schema["columns"] if c.get("assumed")]
+        missing = None if column.categorical else np.nan
+        probed.append(replace(column, nulls_ok=_accepts(model, sample, column.name, missing),
+                              unseen_ok=_accepts(model, sample, column.name, UNSEEN_PROBE)
+                              if column.categorical else None))
+    return FeatureSchema(columns=tuple(probed), by_name=by_name, kinds_from=kinds_from)
 
 
 def model_kinds(model: Any, names: list[str]) -> dict[str, tuple[str, list[str] | None]]:
@@ -136,53 +133,50 @@ def _transformer_kind(transformer: Any, position: int) -> tuple[str, list[str] |
     return None
 
 
-def _declared(name: str, kind: str | None, categories: list[str] | None) -> dict[str, Any]:
+def _declared(name: str, kind: str | None, categories: list[str] | None) -> FeatureColumn:
     """A column whose kind a signature or the model gave (``None``: nothing did, assumed numeric)."""
     if kind == "categorical":
-        return {"name": name, "kind": "categorical", "dtype": "string", "categories": categories}
-    column: dict[str, Any] = {"name": name, "kind": "numeric", "dtype": "float64"}
-    if kind is None:
-        column["assumed"] = True
-    return column
+        return FeatureColumn(name, "categorical", "string", None if categories is None else tuple(categories))
+    return FeatureColumn(name, "numeric", "float64", assumed=kind is None)
 
 
-def model_input(schema: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+def model_input(schema: FeatureSchema, frame: pd.DataFrame) -> pd.DataFrame | np.ndarray:
     """The frame's features in the shape the model was fitted on (named columns, or an array)."""
-    names = [c["name"] for c in schema["columns"]]
+    return _shaped(schema.names, schema.by_name, frame)
+
+
+def _shaped(names: list[str], by_name: bool, frame: pd.DataFrame) -> pd.DataFrame | np.ndarray:
     features = frame if list(frame.columns) == names else frame[names]
-    return features if schema["by_name"] else features.to_numpy()
+    return features if by_name else features.to_numpy()
 
 
-def _column(name: str, series: pd.Series | None) -> dict[str, Any]:
+def _column(name: str, series: pd.Series | None) -> FeatureColumn:
     if series is None or pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return {"name": name, "kind": "numeric", "dtype": str(series.dtype) if series is not None else "float64"}
+        return FeatureColumn(name, "numeric", str(series.dtype) if series is not None else "float64")
     values = series.dropna().astype(str).unique()
-    categories = sorted(values.tolist()) if len(values) <= MAX_CATEGORIES else None
-    return {"name": name, "kind": "categorical", "dtype": "string", "categories": categories}
+    categories = tuple(sorted(values.tolist())) if len(values) <= MAX_CATEGORIES else None
+    return FeatureColumn(name, "categorical", "string", categories)
 
 
-def _sample(schema: dict[str, Any], train: pd.DataFrame | None) -> pd.DataFrame:
+def _sample(columns: list[FeatureColumn], train: pd.DataFrame | None) -> pd.DataFrame:
     """One valid row to probe the model with."""
     row: dict[str, Any] = {}
-    for column in schema["columns"]:
-        name = column["name"]
+    for column in columns:
         if train is not None:
-            valid = train[name].dropna()
-            row[name] = valid.iloc[0] if len(valid) else np.nan
-        elif column["kind"] == "categorical":
-            row[name] = (column.get("categories") or ["a"])[0]
+            valid = train[column.name].dropna()
+            row[column.name] = valid.iloc[0] if len(valid) else np.nan
+        elif column.categorical:
+            row[column.name] = (column.categories or ("a",))[0]
         else:
-            row[name] = 0.0
+            row[column.name] = 0.0
     return pd.DataFrame([row])
 
 
 def _accepts(model: Any, sample: pd.DataFrame, name: str, value: Any) -> bool:
     probe = sample.copy()
     probe[name] = pd.Series([value], dtype=object if isinstance(value, str) or value is None else float)
-    schema_like = {"columns": [{"name": c} for c in sample.columns],
-                   "by_name": getattr(model, "feature_names_in_", None) is not None}
     try:
-        model.predict(model_input(schema_like, probe))
+        model.predict(_shaped(list(sample.columns), getattr(model, "feature_names_in_", None) is not None, probe))
     except Exception:  # the model said no: any error means it cannot take this value
         return False
     return True

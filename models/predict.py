@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from models.features import model_input, task_of
+from store.features import FeatureColumn, FeatureSchema
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,14 @@ class Scores:
         return None if self.classes is None or self.best is None else self.classes[self.best]
 
 
-def predict(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = None) -> Scores:
+def predict(model: Any, frame: pd.DataFrame, *, schema: FeatureSchema | None = None) -> Scores:
     """Score ``frame``. ``schema`` (recorded at registration) picks and orders the columns;
     without it, the model's ``feature_names_in_`` do."""
     if schema is None:
         names = getattr(model, "feature_names_in_", None)
-        schema = {"columns": [{"name": str(n)} for n in (names if names is not None else frame.columns)],
-                  "by_name": names is not None}
+        schema = FeatureSchema(columns=tuple(FeatureColumn(str(n), "numeric") for n in
+                                             (names if names is not None else frame.columns)),
+                               by_name=names is not None)
     features = model_input(schema, frame)
     if task_of(model) == "regression":
         return Scores(prediction=np.asarray(model.predict(features), dtype=np.float64))
@@ -52,7 +54,7 @@ def classifier_scores(proba: np.ndarray, model_classes: Any) -> Scores:
     return Scores(prediction=proba[np.arange(len(best)), best], classes=classes, best=best, proba=proba)
 
 
-def score_frame(model: Any, frame: pd.DataFrame, *, schema: dict[str, Any] | None = None) -> pd.DataFrame:
+def score_frame(model: Any, frame: pd.DataFrame, *, schema: FeatureSchema | None = None) -> pd.DataFrame:
     """Predictions for every row of ``frame``, in order, indexed like it (the job's own scoring).
 
     Columns: ``prediction``; for classifiers ``label`` (the predicted class, as text); for

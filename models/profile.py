@@ -14,6 +14,7 @@ baseline category, then ``other``; ``unseen`` counts values the model never saw 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 
 from models.predict import Scores
 from models.validate import missing_reason
+from store.features import FeatureSchema
 
 NUM_BINS = 20
 TOP_CATEGORIES = 20
@@ -33,17 +35,17 @@ LABEL = "__label__"
 SOURCES = ("validation", "cross_validation", "in_sample")
 
 
-def baseline(features: pd.DataFrame, schema: dict[str, Any], scores: Scores, *,
+def baseline(features: pd.DataFrame, schema: FeatureSchema, scores: Scores, *,
              source: str = "in_sample") -> list[dict[str, Any]]:
     """The frozen profile of the training data's features and of the model's outputs ``scores``
     (on held-out rows, out-of-fold, or in-sample, as ``source`` says; features are 'training')."""
     columns = []
-    for column in schema["columns"]:
-        values = features[column["name"]]
-        if column["kind"] == "numeric":
-            columns.append(_numeric_baseline(column["name"], "feature", values.to_numpy(np.float64, na_value=np.nan)))
+    for column in schema.columns:
+        values = features[column.name]
+        if column.categorical:
+            columns.append(_categorical_baseline(column.name, "feature", values))
         else:
-            columns.append(_categorical_baseline(column["name"], "feature", values))
+            columns.append(_numeric_baseline(column.name, "feature", values.to_numpy(np.float64, na_value=np.nan)))
     outputs = [_numeric_baseline(PREDICTION, "output", scores.prediction)]
     if scores.labels is not None and scores.classes is not None:
         label = _categorical_baseline(LABEL, "output", pd.Series(scores.labels))
@@ -54,7 +56,7 @@ def baseline(features: pd.DataFrame, schema: dict[str, Any], scores: Scores, *,
 
 
 def profile_features(features: pd.DataFrame, base: list[dict[str, Any]],
-                     known: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
+                     known: Mapping[str, Sequence[str] | None]) -> dict[str, dict[str, Any]]:
     """Count one batch's features into the baseline's bins. ``known`` maps categorical columns
     to every category seen in training (for ``unseen``)."""
     out = {}
@@ -80,7 +82,7 @@ def profile_outputs(scores: Scores, base: list[dict[str, Any]]) -> dict[str, dic
 
 
 def profile_rejects(rejects: list[tuple[int, str | None, str, dict[str, Any]]], base: list[dict[str, Any]],
-                    known: dict[str, list[str] | None]) -> dict[str, dict[str, Any]]:
+                    known: Mapping[str, Sequence[str] | None]) -> dict[str, dict[str, Any]]:
     """Count the rows `models.validate` rejected for a column's value into that column: a row
     rejected because the column is missing adds to its ``null_count``, one rejected for a category
     never seen in training adds to ``other`` and ``unseen``. So a rise in either shows in the
@@ -149,7 +151,7 @@ def count_numeric(values: np.ndarray, edges: list[float]) -> dict[str, Any]:
     }
 
 
-def count_categorical(values: Any, categories: list[str], known: list[str] | None = None) -> dict[str, Any]:
+def count_categorical(values: Any, categories: list[str], known: Sequence[str] | None = None) -> dict[str, Any]:
     """Counts per baseline category plus ``other``; ``unseen`` counts values outside ``known``.
 
     Values are factorized once, so each distinct value (not each row) is turned into text.

@@ -28,6 +28,7 @@ from models.predict import Scores, classifier_scores, predict
 from store import audit, monitoring, profiles, registry
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
+from store.features import FeatureSchema
 from store.migrate import prepare
 from store.settings import Settings
 
@@ -113,7 +114,7 @@ def register_model(
 class Measured:
     """What registration learns of a fitted model from its data, before anything is stored."""
 
-    schema: dict[str, Any]
+    schema: FeatureSchema
     task: str
     classes: list[Any] | None
     #: Metrics on the validation data (else in-sample on the training data); None without a target.
@@ -130,9 +131,7 @@ def measure(model: Any, train: pd.DataFrame | None, validation: pd.DataFrame | N
     """Measure ``model`` on its frames (pure: nothing read or written): its feature schema, task
     and classes, its metrics, its output calibration and the drift baseline."""
     features = train.drop(columns=[target]) if train is not None and target else train
-    schema = infer_schema(model, features, declared=declared)
-    if entity_col:
-        schema["entity_col"] = entity_col
+    schema = infer_schema(model, features, declared=declared).with_entity_col(entity_col)
     task = task_of(model)
     classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_] if task == "classification" \
         else None
@@ -238,7 +237,7 @@ def load_reviewed(data: bytes, *, fmt: str, reviewed: tuple[str, ...], name: str
         raise ModelError(f"{name}: the model could not be loaded ({type(exc).__name__}: {exc})") from exc
 
 
-def output_scores(model: Any, train: pd.DataFrame, schema: dict[str, Any], *, task: str,
+def output_scores(model: Any, train: pd.DataFrame, schema: FeatureSchema, *, task: str,
                   validation: pd.DataFrame | None, target: str | None, cv: int | None) -> tuple[Scores, str]:
     """The model's outputs to profile as its output baseline, and where they come from."""
     if validation is not None and target:
@@ -257,7 +256,7 @@ def output_scores(model: Any, train: pd.DataFrame, schema: dict[str, Any], *, ta
     return classifier_scores(np.asarray(proba, dtype=np.float64), model.classes_), "cross_validation"
 
 
-def _predict(model: Any, features: pd.DataFrame, schema: dict[str, Any]) -> Scores:
+def _predict(model: Any, features: pd.DataFrame, schema: FeatureSchema) -> Scores:
     try:
         return predict(model, features, schema=schema)
     except Exception as exc:  # the model's own error, whatever its type
@@ -277,7 +276,7 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot be read as {path.suffix.lstrip('.') or 'data'} ({exc})") from exc
 
 
-def training_metrics(model: Any, frame: pd.DataFrame, target: str, *, schema: dict[str, Any],
+def training_metrics(model: Any, frame: pd.DataFrame, target: str, *, schema: FeatureSchema,
                      task: str) -> dict[str, Any]:
     """Performance on the given labeled data (in-sample if it is the training set)."""
     known = frame.dropna(subset=[target])

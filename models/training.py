@@ -45,8 +45,8 @@ def training_set(conn: psycopg.Connection, model_name: str, *, since: datetime |
     for run_id, group in matches.groupby("run_id", sort=True):
         first = group.iloc[0]
         schema = versions[int(first["model_version"])].feature_schema
-        features = [c["name"] for c in schema["columns"]]
-        entity_col = first["entity_col"] or schema.get("entity_col") or "entity_id"
+        features = schema.names
+        entity_col = first["entity_col"] or schema.entity_col or "entity_id"
         rows = _rows_of(int(run_id), str(first["partition"]), str(first["input_uri"]), first["input_fingerprint"],
                         str(entity_col), features)
         parts.append(group[list(COLUMNS)].merge(rows, on="entity_id", how="inner", validate="many_to_one"))
@@ -82,4 +82,4 @@ def _rows_of(run_id: int, partition: str, uri: str, fingerprint: str | None, ent
 def _feature_order(versions: dict[int, Any], version: int | None) -> list[str]:
     """The features of ``version`` (else of the newest version) in the schema's order."""
     chosen = versions[version] if version in versions else versions[max(versions)]
-    return [c["name"] for c in chosen.feature_schema["columns"]]
+    return chosen.feature_schema.names

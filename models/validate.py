@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from store import faults
 from store.erasure import entity_hmac
 from store.errors import InputError
+from store.features import FeatureColumn, FeatureSchema
 from store.schema import MAX_ENTITY_ID_LENGTH
 
 #: Longest text kept of a rejected row's value (a 1 MB id is not kept whole in rejected_rows).
@@ -64,11 +65,11 @@ def missing_reason(name: str) -> str:
     return f"column {name!r} has no value (empty, null, NA or n/a)"
 
 
-def required_columns(schema: dict[str, Any], entity_col: str) -> list[str]:
-    return [entity_col, *(c["name"] for c in schema["columns"] if c["name"] != entity_col)]
+def required_columns(schema: FeatureSchema, entity_col: str) -> list[str]:
+    return [entity_col, *(name for name in schema.names if name != entity_col)]
 
 
-def check_columns(schema: dict[str, Any], entity_col: str, available: list[str]) -> None:
+def check_columns(schema: FeatureSchema, entity_col: str, available: list[str]) -> None:
     """Fail before anything is written when a required column is absent, naming all of them."""
     required = required_columns(schema, entity_col)
     twice = [c for c in required if available.count(c) > 1]
@@ -107,7 +108,7 @@ def _has(available: list[str]) -> str:
     return f"it has {', '.join(map(repr, available[:20]))}{'...' if len(available) > 20 else ''}"
 
 
-def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, first_row: int,
+def validate(batch: pa.RecordBatch, schema: FeatureSchema, *, entity_col: str, first_row: int,
              erasures: Erasures | None = None) -> Validated:
     """Split ``batch`` into rows the model can score and rows to reject, with a reason each."""
     faults.point("validate")
@@ -132,23 +133,22 @@ def validate(batch: pa.RecordBatch, schema: dict[str, Any], *, entity_col: str, 
         reject(erasures.mask(ids) & ~bad, ERASED)
 
     features: dict[str, Any] = {}
-    for column in schema["columns"]:
-        name = column["name"]
+    for column in schema.columns:
+        name = column.name
         if _kind_in(column, batch.column(name)) == "numeric":
             values, not_number = _numeric(batch.column(name), name)
             reject(not_number, f"column {name!r} is not a number")
             reject(np.isinf(values), f"column {name!r} is infinite")
-            if not column.get("nulls_ok", False):
+            if not column.nulls_ok:
                 reject(np.isnan(values), missing_reason(name))
             features[name] = values
         else:
             text, not_utf8 = _text(batch.column(name), name, "categories must be text or numbers")
             reject(not_utf8, f"column {name!r} is not valid UTF-8")
-            if not column.get("nulls_ok", False):
+            if not column.nulls_ok:
                 reject(_mask(pc.is_null(text)), missing_reason(name))
-            categories = column.get("categories")
-            if categories is not None and not column.get("unseen_ok", True):
-                unseen = pc.invert(pc.is_in(text, value_set=pa.array(categories, pa.string())))
+            if column.categories is not None and column.unseen_ok is False:
+                unseen = pc.invert(pc.is_in(text, value_set=pa.array(column.categories, pa.string())))
                 reject(_mask(pc.and_kleene(unseen, pc.is_valid(text))),
                        f"column {name!r} has a category not seen in training")
             features[name] = text.to_numpy(zero_copy_only=False)
@@ -184,16 +184,16 @@ def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     return frame[list(columns)] if list(frame.columns) != list(columns) else frame
 
 
-def _kind_in(column: dict[str, Any], array: pa.Array | pa.ChunkedArray) -> str:
+def _kind_in(column: FeatureColumn, array: pa.Array | pa.ChunkedArray) -> str:
     """The kind to read a column as in this batch: the schema's, except for a column ``assumed``
     numeric (nothing at registration said what it holds) that arrives as text mostly not numbers,
     which is passed to the model as text: the model, not a guess, then says whether it takes it."""
-    if not column.get("assumed"):
-        return str(column["kind"])
+    if not column.assumed:
+        return column.kind
     kind = array.type.value_type if pa.types.is_dictionary(array.type) else array.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return "numeric"
-    values, not_number = _numeric(array, column["name"])
+    values, not_number = _numeric(array, column.name)
     return "categorical" if not_number.sum() > (~np.isnan(values)).sum() else "numeric"
 
 

@@ -206,7 +206,7 @@ def _setup(settings: Settings, model_name: str, config: MonitorConfig) -> int | 
         profiled = profiles.output_baseline_sources(conn, model_name)
     if not versions:
         return None  # the run says there is no such model
-    columns = list(dict.fromkeys(c["name"] for v in versions for c in v.feature_schema.get("columns", [])))
+    columns = list(dict.fromkeys(c.name for v in versions for c in v.feature_schema.columns))
     warning = unknown_features(config, model_name, [*columns, PREDICTION, LABEL])
     if warning:
         say(warning, level=logging.WARNING, name="monitor")

@@ -53,12 +53,12 @@ def profile_file(settings: Settings, path: Path, model_name: str, *, version: in
         raise ConfigError(f"model {model.name!r} version {model.version} has no baseline; register it with "
                           "--train-data to monitor it")
     schema = model.feature_schema
-    entity_col = schema.get("entity_col") or DEFAULT_ENTITY_COL
+    entity_col = schema.entity_col or DEFAULT_ENTITY_COL
     partition = reader.open_partition(path)
     available = reader.columns_of(partition)
     check_columns(schema, entity_col, available if entity_col in available else [*available, entity_col])
     columns = [c for c in required_columns(schema, entity_col) if c in available]
-    known = {c["name"]: c.get("categories") for c in schema["columns"] if c["kind"] == "categorical"}
+    known = schema.known_categories
     total: dict[str, dict[str, Any]] = {}
     rows_in = rejected = 0
     for batch in reader.batches(partition, columns):

@@ -13,23 +13,24 @@ import pandas as pd
 
 from models.predict import Scores
 from models.profile import add, profile_features, profile_outputs
+from store.features import FeatureSchema
 
 #: Days back the first check of a model's live traffic looks.
 LOOKBACK_DAYS = 31
 
 
-def profile(rows: Sequence[Mapping[str, Any]], base: list[dict[str, Any]], schema: Mapping[str, Any],
+def profile(rows: Sequence[Mapping[str, Any]], base: list[dict[str, Any]], schema: FeatureSchema,
             classes: Sequence[Any] | None) -> dict[str, dict[str, Any]]:
     """The profile of live predictions (each with ``features``, ``prediction`` and ``label``) in the
     bins of ``base``: features typed as the schema says (a value of the wrong type counts as missing),
     and the outputs."""
     frame = pd.DataFrame([row["features"] for row in rows])
-    known = {c["name"]: c.get("categories") for c in schema["columns"] if c["kind"] == "categorical"}
-    for column in schema["columns"]:
-        name = column["name"]
+    known = schema.known_categories
+    for column in schema.columns:
+        name = column.name
         if name not in frame:
             frame[name] = None
-        if column["kind"] == "numeric":
+        if not column.categorical:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(np.float64)
         else:
             frame[name] = frame[name].astype(object)

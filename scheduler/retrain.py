@@ -147,7 +147,7 @@ def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: regist
         return {"status": "skipped", "reason": f"{len(frame)} labeled predictions since {since:%Y-%m-%d %H:%M}; "
                 f"{MIN_ROWS} are needed"}
     target = "label_value" if current.task == "regression" else "label"
-    features = [c["name"] for c in current.feature_schema["columns"]]
+    features = current.feature_schema.names
     frame = frame.sort_values("event_time", kind="stable")
     held = max(1, round(len(frame) * job.validation_share))
     train, validation = frame.iloc[:-held], frame.iloc[-held:]
@@ -158,7 +158,7 @@ def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: regist
         artifact = _run_fit(job, paths["train"], target, Path(tmp) / f"{job.model}.skops", cwd=cwd)
         version = register_model(settings, artifact, name=job.model, train_data=paths["train"],
                                  validation_data=paths["validation"], target=target, actor=f"job {job.id}",
-                                 entity_col=current.feature_schema.get("entity_col"))
+                                 entity_col=current.feature_schema.entity_col)
     from models.promotion import promote_model
 
     promote_model(settings, job.model, version.version, alias="challenger", actor=f"job {job.id}")

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from store import serving
 from store.db import embedded_home
 from store.errors import NotFound
+from store.features import FeatureSchema
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ModelVersion:
     sha256: str
     format: str
     task: str
-    feature_schema: dict[str, Any]
+    feature_schema: FeatureSchema
     classes: list[Any] | None
     training_metrics: dict[str, Any] | None
     created_at: datetime
@@ -50,6 +51,7 @@ _SELECT = """
 def _row(row: dict[str, Any]) -> ModelVersion:
     trusted = row["trusted_types"]
     return ModelVersion(**{**row, "aliases": tuple(row["aliases"]),
+                           "feature_schema": FeatureSchema.from_json(row["feature_schema"]),
                            "trusted_types": None if trusted is None else tuple(trusted)})
 
 
@@ -70,7 +72,7 @@ def insert_model(
     sha256: str,
     format: str,
     task: str,
-    feature_schema: dict[str, Any],
+    feature_schema: FeatureSchema,
     classes: list[Any] | None,
     training_metrics: dict[str, Any] | None,
     trusted_types: list[str] | None = None,
@@ -83,7 +85,7 @@ def insert_model(
         """INSERT INTO models (name, version, artifact_uri, sha256, format, task, feature_schema, classes,
                                training_metrics, trusted_types, mlflow_uri, mlflow_version)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        [name, version, artifact_uri, sha256, format, task, Jsonb(feature_schema),
+        [name, version, artifact_uri, sha256, format, task, Jsonb(feature_schema.to_json()),
          Jsonb(classes) if classes is not None else None,
          Jsonb(training_metrics) if training_metrics is not None else None, trusted_types, mlflow_uri,
          mlflow_version],

@@ -17,6 +17,7 @@ import psycopg
 import pyarrow as pa
 
 from store import ledger, predictions, registry
+from store.features import FeatureSchema
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def publish_run(conn: psycopg.Connection, model: str, partition: str, rows: Sequ
     ``partition``, registering the version (and making it current) if needed. Commits."""
     if conn.execute("SELECT 1 FROM models WHERE name = %s AND version = %s", [model, version]).fetchone() is None:
         registry.insert_model(conn, name=model, version=version, artifact_uri=f"/artifacts/{model}-{version}",
-                              sha256="0" * 64, format="joblib", task="classification", feature_schema={},
+                              sha256="0" * 64, format="joblib", task="classification", feature_schema=FeatureSchema(()),
                               classes=["no", "yes"], training_metrics=None)
         registry.set_alias(conn, model, "current", version)
         conn.commit()

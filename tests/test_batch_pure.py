@@ -19,25 +19,26 @@ from models.features import infer_schema
 from models.predict import predict, score_frame
 from models.validate import MAX_ENTITY_ID_LENGTH, check_columns, validate
 from store import InputError
+from store.features import FeatureSchema
 from tests import factories
 
 
-def schema_for(artifact: Path, train: Path, target: str) -> dict:
+def schema_for(artifact: Path, train: Path, target: str) -> FeatureSchema:
     return infer_schema(read_model(artifact), pd.read_parquet(train).drop(columns=[target]))
 
 
 def test_schema_probes_what_each_model_tolerates(tmp_path: Path) -> None:
     lr = schema_for(*factories.logistic(tmp_path), "y")
-    assert [c["name"] for c in lr["columns"]] == factories.FEATURES
-    assert not any(c["nulls_ok"] for c in lr["columns"])  # LogisticRegression rejects NaN
+    assert lr.names == factories.FEATURES
+    assert not any(c.nulls_ok for c in lr.columns)  # LogisticRegression rejects NaN
     hgb = schema_for(*factories.regressor(tmp_path), "amount")
-    assert all(c["nulls_ok"] for c in hgb["columns"])  # HistGradientBoosting takes NaN
+    assert all(c.nulls_ok for c in hgb.columns)  # HistGradientBoosting takes NaN
     strict = schema_for(*factories.pipeline_classifier(tmp_path, handle_unknown="error"), "y")
-    color = next(c for c in strict["columns"] if c["name"] == "color")
-    assert color["kind"] == "categorical" and color["categories"] == ["blue", "green", "red"]
-    assert color["unseen_ok"] is False
+    color = next(c for c in strict.columns if c.name == "color")
+    assert color.kind == "categorical" and color.categories == ("blue", "green", "red")
+    assert color.unseen_ok is False
     lenient = schema_for(*factories.pipeline_classifier(tmp_path / "b", handle_unknown="ignore"), "y")
-    assert next(c for c in lenient["columns"] if c["name"] == "color")["unseen_ok"] is True
+    assert next(c for c in lenient.columns if c.name == "color").unseen_ok is True
 
 
 def test_validate_rejects_each_bad_value_with_its_reason(tmp_path: Path) -> None:

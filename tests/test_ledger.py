@@ -12,6 +12,7 @@ from batch.runner import ScoreRequest, score_partition
 from models.register import register_model
 from store import ledger, predictions, registry
 from store.errors import RunNotRunning
+from store.features import FeatureSchema
 from store.settings import Settings
 from tests import factories
 
@@ -19,7 +20,8 @@ from tests import factories
 def abandoned_run(conn: psycopg.Connection) -> int:
     """A run with its table, reaped as abandoned (its liveness lock given up, as if its process died)."""
     registry.insert_model(conn, name="m", version=1, artifact_uri="/artifacts/m-1", sha256="0" * 64,
-                          format="joblib", task="classification", feature_schema={}, classes=["no", "yes"],
+                          format="joblib", task="classification",
+                          feature_schema=FeatureSchema(()), classes=["no", "yes"],
                           training_metrics=None)
     run_id = ledger.start_run(conn, model_name="m", model_version=1, model_sha256="0" * 64, partition_key="p",
                               input_uri="memory://p", code_version="test", host="test", pid=os.getpid())

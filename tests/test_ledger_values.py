@@ -8,6 +8,7 @@ from dataclasses import asdict, fields
 import psycopg
 
 from store import ledger, registry
+from store.features import FeatureSchema
 
 
 def test_a_run_holds_every_column_of_its_row_in_order(conn: psycopg.Connection) -> None:
@@ -18,7 +19,8 @@ def test_a_run_holds_every_column_of_its_row_in_order(conn: psycopg.Connection) 
 
 def test_the_ledger_returns_runs(conn: psycopg.Connection) -> None:
     registry.insert_model(conn, name="m", version=1, artifact_uri="/artifacts/m-1", sha256="0" * 64,
-                          format="joblib", task="classification", feature_schema={}, classes=["no", "yes"],
+                          format="joblib", task="classification",
+                          feature_schema=FeatureSchema(()), classes=["no", "yes"],
                           training_metrics=None)
     run_id = ledger.start_run(conn, model_name="m", model_version=1, model_sha256="0" * 64, partition_key="p",
                               input_uri="memory://p", code_version="test", host="test", pid=os.getpid())

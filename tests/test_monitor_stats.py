@@ -11,6 +11,7 @@ from scipy.stats.contingency import association
 
 from models import profile
 from monitor import stats
+from store.features import FeatureSchema
 
 TOL = 1e-9
 
@@ -126,7 +127,8 @@ def test_no_false_alarms_beyond_alpha_on_random_splits() -> None:
         data = pd.DataFrame({"x": rng.lognormal(size=600), "k": rng.choice(list("abcde"), size=600)})
         half = rng.permutation(600)
         train, batch = data.iloc[half[:300]], data.iloc[half[300:]]
-        schema = {"columns": [{"name": "x", "kind": "numeric"}, {"name": "k", "kind": "categorical"}]}
+        schema = FeatureSchema.from_json(
+            {"columns": [{"name": "x", "kind": "numeric"}, {"name": "k", "kind": "categorical"}]})
         base = profile.baseline(train, schema, _no_scores(len(train)))
         prof = profile.profile_features(batch, base, {"k": list("abcde")})
         checked = stats.check(base, prof, config)
@@ -248,8 +250,8 @@ def test_a_check_raises_false_alarms_at_most_alpha_across_all_its_features() -> 
     or warning of any, stays within its level (plus three standard errors)."""
     config = stats.DriftConfig(alpha=0.05, warning_alpha=0.2, simulations=50)
     rng = np.random.default_rng(12)
-    schema = {"columns": [{"name": f"x{i}", "kind": "numeric"} for i in range(14)]
-              + [{"name": f"k{i}", "kind": "categorical"} for i in range(6)]}
+    schema = FeatureSchema.from_json({"columns": [{"name": f"x{i}", "kind": "numeric"} for i in range(14)]
+                                     + [{"name": f"k{i}", "kind": "categorical"} for i in range(6)]})
 
     def frame(n: int) -> pd.DataFrame:
         data = {f"x{i}": rng.lognormal(size=n) if i % 2 else rng.normal(size=n) for i in range(14)}

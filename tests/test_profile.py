@@ -17,6 +17,7 @@ from models.predict import Scores
 from models.register import register_model
 from predstore.cli import main
 from store import Settings
+from store.features import FeatureSchema
 from store.profiles import get_baseline, get_run_profiles
 from tests import factories
 
@@ -60,7 +61,8 @@ def test_categories_count_other_and_unseen() -> None:
 def test_profiles_add_up_across_batches() -> None:
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"x": rng.normal(size=1000), "k": rng.choice(["p", "q", "r"], size=1000)})
-    schema = {"columns": [{"name": "x", "kind": "numeric"}, {"name": "k", "kind": "categorical"}]}
+    schema = FeatureSchema.from_json(
+        {"columns": [{"name": "x", "kind": "numeric"}, {"name": "k", "kind": "categorical"}]})
     scores = Scores(prediction=rng.random(1000))
     base = profile.baseline(frame, schema, scores)
     whole = profile.profile_features(frame, base, {"k": ["p", "q", "r"]})

@@ -7,13 +7,15 @@ import pytest
 
 from models.promotion import Promotion, promote_model
 from store import ConfigError, NotFound, Settings, registry
+from store.features import FeatureSchema
 
 
 def two_versions(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         for version in (1, 2):
             registry.insert_model(conn, name="m", version=version, artifact_uri=f"/artifacts/m-{version}",
-                                  sha256="0" * 64, format="joblib", task="classification", feature_schema={},
+                                  sha256="0" * 64, format="joblib", task="classification",
+                                  feature_schema=FeatureSchema(()),
                                   classes=["no", "yes"], training_metrics=None)
         registry.set_alias(conn, "m", "current", 1)
 

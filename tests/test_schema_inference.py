@@ -18,10 +18,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from batch.runner import ScoreRequest, score_partition
-from models.features import assumed_numeric, infer_schema
+from models.features import infer_schema
 from models.validate import validate
 from predstore.cli import main
 from store import Settings
+from store.features import FeatureSchema
 from tests import factories
 
 
@@ -54,19 +55,20 @@ def is_red(x: pd.DataFrame) -> pd.DataFrame:
 
 def test_kinds_come_from_the_column_transformer() -> None:
     schema = infer_schema(pipeline())
-    columns = {c["name"]: c for c in schema["columns"]}
+    columns = {c.name: c for c in schema.columns}
     assert list(columns) == ["f0", "f1", "f2", "color", "size", "code"]  # 'note' is dropped: not required
-    assert columns["color"]["kind"] == "categorical" and columns["color"]["categories"] == ["blue", "green", "red"]
-    assert columns["color"]["unseen_ok"] is True
-    assert columns["size"]["kind"] == "categorical"
-    assert columns["code"]["kind"] == "numeric"  # its categories are numbers
-    assert columns["f0"]["kind"] == "numeric" and not columns["f0"].get("assumed")
-    assert assumed_numeric(schema) == ["f1", "f2"]  # passed through: nothing says what they hold
-    assert schema["kinds_from"] == "model"
+    assert columns["color"].kind == "categorical" and columns["color"].categories == ("blue", "green", "red")
+    assert columns["color"].unseen_ok is True
+    assert columns["size"].kind == "categorical"
+    assert columns["code"].kind == "numeric"  # its categories are numbers
+    assert columns["f0"].kind == "numeric" and not columns["f0"].assumed
+    assert schema.assumed_numeric == ["f1", "f2"]  # passed through: nothing says what they hold
+    assert schema.kinds_from == "model"
 
 
 def test_an_assumed_column_holding_text_goes_to_the_model_as_text() -> None:
-    schema = {"by_name": True, "columns": [{"name": "x", "kind": "numeric", "assumed": True, "nulls_ok": False}]}
+    schema = FeatureSchema.from_json({"columns": [{"name": "x", "kind": "numeric", "assumed": True,
+                                                   "nulls_ok": False}]})
 
     def checked(values: list) -> tuple[list, list]:
         batch = pa.RecordBatch.from_pydict({"entity_id": [f"e{i}" for i in range(len(values))], "x": values})
@@ -108,7 +110,7 @@ def test_measuring_a_model_reads_and_writes_nothing(tmp_path: Path) -> None:
     model, train = joblib.load(artifact), pd.read_parquet(train_path)
     in_sample = measure(model, train, None, target="y", entity_col="customer_id")
     assert in_sample.task == "classification" and in_sample.classes == [0, 1]
-    assert in_sample.schema["entity_col"] == "customer_id"
+    assert in_sample.schema.entity_col == "customer_id"
     assert in_sample.scores is not None and in_sample.scores["evaluated_on"] == "training data (in-sample)"
     assert in_sample.base and in_sample.calibrated is None
     held_out = measure(model, train.iloc[:300], train.iloc[300:], target="y")

@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from batch.retention import parse_duration, prune_runs
 from predstore.cli import main
 from store import Settings, ledger, lookups, predictions, registry, retention, serving
+from store.features import FeatureSchema
 from store.names import SEGMENT_SCHEMA
 
 MODEL = "m"
@@ -54,7 +55,7 @@ SEGMENTS = """
 def register(conn: psycopg.Connection, *versions: int, model: str = MODEL) -> None:
     for version in versions:
         registry.insert_model(conn, name=model, version=version, artifact_uri="test", sha256="0" * 64,
-                              format="skops", task="regression", feature_schema={}, classes=None,
+                              format="skops", task="regression", feature_schema=FeatureSchema(()), classes=None,
                               training_metrics=None)
     registry.set_alias(conn, model, "current", versions[0])
     conn.commit()

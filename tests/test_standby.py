@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from store import Settings, apikeys, registry
+from store.features import FeatureSchema
 from tests.replica import replayed, replicated
 from tests.test_serving import publish
 
@@ -45,7 +46,7 @@ def test_lookups_from_a_hot_standby_follow_publishes_promotions_and_revocations(
     with psycopg.connect(primary_url, autocommit=True) as conn:
         for version in (1, 2):
             registry.insert_model(conn, name="m", version=version, artifact_uri="test", sha256="0" * 64,
-                                  format="skops", task="regression", feature_schema={}, classes=None,
+                                  format="skops", task="regression", feature_schema=FeatureSchema(()), classes=None,
                                   training_metrics=None)
         registry.set_alias(conn, "m", "current", 1)
         first = publish(conn, "p", {"e1": 1.0})
