@@ -189,7 +189,7 @@ def main() -> None:
         stop_embedded(settings.pgdata)
         return
     baseline = full_recompute(settings)
-    accuracy = next(r["value"] for r in result.performance if r["scope"] == "run" and r["metric"] == "accuracy")
+    accuracy = next(r.value for r in result.performance if r.scope == "run" and r.metric == "accuracy")
     print(f"{args.labels:,} labels over {args.runs} runs ({store}); {args.new:,} new labels ingested in "
           f"{ingested:.2f}s")
     print(f"predstore monitor after them: {incremental:.2f}s (target <= 10 s; {result.labels.get('matched', 0):,} "

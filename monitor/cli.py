@@ -18,6 +18,7 @@ from store.settings import Settings
 if TYPE_CHECKING:  # the monitor (pandas, scipy, scikit-learn's metrics) loads inside the commands that run it
     from monitor.config import MonitorConfig
     from monitor.runner import MonitorResult
+    from store.monitoring import PerformanceRow
 
 #: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
 NOT_PROMOTED = 3
@@ -230,23 +231,23 @@ def _print(result: MonitorResult, report_path: Path | None, *, unprofiled: int |
         _table(check["results"])
         for note in check.get("notes", []):
             click.echo(f"  note: {note}")
-    _performance_table([r for r in result.performance if r["scope"] == "window" and not r.get("backfill")],
+    _performance_table([r for r in result.performance if r.scope == "window" and not r.backfill],
                        result.labels)
-    backfill = [r for r in result.performance if r["scope"] == "run" and r.get("backfill") and r["metric"] in
+    backfill = [r for r in result.performance if r.scope == "run" and r.backfill and r.metric in
                 ("accuracy", "mae")]
     if backfill:
         click.echo("backfill (labels older than every run holding their entity; judged apart, no alert): "
-                   + ", ".join(f"run {r['run_id']} {r['metric']} {fmt(r['value'])} on {r['labels']}"
+                   + ", ".join(f"run {r.run_id} {r.metric} {fmt(r.value)} on {r.labels}"
                                for r in backfill[-6:]))
-    estimates: dict[int, list[dict[str, Any]]] = {}
+    estimates: dict[int | None, list[PerformanceRow]] = {}
     for r in result.performance:
-        if r["estimated"]:
-            estimates.setdefault(r["run_id"], []).append(r)
+        if r.estimated:
+            estimates.setdefault(r.run_id, []).append(r)
     if estimates:
         click.echo("\nexpected performance before labels (an estimate from the probabilities):")
         for run_id, rows in list(estimates.items())[-12:]:
-            values = ", ".join(f"{r['metric']} {fmt(r['value'])}" for r in rows)
-            statuses = sorted({r["status"] for r in rows} - {"ok", "n/a"}) or ["ok"]
+            values = ", ".join(f"{r.metric} {fmt(r.value)}" for r in rows)
+            statuses = sorted({r.status for r in rows} - {"ok", "n/a"}) or ["ok"]
             click.echo(f"  run {run_id}: {values}  {'/'.join(statuses)}")
     if result.lookups.get("lookups"):
         click.echo(f"\nlookups in the last 24 hours: {result.lookups['lookups']:,}, "
@@ -261,17 +262,17 @@ def _print(result: MonitorResult, report_path: Path | None, *, unprofiled: int |
         click.echo(f"\nreport: {report_path}")
 
 
-def _performance_table(windows: list[dict[str, Any]], labels: Mapping[str, int], *, last: int = 12) -> None:
+def _performance_table(windows: list[PerformanceRow], labels: Mapping[str, int], *, last: int = 12) -> None:
     """One line per window and model version: its metrics side by side, and the worst status."""
     from monitor.report import fmt
 
     if not windows:
         return
-    metrics = list(dict.fromkeys(r["metric"] for r in windows))
-    registered = {r["metric"]: r["training_value"] for r in windows if r["training_value"] is not None}
-    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    metrics = list(dict.fromkeys(r.metric for r in windows))
+    registered = {r.metric: r.training_value for r in windows if r.training_value is not None}
+    groups: dict[tuple[Any, ...], dict[str, PerformanceRow]] = {}
     for r in windows:
-        groups.setdefault((r["window_start"], r["model_version"], r["run_role"]), {})[r["metric"]] = r
+        groups.setdefault((r.window_start, r.model_version, r.run_role), {})[r.metric] = r
     click.echo(f"\nrealized performance ({labels.get('matched', 0):,} of {labels.get('labels', 0):,} labels matched"
                + (f"; at registration: {', '.join(f'{m} {fmt(v)}' for m, v in registered.items())}" if registered
                   else "") + "):")
@@ -284,9 +285,9 @@ def _performance_table(windows: list[dict[str, Any]], labels: Mapping[str, int],
     for start, version, role in keys[-last:]:
         cells = groups[(start, version, role)]
         first = next(iter(cells.values()))
-        worst = max((c["status"] for c in cells.values()), key=rank.__getitem__)
-        click.echo(f"  {start:%Y-%m-%d}  v{version:<3} {role:<10} {first['labels']:>7} {(first['coverage'] or 0):>6.0%}"
-                   + "".join(f" {fmt(cells[m]['value']) if m in cells else '':>9}" for m in metrics) + f"  {worst}")
+        worst = max((c.status for c in cells.values()), key=rank.__getitem__)
+        click.echo(f"  {start:%Y-%m-%d}  v{version:<3} {role:<10} {first.labels:>7} {(first.coverage or 0):>6.0%}"
+                   + "".join(f" {fmt(cells[m].value) if m in cells else '':>9}" for m in metrics) + f"  {worst}")
     if "roc_auc" in metrics:
         from monitor.tallies import BINNED_AUC
 

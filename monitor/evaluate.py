@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import psycopg
@@ -14,13 +13,14 @@ from models import calibration, performance
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from store import monitoring, registry
+from store.monitoring import PerformanceRow
 
 
 @dataclass
 class Evaluation:
     """Performance rows recorded, the alerts they call for, and how the labels matched."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[PerformanceRow] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
 
@@ -42,25 +42,24 @@ def estimated(conn: psycopg.Connection, model_name: str, versions: Mapping[int, 
         total, metrics = values
         training = calib.reference if calib else performance.training_values(model.training_metrics)
         reference = "validation data (estimated)" if calib else (model.training_metrics or {}).get("evaluated_on")
-        estimates = [{"model_name": model_name, "model_version": model.version, "scope": "run",
-                      "run_id": run["run_id"], "run_role": run["run_role"], "window_start": None, "window_end": None,
-                      "metric": metric, "value": value, "training_value": training.get(metric), "estimated": True,
-                      "status": performance.judge(metric, value, low, high, training.get(metric),
-                                                  tolerance=config.performance_tolerance, labels=total,
-                                                  min_labels=config.min_labels),
-                      "labels": 0, "predictions": total, "coverage": None, "low": low, "high": high,
-                      "reference": reference}
+        estimates = [PerformanceRow(model_name, model.version, "run", run["run_id"], run["run_role"], None, None,
+                                    metric, value, training.get(metric), estimated=True,
+                                    status=performance.judge(metric, value, low, high, training.get(metric),
+                                                             tolerance=config.performance_tolerance, labels=total,
+                                                             min_labels=config.min_labels),
+                                    labels=0, predictions=total, coverage=None, low=low, high=high,
+                                    reference=reference)
                      for metric, (value, low, high) in metrics.items()]
         monitoring.insert_performance(conn, estimates)
         outcome.rows.extend(estimates)
-        degraded = [r for r in estimates if r["status"] == "alert"]
+        degraded = [r for r in estimates if r.status == "alert"]
         if degraded and run["run_role"] == "current":
-            names = ", ".join(f"{r['metric']} {r['value']:.4g} (at registration {r['training_value']:.4g})"
+            names = ", ".join(f"{r.metric} {r.value:.4g} (at registration {r.training_value:.4g})"
                               for r in degraded)
             outcome.alerts.append(Alert(model_name, model.version, "estimated_performance", f"run:{run['run_id']}",
                                 f"expected performance of run {run['run_id']} (an estimate from its "
                                 f"probabilities, before labels) degraded: {names}", run["run_id"],
-                                {"estimated": True, "metrics": {r["metric"]: r["value"] for r in degraded}}))
+                                {"estimated": True, "metrics": {r.metric: r.value for r in degraded}}))
     return outcome
 
 

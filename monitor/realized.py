@@ -28,6 +28,7 @@ from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
 from store import faults, live, matching, monitoring, registry
+from store.monitoring import PerformanceRow
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
 #: Labels matched per query (what one query's result holds in memory).
@@ -69,7 +70,7 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
                             in_window=in_window)
     # Live predictions are judged too, per window and apart (run role 'live'): recounted each time.
     rows += [r for r in performance_rows(count(live.matches(conn, model_name), versions), versions, config,
-                                         sizes={}, in_window={}) if r["scope"] == "window"]
+                                         sizes={}, in_window={}) if r.scope == "window"]
     monitoring.replace_performance(conn, model_name, rows)
     matched = sum(row[6] for row in served)
     earliest = sum(row[6] for row in served if row[2])
@@ -111,7 +112,7 @@ def _tally(model: registry.ModelVersion, group: pd.DataFrame) -> np.ndarray:
 
 def performance_rows(stored: list[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion],
                      config: MonitorConfig, *, sizes: Mapping[int, int],
-                     in_window: Mapping[datetime, int]) -> list[dict[str, Any]]:
+                     in_window: Mapping[datetime, int]) -> list[PerformanceRow]:
     """Per run and per window (of ``config.window``), in-force and backfill apart: each metric
     with its interval and status. Pure."""
     runs: dict[tuple[Any, ...], list[Any]] = {}
@@ -125,7 +126,7 @@ def performance_rows(stored: list[tuple[Any, ...]], versions: Mapping[int, regis
                 groups[key][1] += labels
             else:
                 groups[key] = [vector, labels]
-    rows: list[dict[str, Any]] = []
+    rows: list[PerformanceRow] = []
     for (run_id, version, role, backfill), (vector, labels) in sorted(runs.items()):
         size = sizes.get(run_id)
         rows += _rows(versions[version], config, vector, labels, scope="run", role=role, backfill=backfill,
@@ -141,45 +142,43 @@ def performance_rows(stored: list[tuple[Any, ...]], versions: Mapping[int, regis
 def _rows(model: registry.ModelVersion, config: MonitorConfig, vector: np.ndarray, labels: int, *, scope: str,
           role: str, backfill: bool, run_id: int | None = None, start: datetime | None = None,
           end: datetime | None = None, predictions: int | None = None,
-          coverage: float | None = None) -> list[dict[str, Any]]:
+          coverage: float | None = None) -> list[PerformanceRow]:
     training = performance.training_values(model.training_metrics)
     reference = (model.training_metrics or {}).get("evaluated_on")
-    out = []
-    for metric, (value, low, high) in tallies.metrics(model.task, len(model.classes or []), vector).items():
-        out.append({"model_name": model.name, "model_version": model.version, "scope": scope, "run_id": run_id,
-                    "run_role": role, "window_start": start, "window_end": end, "metric": metric, "value": value,
-                    "training_value": training.get(metric), "estimated": False,
-                    "status": performance.judge(metric, value, low, high, training.get(metric),
-                                    tolerance=config.performance_tolerance, labels=labels,
-                                    min_labels=config.min_labels),
-                    "labels": labels, "predictions": predictions, "coverage": coverage, "low": low, "high": high,
-                    "backfill": backfill, "reference": reference})
-    return out
+    return [PerformanceRow(model.name, model.version, scope, run_id, role, start, end, metric, value,
+                           training.get(metric), estimated=False,
+                           status=performance.judge(metric, value, low, high, training.get(metric),
+                                                    tolerance=config.performance_tolerance, labels=labels,
+                                                    min_labels=config.min_labels),
+                           labels=labels, predictions=predictions, coverage=coverage, low=low, high=high,
+                           backfill=backfill, reference=reference)
+            for metric, (value, low, high) in tallies.metrics(model.task, len(model.classes or []), vector).items()]
 
 
-def alerts(model_name: str, rows: list[dict[str, Any]], config: MonitorConfig) -> list[Alert]:
+def alerts(model_name: str, rows: list[PerformanceRow], config: MonitorConfig) -> list[Alert]:
     """A concept-drift alert per window of the served runs with a metric in alert; backfills
     only with ``config.backfill_alerts``, and apart."""
-    degraded: dict[tuple[bool, datetime, int], list[dict[str, Any]]] = defaultdict(list)
+    degraded: dict[tuple[bool, datetime, int], list[PerformanceRow]] = defaultdict(list)
     for r in rows:
-        if r["scope"] == "window" and r["run_role"] == "current" and r["status"] == "alert" \
-                and (config.backfill_alerts or not r["backfill"]):
-            degraded[(r["backfill"], r["window_start"], r["model_version"])].append(r)
+        if r.scope == "window" and r.run_role == "current" and r.status == "alert" and r.window_start \
+                and (config.backfill_alerts or not r.backfill):
+            degraded[(r.backfill, r.window_start, r.model_version)].append(r)
     out = []
     for (backfill, start, version), group in sorted(degraded.items()):
-        reference = group[0]["reference"] or "registration"
-        names = ", ".join(f"{r['metric']} {r['value']:.4g} (95% interval {r['low']:.4g} to {r['high']:.4g}; "
-                          f"{r['training_value']:.4g} on {reference})" for r in group)
+        first = group[0]
+        reference = first.reference or "registration"
+        names = ", ".join(f"{r.metric} {r.value:.4g} (95% interval {r.low:.4g} to {r.high:.4g}; "
+                          f"{r.training_value:.4g} on {reference})" for r in group)
         kind = "backfill labels" if backfill else "labels"
         out.append(Alert(model_name, version, "concept_drift",
                          f"{'backfill' if backfill else 'window'}:{start:%Y-%m-%d}:v{version}",
                          f"performance degraded in the {config.window} of {start:%Y-%m-%d}: {names}, "
-                         f"on {group[0]['labels']} {kind}", None,
-                         {"window_start": start.isoformat(), "window_end": group[0]["window_end"].isoformat(),
-                          "labels": group[0]["labels"], "coverage": group[0]["coverage"],
-                          "tolerance": config.performance_tolerance,
-                          "reference": group[0]["reference"],
-                          "metrics": {r["metric"]: [r["value"], r["low"], r["high"]] for r in group}}))
+                         f"on {first.labels} {kind}", None,
+                         {"window_start": start.isoformat(),
+                          "window_end": first.window_end.isoformat() if first.window_end else None,
+                          "labels": first.labels, "coverage": first.coverage,
+                          "tolerance": config.performance_tolerance, "reference": first.reference,
+                          "metrics": {r.metric: [r.value, r.low, r.high] for r in group}}))
     return out
 
 

@@ -28,6 +28,7 @@ from store import faults, ledger, live, lookups, monitoring, profiles, prometheu
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
+from store.monitoring import PerformanceRow
 from store.settings import Settings
 
 log = logging.getLogger("predstore.monitor")
@@ -40,7 +41,7 @@ class MonitorResult:
 
     model: str
     checks: tuple[dict[str, Any], ...] = ()
-    performance: tuple[dict[str, Any], ...] = ()
+    performance: tuple[PerformanceRow, ...] = ()
     labels: Mapping[str, int] = field(default_factory=dict)
     alerts: tuple[Alert, ...] = ()
     standing: tuple[Alert, ...] = ()
@@ -53,7 +54,7 @@ class MonitorResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "fired": self.fired, "checks": list(self.checks),
-                "performance": list(self.performance), "labels": dict(self.labels),
+                "performance": [asdict(r) for r in self.performance], "labels": dict(self.labels),
                 "alerts": [a.to_dict() for a in self.alerts], "standing": [a.to_dict() for a in self.standing],
                 "lookups": dict(self.lookups)}
 
@@ -64,7 +65,7 @@ class _Found:
 
     model: str
     checks: list[dict[str, Any]] = field(default_factory=list)
-    performance: list[dict[str, Any]] = field(default_factory=list)
+    performance: list[PerformanceRow] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     standing: list[Alert] = field(default_factory=list)

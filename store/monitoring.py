@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +23,38 @@ from store.serving import IN_SET
 PROFILED = ("published", "superseded", "dropped")
 
 RESULT_COLUMNS = ("column_name", "role", "kind", "metric", "value", "warning", "alert", "status")
-PERFORMANCE_COLUMNS = ("model_name", "model_version", "scope", "run_id", "run_role", "window_start", "window_end",
-                       "metric", "value", "training_value", "estimated", "status", "labels", "predictions",
-                       "coverage", "low", "high", "backfill", "reference")
-#: Values of the columns a performance row may leave out.
-PERFORMANCE_DEFAULTS = {"low": None, "high": None, "backfill": False, "reference": None}
+
+
+@dataclass(frozen=True)
+class PerformanceRow:
+    """One metric of a run or a window, realized from labels or estimated before them: a row of
+    ``performance_results``."""
+
+    model_name: str
+    model_version: int
+    #: 'run' (``run_id`` set) or 'window' (``window_start`` and ``window_end`` set).
+    scope: str
+    run_id: int | None
+    run_role: str
+    window_start: datetime | None
+    window_end: datetime | None
+    metric: str
+    value: float | None
+    #: The same metric on the data it was judged against at registration (``reference``).
+    training_value: float | None
+    estimated: bool
+    #: 'ok', 'warning', 'alert' or 'insufficient' (`models.performance.judge`).
+    status: str
+    labels: int
+    predictions: int | None
+    coverage: float | None
+    low: float | None = None
+    high: float | None = None
+    backfill: bool = False
+    reference: str | None = None
+
+
+PERFORMANCE_COLUMNS = tuple(f.name for f in fields(PerformanceRow))
 
 
 def lock_model(conn: psycopg.Connection, model_name: str) -> None:
@@ -248,18 +276,18 @@ def last_performance(conn: psycopg.Connection, model_name: str) -> datetime | No
     return row[0] if row else None
 
 
-def replace_performance(conn: psycopg.Connection, model_name: str, rows: Iterable[dict[str, Any]]) -> None:
+def replace_performance(conn: psycopg.Connection, model_name: str, rows: Iterable[PerformanceRow]) -> None:
     """Replace the model's realized performance rows with ``rows`` (recomputed from every label)."""
     conn.execute("DELETE FROM performance_results WHERE model_name = %s AND NOT estimated", [model_name])
     insert_performance(conn, rows)
 
 
-def insert_performance(conn: psycopg.Connection, rows: Iterable[dict[str, Any]]) -> None:
+def insert_performance(conn: psycopg.Connection, rows: Iterable[PerformanceRow]) -> None:
     """Record performance rows (realized or estimated)."""
     conn.cursor().executemany(
         f"""INSERT INTO performance_results ({', '.join(PERFORMANCE_COLUMNS)})
             VALUES ({', '.join(['%s'] * len(PERFORMANCE_COLUMNS))})""",
-        [[r[k] if k in r else PERFORMANCE_DEFAULTS[k] for k in PERFORMANCE_COLUMNS] for r in rows],
+        [astuple(r) for r in rows],
     )
 
 

@@ -63,10 +63,10 @@ def test_registration_keeps_a_calibration_the_monitor_uses(settings: Settings, t
     stored = conn.execute("SELECT calibration->>'task', (calibration->>'rows')::int FROM calibrations").fetchall()
     assert stored == [("classification", 3000)]
     result = run_monitor(settings, "nb", config=MonitorConfig(min_labels=20))
-    accuracy = next(r for r in result.performance if r["estimated"] and r["metric"] == "accuracy")
-    assert accuracy["reference"] == "validation data (estimated)"
-    assert accuracy["low"] < accuracy["value"] < accuracy["high"]
-    assert accuracy["status"] == "ok"  # the same distribution as the validation data: no alarm
+    accuracy = next(r for r in result.performance if r.estimated and r.metric == "accuracy")
+    assert accuracy.reference == "validation data (estimated)"
+    assert accuracy.low < accuracy.value < accuracy.high
+    assert accuracy.status == "ok"  # the same distribution as the validation data: no alarm
 
 
 def test_a_regressor_gets_an_expected_absolute_error(settings: Settings, tmp_path: Path) -> None:
@@ -79,6 +79,6 @@ def test_a_regressor_gets_an_expected_absolute_error(settings: Settings, tmp_pat
     score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "p.parquet", data),
                                            model_name="amount"))
     result = run_monitor(settings, "amount", config=MonitorConfig(min_labels=20))
-    (mae,) = [r for r in result.performance if r["estimated"]]
+    (mae,) = [r for r in result.performance if r.estimated]
     realized = np.abs(joblib.load(artifact).predict(data[factories.FEATURES]) - data["amount"]).mean()
-    assert mae["metric"] == "mae" and mae["low"] <= realized <= mae["high"]
+    assert mae.metric == "mae" and mae.low <= realized <= mae.high

@@ -118,9 +118,9 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     ingest_labels(settings, _labels(tmp_path, data.iloc[:100], "a.parquet", when=t0), model_name="amount",
                   entity_col="id", label_col="truth", time_col="at")
     first = run_monitor(settings, "amount", config=QUIET)
-    per_run = {r["metric"]: r for r in first.performance if r["scope"] == "run"}
-    assert per_run["mae"]["labels"] == 100 and per_run["mae"]["coverage"] == pytest.approx(0.25)
-    assert per_run["mae"]["training_value"] is not None and set(per_run) == {"mae", "rmse", "r2", "mape"}
+    per_run = {r.metric: r for r in first.performance if r.scope == "run"}
+    assert per_run["mae"].labels == 100 and per_run["mae"].coverage == pytest.approx(0.25)
+    assert per_run["mae"].training_value is not None and set(per_run) == {"mae", "rmse", "r2", "mape"}
     assert not any(a.kind == "concept_drift" for a in first.alerts)
     assert run_monitor(settings, "amount", config=QUIET).performance == ()  # nothing new
 
@@ -128,12 +128,12 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     ingest_labels(settings, _labels(tmp_path, data.iloc[100:300], "b.parquet", when=t0 + timedelta(days=7), bias=8.0),
                   model_name="amount", entity_col="id", label_col="truth", time_col="at")
     second = run_monitor(settings, "amount", config=QUIET)
-    per_run = {r["metric"]: r for r in second.performance if r["scope"] == "run"}
-    assert per_run["mae"]["labels"] == 300 and per_run["mae"]["coverage"] == pytest.approx(0.75)
-    windows = {(r["window_start"], r["metric"]): r for r in second.performance if r["scope"] == "window"}
+    per_run = {r.metric: r for r in second.performance if r.scope == "run"}
+    assert per_run["mae"].labels == 300 and per_run["mae"].coverage == pytest.approx(0.75)
+    windows = {(r.window_start, r.metric): r for r in second.performance if r.scope == "window"}
     assert len({start for start, _ in windows}) == 2
     late = max(start for start, _ in windows)
-    assert windows[(late, "mae")]["status"] == "alert" and windows[(late, "mae")]["labels"] == 200
+    assert windows[(late, "mae")].status == "alert" and windows[(late, "mae")].labels == 200
     assert [a.kind for a in second.alerts] == ["concept_drift"]
     explained = second.alerts[0].details  # the window and the labels behind it, for a retraining hook
     assert explained["labels"] == 200 and explained["window_start"] < explained["window_end"]
@@ -144,8 +144,8 @@ def test_performance_is_recomputed_as_labels_arrive(settings: Settings, regresso
     ingest_labels(settings, _labels(tmp_path, data.iloc[300:], "c.parquet", when=t0 - timedelta(days=30), bias=8.0),
                   model_name="amount", entity_col="id", label_col="truth", time_col="at")
     third = run_monitor(settings, "amount", config=QUIET)
-    backfill = [r for r in third.performance if r["backfill"] and r["metric"] == "mae"]
-    assert {r["scope"]: r["labels"] for r in backfill} == {"run": 100, "window": 100}
+    backfill = [r for r in third.performance if r.backfill and r.metric == "mae"]
+    assert {r.scope: r.labels for r in backfill} == {"run": 100, "window": 100}
     assert third.labels["earliest"] == 100 and third.labels["in_force"] == 300
     assert not third.alerts and [a.kind for a in third.standing] == ["concept_drift"]
     asked = run_monitor(settings, "amount", config=replace(QUIET, backfill_alerts=True),
@@ -164,8 +164,8 @@ def test_a_run_dropped_by_retention_keeps_its_matched_labels(settings: Settings,
     ingest_labels(settings, _labels(tmp_path, data.iloc[:30], "a.parquet", when=when, bias=1.0),
                   model_name="amount", entity_col="id", label_col="truth", time_col="at")
     before = run_monitor(settings, "amount", config=QUIET)
-    mae = next(r for r in before.performance if r["scope"] == "run" and r["metric"] == "mae")
-    assert mae["run_id"] == first.run_id and mae["labels"] == 30
+    mae = next(r for r in before.performance if r.scope == "run" and r.metric == "mae")
+    assert mae.run_id == first.run_id and mae.labels == 30
     # Retention drops the run: its table goes, its ledger row stays; a later run scores the same entities.
     with conn.transaction():
         conn.execute(sql.SQL("ALTER TABLE predictions DETACH PARTITION {}").format(run_table(first.run_id or 0)))
@@ -176,12 +176,12 @@ def test_a_run_dropped_by_retention_keeps_its_matched_labels(settings: Settings,
     ingest_labels(settings, _labels(tmp_path, data.iloc[:10], "fix.parquet", when=when, bias=2.0),
                   model_name="amount", entity_col="id", label_col="truth", time_col="at")
     after = run_monitor(settings, "amount", config=QUIET, since=datetime(2000, 1, 1, tzinfo=UTC))
-    runs = {r["run_id"]: r for r in after.performance if r["scope"] == "run" and r["metric"] == "mae"}
-    assert set(runs) == {first.run_id} and runs[first.run_id]["labels"] == 30
+    runs = {r.run_id: r for r in after.performance if r.scope == "run" and r.metric == "mae"}
+    assert set(runs) == {first.run_id} and runs[first.run_id].labels == 30
     corrected = conn.execute("""SELECT avg(abs(m.prediction - l.label_value)) FROM label_matches m
                                 JOIN labels l USING (model_name, entity_id, event_time)""").fetchone()
-    assert corrected is not None and runs[first.run_id]["value"] == pytest.approx(corrected[0], rel=1e-9)
-    assert runs[first.run_id]["value"] != pytest.approx(mae["value"])
+    assert corrected is not None and runs[first.run_id].value == pytest.approx(corrected[0], rel=1e-9)
+    assert runs[first.run_id].value != pytest.approx(mae.value)
     matched = conn.execute("SELECT DISTINCT run_id FROM label_matches").fetchall()
     assert matched == [(first.run_id,)] and later.run_id != first.run_id
 
@@ -227,9 +227,9 @@ def test_a_float_target_classifier_meets_integer_labels(settings: Settings, tmp_
     pd.DataFrame({"id": data["entity_id"], "y": data["y"].astype(int), "at": T0.isoformat()}).to_csv(csv, index=False)
     ingest_labels(settings, csv, model_name="churn", entity_col="id", label_col="y", time_col="at")
     result = run_monitor(settings, "churn", config=QUIET)
-    accuracy = next(r for r in result.performance if r["scope"] == "run" and r["metric"] == "accuracy")
+    accuracy = next(r for r in result.performance if r.scope == "run" and r.metric == "accuracy")
     expected = (model.predict(data[factories.FEATURES]) == data["y"]).mean()
-    assert accuracy["labels"] == 300 and accuracy["value"] == pytest.approx(expected)
+    assert accuracy.labels == 300 and accuracy.value == pytest.approx(expected)
     assert expected > 0.4
 
 

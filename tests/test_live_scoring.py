@@ -349,11 +349,11 @@ def test_labels_are_matched_to_live_predictions_and_judged_apart(
     ingest_labels(settings, factories.write_parquet(tmp_path / "early.parquet", early), model_name=MODEL,
                   entity_col="entity_id", label_col="y", time_col="event_time")
     result = run_monitor(settings, MODEL)
-    judged = {r["metric"]: r for r in result.performance if r["run_role"] == "live" and r["scope"] == "window"}
-    assert judged and {r["labels"] for r in judged.values()} == {300}
+    judged = {r.metric: r for r in result.performance if r.run_role == "live" and r.scope == "window"}
+    assert judged and {r.labels for r in judged.values()} == {300}
     predicted = {p["entity_id"]: p["label"] for p in answer["predictions"]}
     expected = sum(predicted[e] == str(y) for e, y in zip(fresh["entity_id"], fresh["y"], strict=True)) / 300
-    assert judged["accuracy"]["value"] == pytest.approx(expected)
+    assert judged["accuracy"].value == pytest.approx(expected)
     assert not [a for a in result.alerts if a.kind == "concept_drift"]  # live windows are reported, not alerted
 
 

@@ -63,8 +63,8 @@ def test_drift_is_checked_per_run_recorded_and_alerted_once(settings: Settings, 
     over_time = conn.execute("SELECT count(DISTINCT run_id) FROM drift_over_time WHERE model_name = 'pipe'").fetchone()
     assert over_time == (2,)
     # Estimates before labels, marked as such.
-    estimated = [r for r in result.performance if r["estimated"]]
-    assert {r["run_id"] for r in estimated} == set(scored.values())
+    estimated = [r for r in result.performance if r.estimated]
+    assert {r.run_id for r in estimated} == set(scored.values())
 
     again = run_monitor(settings, "pipe", config=QUIET)
     assert again.checks == () and again.alerts == () and not again.fired
@@ -239,7 +239,7 @@ def test_a_challenger_is_monitored_beside_the_served_runs_without_alerting(
     roles = {c["run_id"]: c["run_role"] for c in result.checks}
     assert roles == {scored.run_id: "current", scored.challenger.run_id: "challenger"}
     assert {a.run_id for a in result.alerts if a.run_id is not None} == {scored.run_id}
-    windows = {(r["model_version"], r["run_role"]) for r in result.performance if r["scope"] == "window"}
+    windows = {(r.model_version, r.run_role) for r in result.performance if r.scope == "window"}
     assert windows == {(1, "current"), (2, "challenger")}  # champion against challenger, label by label
     assert result.labels["matched"] == 1500
     latest = conn.execute("SELECT DISTINCT run_id FROM latest_drift WHERE model_name = 'pipe'").fetchall()
