@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from store import monitoring
+from store import performance as perf
 
 #: The checks and alerts of a demo fit well under this; the store keeps no more for one model.
 EVERYTHING = 1_000_000
@@ -61,7 +62,7 @@ def read_summary(conn: psycopg.Connection, model: str, *, metric: str) -> Summar
     """The summary of everything the store holds for ``model``'s monitor."""
     return summarize(monitoring.recent_alerts(conn, model, limit=EVERYTHING),
                      monitoring.drift_history(conn, model, limit=EVERYTHING),
-                     monitoring.performance_history(conn, model), metric=metric)
+                     perf.performance_history(conn, model), metric=metric)
 
 
 def summarize(alerts: Iterable[Mapping[str, Any]], drift: Iterable[Mapping[str, Any]],

@@ -25,7 +25,8 @@ from models import calibration, profile
 from models.artifacts import artifact_format, store_artifact
 from models.features import infer_schema, model_input, task_of
 from models.predict import Scores, classifier_scores, predict
-from store import audit, monitoring, profiles, registry
+from store import audit, profiles, registry
+from store import performance as perf
 from store.db import connect
 from store.errors import ConfigError, InputError, ModelError
 from store.features import FeatureSchema
@@ -179,7 +180,7 @@ def record(settings: Settings, name: str, data: bytes, suffix: str, measured: Me
         if measured.base:
             profiles.insert_baseline(conn, name, version, measured.base)
         if measured.calibrated:
-            monitoring.insert_calibration(conn, name, version, measured.calibrated.to_json())
+            perf.insert_calibration(conn, name, version, measured.calibrated.to_json())
         if current or version == 1:
             registry.set_alias(conn, name, "current", version)
         audit.record(conn, "model.register", target=f"{name} v{version}", actor=actor,

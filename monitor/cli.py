@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,8 @@ from store.settings import Settings
 
 if TYPE_CHECKING:  # the monitor (pandas, scipy, scikit-learn's metrics) loads inside the commands that run it
     from monitor.config import MonitorConfig
-    from monitor.runner import MonitorResult
-    from store.monitoring import PerformanceRow
+    from monitor.results import MonitorResult
+    from store.performance import PerformanceRow
 
 #: `models promote --challenger --if-better`: the evidence was not enough; nothing changed.
 NOT_PROMOTED = 3
@@ -224,12 +225,12 @@ def _print(result: MonitorResult, report_path: Path | None, *, unprofiled: int |
     elif not result.checks and not result.performance:
         click.echo(f"{result.model}: nothing new to check (every profiled run is checked; no new labels)")
     for check in result.checks:
-        where = f"run {check['run_id']} ({check['partition_key']})" if check["scope"] == "run" \
-            else f"live traffic of {check['window_start']:%Y-%m-%d}" if check["run_role"] == "live" \
-            else f"window of {len(check['run_ids'])} runs"
-        click.echo(f"\n{where}, v{check['model_version']}: {check['rows']:,} rows, {_share(check)}")
-        _table(check["results"])
-        for note in check.get("notes", []):
+        where = f"run {check.run_id} ({check.partition_key})" if check.scope == "run" \
+            else f"live traffic of {check.window_start:%Y-%m-%d}" if check.run_role == "live" \
+            else f"window of {len(check.run_ids)} runs"
+        click.echo(f"\n{where}, v{check.model_version}: {check.rows:,} rows, {_share(asdict(check))}")
+        _table(check.results)
+        for note in check.notes:
             click.echo(f"  note: {note}")
     _performance_table([r for r in result.performance if r.scope == "window" and not r.backfill],
                        result.labels)

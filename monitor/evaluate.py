@@ -12,8 +12,9 @@ import psycopg
 from models import calibration, performance
 from monitor.alerts import Alert
 from monitor.config import MonitorConfig
-from store import monitoring, registry
-from store.monitoring import PerformanceRow
+from store import performance as perf
+from store import registry
+from store.performance import PerformanceRow
 
 
 @dataclass
@@ -32,8 +33,8 @@ def estimated(conn: psycopg.Connection, model_name: str, versions: Mapping[int, 
     calibrated regressor's expected absolute error. A calibrated estimate is compared with the
     same estimate on the validation data, and alerts only when its whole band is past tolerance."""
     outcome = Evaluation()
-    fitted = {v: calibration.Calibration.from_json(c) for v, c in monitoring.calibrations(conn, model_name).items()}
-    for run in monitoring.runs_without_estimate(conn, model_name):
+    fitted = {v: calibration.Calibration.from_json(c) for v, c in perf.calibrations(conn, model_name).items()}
+    for run in perf.runs_without_estimate(conn, model_name):
         model = versions[run["model_version"]]
         calib = fitted.get(model.version)
         values = _estimate(conn, run["run_id"], model, calib)
@@ -50,7 +51,7 @@ def estimated(conn: psycopg.Connection, model_name: str, versions: Mapping[int, 
                                     labels=0, predictions=total, coverage=None, low=low, high=high,
                                     reference=reference)
                      for metric, (value, low, high) in metrics.items()]
-        monitoring.insert_performance(conn, estimates)
+        perf.insert_performance(conn, estimates)
         outcome.rows.extend(estimates)
         degraded = [r for r in estimates if r.status == "alert"]
         if degraded and run["run_role"] == "current":
@@ -73,7 +74,7 @@ def _estimate(conn: psycopg.Connection, run_id: int, model: registry.ModelVersio
         if calib is None:
             return None
         predictions = np.concatenate([np.asarray([r[0] for r in rows], dtype=np.float64)
-                                      for rows in monitoring.run_predictions(conn, run_id)] or [np.zeros(0)])
+                                      for rows in perf.run_predictions(conn, run_id)] or [np.zeros(0)])
         predictions = predictions[np.isfinite(predictions)]
         return (len(predictions), {"mae": calibration.expected_mae(calib, predictions)}) if len(predictions) else None
     classes = [str(c) for c in model.classes or []]
@@ -81,7 +82,7 @@ def _estimate(conn: psycopg.Connection, run_id: int, model: registry.ModelVersio
         return None
     index = {c: i for i, c in enumerate(classes)}
     counts, spread = np.zeros((3, len(classes) + 1)), 0.0
-    for rows in monitoring.run_predictions(conn, run_id):
+    for rows in perf.run_predictions(conn, run_id):
         proba = performance.probabilities([r[0] for r in rows], [r[2] for r in rows], classes)
         if calib is not None:
             proba = calib.probabilities(proba)

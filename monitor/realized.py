@@ -28,7 +28,8 @@ from monitor.alerts import Alert
 from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
 from store import faults, live, matching, monitoring, registry
-from store.monitoring import PerformanceRow
+from store import performance as perf
+from store.performance import PerformanceRow
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
 #: Labels matched per query (what one query's result holds in memory).
@@ -39,7 +40,7 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
              config: MonitorConfig, *, force: bool) -> Evaluation:
     """Match and tally the labels that arrived (all matches again, with ``force``), and record
     realized performance when anything it depends on changed."""
-    changed_at, last = monitoring.last_change(conn, model_name), monitoring.last_performance(conn, model_name)
+    changed_at, last = monitoring.last_change(conn, model_name), perf.last_performance(conn, model_name)
     if force:
         monitoring.delete_tallies(conn, model_name)
         for chunk in matching.label_matches(conn, model_name):
@@ -66,12 +67,12 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     served = [row for row in stored if row[4] == "current"]
     for _, day, _, _, _, _, labels in served:
         in_window[_window_start(day.astimezone(UTC), config.window)] += labels
-    rows = performance_rows(stored, versions, config, sizes=monitoring.run_sizes(conn, model_name),
+    rows = performance_rows(stored, versions, config, sizes=perf.run_sizes(conn, model_name),
                             in_window=in_window)
     # Live predictions are judged too, per window and apart (run role 'live'): recounted each time.
     rows += [r for r in performance_rows(count(live.matches(conn, model_name), versions), versions, config,
                                          sizes={}, in_window={}) if r.scope == "window"]
-    monitoring.replace_performance(conn, model_name, rows)
+    perf.replace_performance(conn, model_name, rows)
     matched = sum(row[6] for row in served)
     earliest = sum(row[6] for row in served if row[2])
     counts = {"labels": matched + sum(pending.values()), "matched": matched, "in_force": matched - earliest,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from pathlib import Path
@@ -24,56 +24,15 @@ from monitor import live as live_traffic
 from monitor.alerts import Alert, deliver
 from monitor.config import MonitorConfig
 from monitor.errors import store_errors
+from monitor.results import Found, MonitorResult, RecordedCheck
 from store import faults, ledger, live, lookups, monitoring, profiles, prometheus, registry, reports
+from store import performance as perf
 from store.db import connect
 from store.errors import ConfigError, NotFound
 from store.migrate import prepare
-from store.monitoring import PerformanceRow
 from store.settings import Settings
 
 log = logging.getLogger("predstore.monitor")
-
-
-@dataclass(frozen=True)
-class MonitorResult:
-    """What one monitor run computed and raised. ``alerts`` are the ones raised now (sent to the
-    webhook and the scheduler's on_alert); ``standing`` were raised before for what was examined."""
-
-    model: str
-    checks: tuple[dict[str, Any], ...] = ()
-    performance: tuple[PerformanceRow, ...] = ()
-    labels: Mapping[str, int] = field(default_factory=dict)
-    alerts: tuple[Alert, ...] = ()
-    standing: tuple[Alert, ...] = ()
-    #: What the lookup API answered in the last 24 hours: lookups, misses, stale, miss_rate.
-    lookups: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def fired(self) -> bool:
-        return bool(self.alerts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "fired": self.fired, "checks": list(self.checks),
-                "performance": [asdict(r) for r in self.performance], "labels": dict(self.labels),
-                "alerts": [a.to_dict() for a in self.alerts], "standing": [a.to_dict() for a in self.standing],
-                "lookups": dict(self.lookups)}
-
-
-@dataclass
-class _Found:
-    """What a monitor run finds, as it finds it (`MonitorResult` once done)."""
-
-    model: str
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    performance: list[PerformanceRow] = field(default_factory=list)
-    labels: dict[str, int] = field(default_factory=dict)
-    alerts: list[Alert] = field(default_factory=list)
-    standing: list[Alert] = field(default_factory=list)
-    lookups: dict[str, Any] = field(default_factory=dict)
-
-    def done(self) -> MonitorResult:
-        return MonitorResult(self.model, tuple(self.checks), tuple(self.performance), dict(self.labels),
-                             tuple(self.alerts), tuple(self.standing), dict(self.lookups))
 
 
 def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = None, since: datetime | None = None,
@@ -81,7 +40,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
     """Compute what is missing for ``model_name``, record it, raise and send alerts; export its figures
     for Prometheus (`_export`)."""
     config = config or MonitorConfig.from_env()
-    result = _Found(model=model_name)
+    result = Found(model=model_name)
     try:
         latest = _monitor(settings, model_name, run_id, since, config, result)
     except (ConfigError, NotFound):
@@ -94,7 +53,7 @@ def run_monitor(settings: Settings, model_name: str, *, run_id: int | None = Non
 
 
 def _monitor(settings: Settings, model_name: str, run_id: int | None, since: datetime | None, config: MonitorConfig,
-             result: _Found) -> dict[str, Any] | None:
+             result: Found) -> dict[str, Any] | None:
     """`run_monitor`'s work; returns the model's latest drift check (`monitoring.latest_check`)."""
     url = prepare(settings)
     with store_errors(f"monitoring {model_name}", conninfo=url), \
@@ -133,7 +92,7 @@ def _monitor(settings: Settings, model_name: str, run_id: int | None, since: dat
     return latest
 
 
-def _export(settings: Settings, result: _Found, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
+def _export(settings: Settings, result: Found, latest: dict[str, Any] | None, *, succeeded: bool) -> None:
     """The model's figures for Prometheus (`store.prometheus`): the drift share of its latest served run's
     check, the alerts this run raised and those that stand, and, on success, the time of this check."""
     prometheus.export(settings, "monitor", {"model": result.model}, {
@@ -150,7 +109,7 @@ def _export(settings: Settings, result: _Found, latest: dict[str, Any] | None, *
 
 def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[int, registry.ModelVersion],
                  run_id: int | None, since: datetime | None, config: MonitorConfig,
-                 result: _Found) -> list[Alert]:
+                 result: Found) -> list[Alert]:
     baselines: dict[int, list[dict[str, Any]]] = {}
 
     def baseline(version: int) -> list[dict[str, Any]]:
@@ -197,7 +156,7 @@ def _check_drift(conn: psycopg.Connection, model_name: str, versions: Mapping[in
 
 
 def _record_check(conn: psycopg.Connection, model_name: str, version: int, base: list[dict[str, Any]],
-                  profile: dict[str, dict[str, Any]], config: MonitorConfig, result: _Found, *, scope: str,
+                  profile: dict[str, dict[str, Any]], config: MonitorConfig, result: Found, *, scope: str,
                   run: dict[str, Any] | None, run_ids: list[int], start: datetime | None = None,
                   end: datetime | None = None, role: str | None = None,
                   partitions: list[str] | None = None) -> list[Alert]:
@@ -221,14 +180,11 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
         else f"window:{start:%Y-%m-%dT%H:%M}..{end:%Y-%m-%dT%H:%M}:v{version}"
     where = f"run {run['run_id']} ({run['partition_key']})" if run else \
         f"live traffic of {start:%Y-%m-%d} (v{version})" if role == "live" else f"runs published since {start:%Y-%m-%d}"
-    summary = {"check_id": check_id, "scope": scope, "scope_key": key, "model_version": version, "run_role": role,
-               "run_id": run["run_id"] if run else None, "partition_key": run["partition_key"] if run else None,
-               "run_ids": run_ids, "window_start": start, "rows": checked.rows, "features": checked.features,
-               "drifted": checked.drifted,
-               "drift_share": checked.drift_share, "dataset_drift": dataset_drift,
-               "outputs_drifted": checked.outputs_drifted, "warnings": checked.warnings, "notes": checked.notes,
-               "results": [r.to_dict() for r in checked.results]}
-    result.checks.append(summary)
+    result.checks.append(RecordedCheck(
+        check_id, scope, key, version, role, run["run_id"] if run else None, run["partition_key"] if run else None,
+        tuple(run_ids), start, checked.rows, checked.features, tuple(checked.drifted), checked.drift_share,
+        dataset_drift, tuple(checked.outputs_drifted), tuple(checked.warnings), tuple(checked.notes),
+        tuple(r.to_dict() for r in checked.results)))
     alerts: list[Alert] = []
     if role not in ("current", "live"):
         return alerts  # a challenger is judged on its own checks, and alerts nobody
@@ -259,7 +215,7 @@ def _record_check(conn: psycopg.Connection, model_name: str, version: int, base:
 # --- alerts --------------------------------------------------------------------------------
 
 
-def _misses(conn: psycopg.Connection, model_name: str, config: MonitorConfig, result: _Found) -> list[Alert]:
+def _misses(conn: psycopg.Connection, model_name: str, config: MonitorConfig, result: Found) -> list[Alert]:
     """The lookup API's miss rate over the last 24 hours, and a ``miss_rate`` alert (once a day) when
     it is above ``config.miss_rate`` on at least ``miss_min_lookups`` entities asked for: a client
     asking for entities that were never scored is a pipeline gap."""
@@ -275,7 +231,7 @@ def _misses(conn: psycopg.Connection, model_name: str, config: MonitorConfig, re
                   details={"lookups": asked, "misses": misses, "miss_rate": rate, "limit": config.miss_rate})]
 
 
-def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: _Found) -> None:
+def _raise(conn: psycopg.Connection, model_name: str, candidates: list[Alert], result: Found) -> None:
     """Record each alert once per (kind, scope): new ones go to ``alerts``, earlier ones to ``standing``."""
     standing_keys = []
     for alert in candidates:
@@ -337,7 +293,7 @@ def gather_report(conn: psycopg.Connection, model_name: str, *, max_histograms: 
         profile = profiles.get_run_profiles(conn, list(latest["run_ids"]))
         bars = histograms(base, profile, rows, max_histograms)
         notes = stats.baseline_notes(base)
-    performance = monitoring.performance_history(conn, model_name) if "performance" in parts else []
+    performance = perf.performance_history(conn, model_name) if "performance" in parts else []
     task = versions[0].task
     windows: list[diagnostics.WindowDiagnostics] = []
     matches: list[diagnostics.Match] = []

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from batch.runner import RunResult
-    from monitor.runner import MonitorResult
+    from monitor.results import MonitorResult
     from store.registry import ModelVersion
 
 
@@ -187,11 +187,12 @@ class Store:
         oldest first (the ``performance_over_time`` view), since ``since``."""
         import pandas as pd
 
-        from store import monitoring, registry
+        from store import performance as perf
+        from store import registry
 
         with self._connect() as conn:
             registry.get_model(conn, model)
-            frame = pd.DataFrame(monitoring.performance_history(conn, model))
+            frame = pd.DataFrame(perf.performance_history(conn, model))
         return _since(frame, since, ("window_start", "published_at"))
 
     def training_set(self, model: str, since: datetime | None = None, until: datetime | None = None,

@@ -120,7 +120,7 @@ def test_the_monitor_exports_drift_share_alerts_and_its_last_success(settings: S
     score_partition(configured, ScoreRequest(path=shifted, model_name="churn"))
     result = run_monitor(configured, "churn")
     text = figures(tmp_path / "textfiles" / "predstore_monitor_churn.prom")
-    assert text['predstore_monitor_drift_share{model="churn"}'] == result.checks[-1]["drift_share"] > 0
+    assert text['predstore_monitor_drift_share{model="churn"}'] == result.checks[-1].drift_share > 0
     assert text['predstore_monitor_alerts_raised{model="churn"}'] == len(result.alerts) > 0
     assert text['predstore_monitor_success{model="churn"}'] == 1
     success = tmp_path / "textfiles" / "predstore_monitor_last_success_churn.prom"

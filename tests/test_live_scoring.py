@@ -307,16 +307,16 @@ def test_live_traffic_is_checked_for_drift_apart_from_the_batch_runs(
 
     assert eventually(lambda: recorded() == 400)
     first = run_monitor(settings, MODEL)
-    (day,) = [c for c in first.checks if c["run_role"] == "live"]
-    assert day["scope"] == "window" and day["rows"] == 400 and day["drifted"] == []
-    assert [c for c in first.checks if c["run_role"] == "current"]  # the batch run, checked apart
+    (day,) = [c for c in first.checks if c.run_role == "live"]
+    assert day.scope == "window" and day.rows == 400 and day.drifted == ()
+    assert [c for c in first.checks if c.run_role == "current"]  # the batch run, checked apart
     # The same day's traffic shifts: the day is checked again with its new rows, and alerts.
     shifted = factories.frame(400, start=2000, seed=6, shift=2.0)
     assert client.post(f"/v1/models/{MODEL}/score", json={"rows": rows(shifted)}).status_code == 200
     assert eventually(lambda: recorded() == 800)
     second = run_monitor(settings, MODEL)
-    (again,) = [c for c in second.checks if c["run_role"] == "live"]
-    assert again["rows"] == 800 and set(again["drifted"]) >= {"f0", "f1", "f2"}
+    (again,) = [c for c in second.checks if c.run_role == "live"]
+    assert again.rows == 800 and set(again.drifted) >= {"f0", "f1", "f2"}
     (alert,) = [a for a in second.alerts if a.kind == "data_drift"]
     assert alert.scope.startswith("live:") and "live traffic" in alert.message
     with psycopg.connect(database_url) as conn:  # one check per day and version, replaced, not added

@@ -51,10 +51,10 @@ def scored(settings: Settings, tmp_path: Path) -> dict[str, int]:
 def test_drift_is_checked_per_run_recorded_and_alerted_once(settings: Settings, scored: dict[str, int],
                                                             conn: psycopg.Connection) -> None:
     result = run_monitor(settings, "pipe", config=QUIET)
-    by_run = {c["run_id"]: c for c in result.checks}
-    assert by_run[scored["same"]]["drifted"] == []
-    assert set(by_run[scored["shifted"]]["drifted"]) == {"f0", "f1", "f2"}
-    assert by_run[scored["shifted"]]["outputs_drifted"]  # the predictions moved too
+    by_run = {c.run_id: c for c in result.checks}
+    assert by_run[scored["same"]].drifted == ()
+    assert set(by_run[scored["shifted"]].drifted) == {"f0", "f1", "f2"}
+    assert by_run[scored["shifted"]].outputs_drifted  # the predictions moved too
     assert {(a.kind, a.scope) for a in result.alerts} == {("data_drift", f"run:{scored['shifted']}"),
                                                           ("prediction_drift", f"run:{scored['shifted']}")}
     latest = conn.execute("SELECT column_name, drifted, psi, wasserstein FROM latest_drift "
@@ -82,8 +82,8 @@ def test_drift_is_checked_per_run_recorded_and_alerted_once(settings: Settings, 
 def test_a_window_of_runs_is_checked_on_the_summed_histograms(settings: Settings, scored: dict[str, int],
                                                               conn: psycopg.Connection) -> None:
     result = run_monitor(settings, "pipe", since=datetime(2000, 1, 1).astimezone(), config=QUIET)
-    window = next(c for c in result.checks if c["scope"] == "window")
-    assert sorted(window["run_ids"]) == sorted(scored.values()) and window["rows"] == 3000
+    window = next(c for c in result.checks if c.scope == "window")
+    assert sorted(window.run_ids) == sorted(scored.values()) and window.rows == 3000
 
 
 def test_alerts_are_posted_to_the_webhook_with_retries(settings: Settings, scored: dict[str, int],
@@ -236,7 +236,7 @@ def test_a_challenger_is_monitored_beside_the_served_runs_without_alerting(
     ingest_labels(settings, tmp_path / "labels.parquet", model_name="pipe", entity_col="entity_id", label_col="y",
                   time_col="at")
     result = run_monitor(settings, "pipe", config=QUIET)
-    roles = {c["run_id"]: c["run_role"] for c in result.checks}
+    roles = {c.run_id: c.run_role for c in result.checks}
     assert roles == {scored.run_id: "current", scored.challenger.run_id: "challenger"}
     assert {a.run_id for a in result.alerts if a.run_id is not None} == {scored.run_id}
     windows = {(r.model_version, r.run_role) for r in result.performance if r.scope == "window"}

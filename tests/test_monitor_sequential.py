@@ -70,7 +70,7 @@ def test_gradual_drift_is_alerted_and_a_new_current_version_starts_again(setting
         score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / f"{i}.parquet", data),
                                                model_name="g"))
     result = run_monitor(settings, "g", config=config)
-    assert all(not c["drifted"] for c in result.checks)
+    assert all(not c.drifted for c in result.checks)
     gradual = [a for a in result.alerts if a.kind == "gradual_drift"]
     assert gradual and "f0" in gradual[0].details["columns"]
 
@@ -81,7 +81,7 @@ def test_gradual_drift_is_alerted_and_a_new_current_version_starts_again(setting
     run = score_partition(settings, ScoreRequest(path=factories.write_parquet(tmp_path / "v2.parquet", data),
                                                  model_name="g"))
     after = run_monitor(settings, "g", config=config)
-    rows = {r["metric"]: r["value"] for r in after.checks[0]["results"] if r["column_name"] == "f0"}
-    assert after.checks[0]["run_id"] == run.run_id and after.checks[0]["model_version"] == 2
+    rows = {r["metric"]: r["value"] for r in after.checks[0].results if r["column_name"] == "f0"}
+    assert after.checks[0].run_id == run.run_id and after.checks[0].model_version == 2
     k = config.cusum.k + 2 * math.sqrt(300 / (300 + 500))  # rho with a 500-row baseline
     assert rows["cusum_up"] == pytest.approx(max(0.0, rows["cusum_z"] - k))  # from 0, not from version 1's
