@@ -1,6 +1,7 @@
 """SIGKILL a real `predstore score` at each fault point (store/faults.py) while a reader polls:
 the reader sees the previous run or the new one, whole, never part of one; the ledger stays
-consistent; scoring again publishes the partition exactly once."""
+consistent; scoring again publishes the partition exactly once. An exception (not a kill) at each
+point runs the command in this process."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from batch.runner import ScoreRequest, score_partition, verify_run
 from models.register import register_model
-from store import Settings
+from predstore.cli import main
+from store import Settings, faults
 from store.faults import POINTS
 from store.lookups import READER_OPTIONS
 from tests import factories
@@ -163,24 +167,41 @@ def test_a_scheduler_killed_mid_job_scores_the_partition_exactly_once_after_rest
 RAISES = [f"{p}:raise" for p in POINTS if p != "fingerprint"] + ["published:interrupt", "committed:interrupt"]
 
 
+@pytest.fixture
+def armed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Arm a fault point in this process (an exception needs no process of its own to die)."""
+    def arm(fault: str) -> None:
+        monkeypatch.setenv(faults.ENV, fault)
+        faults.armed.cache_clear()
+        faults._hits.clear()
+
+    yield arm
+    monkeypatch.delenv(faults.ENV, raising=False)
+    faults.armed.cache_clear()
+    faults._hits.clear()
+
+
 @pytest.mark.parametrize("fault", RAISES)
 def test_an_exception_at_each_point_fails_the_run_or_keeps_it_published(
-        fault: str, settings: Settings, scene: tuple[Path, int], cli_env: dict[str, str], database_url: str) -> None:
+        fault: str, settings: Settings, scene: tuple[Path, int], cli_env: dict[str, str], database_url: str,
+        armed: Callable[[str], None], caplog: pytest.LogCaptureFixture) -> None:
     path, first = scene
-    proc = subprocess.run(
-        [sys.executable, "-m", "store", "score", str(path), "--model", "churn", "--partition", "p"],
-        env={**cli_env, "PREDSTORE_FAULT_POINT": fault}, capture_output=True, text=True, timeout=120)
+    armed(fault)
+    result = CliRunner().invoke(main, ["score", str(path), "--model", "churn", "--partition", "p"], env=cli_env)
+    armed("")
     point, _, action = fault.partition(":")
     committed = point == "committed"
-    assert "Traceback" not in proc.stderr, proc.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.stderr, result.stderr
     if action == "interrupt":
-        assert proc.returncode == 130 and proc.stderr.endswith("predstore: interrupted\n"), proc.stderr
+        assert result.exit_code == 130 and result.stderr.endswith("predstore: interrupted\n"), result.stderr
     elif committed:  # published, then the error: the data is served and the error logged
-        assert proc.returncode == 0, proc.stderr
-        assert f"was published; after that: unexpected Fault: fault injected at {point}" in proc.stderr
+        assert result.exit_code == 0, result.stderr
+        logged = caplog.text  # a warning logged, under pytest's logging
+        assert f"was published; after that: unexpected Fault: fault injected at {point}" in logged
     else:
-        assert proc.returncode == 1, proc.stderr
-        assert f"nothing was published: unexpected Fault: fault injected at {point}" in proc.stderr
+        assert result.exit_code == 1, result.stderr
+        assert f"nothing was published: unexpected Fault: fault injected at {point}" in result.stderr
 
     new_rows = NEW_ROWS - BAD_ROWS
     with psycopg.connect(database_url, autocommit=True) as conn:
