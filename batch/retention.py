@@ -1,5 +1,5 @@
-"""Retention by age: `predstore runs prune` and `predstore models retain`, and the scheduler's daily
-pass.
+"""Retention: by age (`predstore runs prune`, `predstore models retain`, the scheduler's daily
+pass), and by count, as a run publishes (`drop_superseded`: ``PREDSTORE_KEEP_RUNS`` runs a partition).
 
 Each run expires in a transaction of its own, oldest first: it leaves the serving directory and the
 ledger says ``expired`` at the same commit, so a lookup answers from it or answers 404, never an
@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from store import predictions, registry, retention, serving
+import psycopg
+
+from store import ledger, predictions, registry, retention, serving
 from store.db import connect
 from store.migrate import prepare
 from store.retention import Expiring
@@ -90,3 +92,12 @@ def prune_runs(settings: Settings, *, model: str | None = None, older_than: time
         serving.drop_retired(conn)
     return Pruned(runs=tuple(done), dry_run=False, entities_unserved=unserved)
 
+
+def drop_superseded(control: psycopg.Connection, model_name: str, partition_key: str, *, keep: int,
+                    role: str) -> None:
+    """Drop the tables of the partition's superseded runs beyond the newest ``keep`` (of ``role``)."""
+    for old in ledger.superseded_runs(control, model_name, partition_key, keep=keep, role=role):
+        predictions.drop_run_table(control, old)
+        if not ledger.mark_dropped(control, old):
+            continue
+        log.info("dropped the rows of superseded run %s (keeping %s runs per partition)", old, keep)

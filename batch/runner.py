@@ -21,7 +21,7 @@ from importlib.metadata import version as package_version
 
 import psycopg
 
-from batch import stages
+from batch import retention, stages
 from batch.gate import GatePolicy
 from batch.plan import DEFAULT_ENTITY_COL, Progress, RunPlan, RunResult, ScoreRequest, task_url
 from batch.verify import verify_run
@@ -158,7 +158,8 @@ def _score(settings: Settings, control: psycopg.Connection, plan: RunPlan, resul
                 faults.point("run_started")
                 _run(control, plan, results, progress)
                 for role, model_row in plan.models.items():
-                    _apply_retention(control, model_row.name, partition.key, keep=settings.keep_runs, role=role)
+                    retention.drop_superseded(control, model_row.name, partition.key, keep=settings.keep_runs,
+                                              role=role)
             except RunHeld:
                 raise  # committed held: nothing to settle
             except (Exception, KeyboardInterrupt) as exc:  # whatever it was, the runs fail cleanly
@@ -254,15 +255,6 @@ def _skip(control: psycopg.Connection, model_row: registry.ModelVersion, partiti
     result.message = (f"skipped: run {published.run_id} already published partition {partition.key!r} with "
                       f"{model_row.name} v{model_row.version} and the same input; --force scores it again")
     return result
-
-
-def _apply_retention(control: psycopg.Connection, model_name: str, partition_key: str, *, keep: int,
-                     role: str) -> None:
-    for old in ledger.superseded_runs(control, model_name, partition_key, keep=keep, role=role):
-        predictions.drop_run_table(control, old)
-        if not ledger.mark_dropped(control, old):
-            continue
-        log.info("dropped the rows of superseded run %s (keeping %s runs per partition)", old, keep)
 
 
 def _fingerprint_if_readable(partition: reader.Partition) -> str | None:

@@ -122,7 +122,7 @@ def apply_retention(ctx: Context, *, now: datetime | None = None) -> str:
     """The daily retention pass (`predstore runs prune` with each model's policy), by one replica at a
     time; returns 'idle', 'succeeded' or 'failed' and, like `fire`, never raises."""
     try:
-        with _control(ctx) as conn:
+        with control(ctx) as conn:
             if not schedules.try_lock(conn, "retention"):
                 return "idle"  # another replica is pruning
             # No hurry: working a quarter of the time is gentle on lookups; a stopping scheduler
@@ -166,7 +166,7 @@ def _fire_cron(ctx: Context, job: Job, now: datetime) -> str:
         return "idle"
     late = (now - due).total_seconds() > ctx.config.misfire_grace_time
     reason = "catch-up" if late else "cron"
-    with _control(ctx) as conn:
+    with control(ctx) as conn:
         firing_id = schedules.claim_firing(conn, job_id=job.id, reason=reason, scheduled_for=due,
                                            host=socket.gethostname(), pid=os.getpid())
         if firing_id is None:
@@ -187,7 +187,7 @@ def _fire_cron(ctx: Context, job: Job, now: datetime) -> str:
         except PredstoreError as exc:
             tally.error = str(exc)
         finally:
-            _finish(conn, job, firing_id, tally)
+            finish(conn, job, firing_id, tally)
     return "failed" if tally.failed else "succeeded"
 
 
@@ -196,7 +196,7 @@ def _poll(ctx: Context, job: Job) -> str:
     if not found:
         return "idle"
     tally = Tally()
-    with _control(ctx) as conn:
+    with control(ctx) as conn:
         try:
             _score_found(ctx, job, conn, found, tally, claim_as="arrival")
         except PredstoreError as exc:
@@ -205,7 +205,7 @@ def _poll(ctx: Context, job: Job) -> str:
             tally.error = str(exc)
         finally:
             if tally.firing_id is not None:
-                _finish(conn, job, tally.firing_id, tally)
+                finish(conn, job, tally.firing_id, tally)
     if tally.firing_id is None:
         return "idle"
     return "failed" if tally.failed else "succeeded"
@@ -328,7 +328,7 @@ def _on_alert(ctx: Context, model: str, alert: dict[str, Any]) -> None:
     for job in ctx.config.jobs:
         if job.on_alert is None or job.model != model:
             continue
-        with _control(ctx) as conn:
+        with control(ctx) as conn:
             firing_id = schedules.claim_firing(conn, job_id=job.id, reason="alert", scheduled_for=None,
                                                host=socket.gethostname(), pid=os.getpid())
             assert firing_id is not None  # alert firings have no scheduled time, so never conflict
@@ -339,10 +339,11 @@ def _on_alert(ctx: Context, model: str, alert: dict[str, Any]) -> None:
                          command=job.on_alert, alert=alert)
             if status != 0:
                 tally.error = f"the on_alert command exited with status {status}"
-            _finish(conn, job, firing_id, tally)
+            finish(conn, job, firing_id, tally)
 
 
-def _finish(conn: psycopg.Connection, job: Job, firing_id: int, tally: Tally) -> None:
+def finish(conn: psycopg.Connection, job: Job, firing_id: int, tally: Tally) -> None:
+    """Record the firing's outcome from ``tally`` and log it."""
     status = "failed" if tally.failed else "succeeded"
     summary = tally.summary()
     schedules.finish_firing(conn, firing_id, status=status, attempts=tally.attempts, error=tally.error,
@@ -358,7 +359,7 @@ def _say_once(ctx: Context, message: str) -> None:
 
 
 @contextmanager
-def _control(ctx: Context) -> Iterator[psycopg.Connection]:
+def control(ctx: Context) -> Iterator[psycopg.Connection]:
     """The firing's own connection: its claims and locks live and die with it."""
     with connect(ctx.url, autocommit=True, application_name="predstore-schedule") as conn:
         yield conn

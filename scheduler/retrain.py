@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from scheduler.config import Job
-from scheduler.jobs import Context, Tally, _control, _finish
+from scheduler.jobs import Context, Tally, control, finish
 from store import audit, registry, schedules
 from store.errors import JobError, NotFound, PredstoreError, first_line
 from store.settings import Settings
@@ -65,7 +65,7 @@ def after_monitor(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> Non
         wanted = set(job.alert_kinds) | ({"concept_drift", "estimated_performance"}
                                          if "performance" in job.alert_kinds else set())
         matching = [a for a in alerts if a.get("kind") in wanted]
-        with _control(ctx) as conn:
+        with control(ctx) as conn:
             if matching and _streak(ctx, conn, job, wanted):
                 reason = "alert"
                 trigger: dict[str, Any] = {"alerts": [{k: a.get(k) for k in ("alert_id", "kind", "scope", "message",
@@ -91,7 +91,7 @@ def after_monitor(ctx: Context, model: str, alerts: list[dict[str, Any]]) -> Non
                 log.exception("job %s crashed", job.id)
                 tally.error = f"crashed: {type(exc).__name__}: {exc}"
             finally:
-                _finish(conn, job, firing_id, tally)
+                finish(conn, job, firing_id, tally)
 
 
 def _streak(ctx: Context, conn: psycopg.Connection, job: Job, wanted: set[str]) -> bool:
