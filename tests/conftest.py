@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,3 +138,56 @@ def console_store(server_url: str, template_url: str, tmp_path_factory: pytest.T
         settings = Settings(home=tmp_path_factory.mktemp("console") / "home", database_url=url,
                             api_require_key=False)
         yield settings, build_store(settings)
+
+
+@dataclass(frozen=True)
+class PrivateServer:
+    """A PostgreSQL of one test module's own, for tests that stop it; each test clones a database
+    from its migrated template (`private_database`)."""
+
+    pgdata: Path
+    url: str
+    template: str
+
+    def restart(self) -> None:
+        """Start it again from another process, as an operator would (pgserver remembers, per
+        process, the servers it started)."""
+        code = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(self.pgdata)!r}))"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True)
+
+    def running(self) -> bool:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    # Not under pytest's basetemp: a concurrent pytest session makes that 0700, and the server's
+    # user could no longer reach its own directory to stop.
+    server_home = Path(tempfile.mkdtemp(prefix="predstore-private-"))
+    pgdata = server_home / "pgdata"
+    try:
+        url = start_embedded(pgdata)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "predstore_template"')
+        template = with_database(url, "predstore_template")
+        upgrade(template)
+        yield PrivateServer(pgdata, url, template)
+    finally:
+        stop_embedded(pgdata)
+        shutil.rmtree(server_home, ignore_errors=True)
+
+
+@pytest.fixture
+def private_database(private_server: PrivateServer) -> Iterator[str]:
+    """A fresh database at head on the module's own server (started again first if a test left it
+    stopped)."""
+    if not private_server.running():
+        private_server.restart()
+    with cloned_database(private_server.url, private_server.template) as url:
+        yield url
+        if not private_server.running():
+            private_server.restart()

@@ -5,20 +5,21 @@ restarting the API."""
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from werkzeug.serving import make_server
 
 from lookup_api import close_app, create_app
-from store.db import start_embedded, stop_embedded
-from store.migrate import upgrade
+from store.db import stop_embedded
 from store.settings import Settings
 from tests.helpers import publish_run
+
+if TYPE_CHECKING:
+    from tests.conftest import PrivateServer
 
 ENTITIES = 2000
 RECOVERY_S = 5.0
@@ -57,14 +58,13 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_outage_under_load_gives_503_then_recovers_within_5_s(tmp_path: Path) -> None:
-    pgdata = tmp_path / "pgdata"
-    url = start_embedded(pgdata)
+def test_outage_under_load_gives_503_then_recovers_within_5_s(tmp_path: Path, private_server: PrivateServer,
+                                                              private_database: str) -> None:
+    url = private_database
     app = server = None
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        upgrade(url)
         with psycopg.connect(url) as conn:
             publish_run(conn, "churn", "p", [(f"e{i}", 0.5) for i in range(ENTITIES)])
         # No cache: every request needs the database, as a request for an id not asked before does.
@@ -81,13 +81,11 @@ def test_outage_under_load_gives_503_then_recovers_within_5_s(tmp_path: Path) ->
 
         time.sleep(1.0)
         stopping_at = time.monotonic()  # answers from here on may be 503s: the server is shutting down
-        assert stop_embedded(pgdata)
+        assert stop_embedded(private_server.pgdata)
         down_at = time.monotonic()
         time.sleep(1.5)
-        # Started again from another process, as an operator would.
-        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
         restarting_at = time.monotonic()  # from here on answers may be 200s: the server is starting
-        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
+        private_server.restart()
         back_at = time.monotonic()
         time.sleep(RECOVERY_S + 1.0)
         stop.set()
@@ -99,7 +97,6 @@ def test_outage_under_load_gives_503_then_recovers_within_5_s(tmp_path: Path) ->
             server.shutdown()
         if app is not None:
             close_app(app)
-        stop_embedded(pgdata)
 
     statuses = {status for _, status, _ in answers}
     assert statuses <= {200, 503}, sorted(statuses)  # never a 500, never a refused connection

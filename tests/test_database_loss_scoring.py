@@ -4,22 +4,23 @@ exit 1; after a restart the next run marks it abandoned and publishes exactly on
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
 from batch.runner import ScoreRequest, score_partition
 from models.register import register_model
-from store.db import start_embedded, stop_embedded
-from store.migrate import upgrade
+from store.db import stop_embedded
 from store.settings import Settings
 from tests import factories
+
+if TYPE_CHECKING:
+    from tests.conftest import PrivateServer
 
 ROWS = 30_000
 
@@ -27,10 +28,11 @@ ROWS = 30_000
 STAGES = ["read@2", "copy@2", "indexed", "published"]
 
 
-def stop_the_database_when_paused(args: list[str], *, env: dict[str, str], pgdata: Path) -> tuple[int, str, float]:
-    """Run ``predstore ARGS`` until its fault point pauses it, stop the database, let it go on, and
-    return its exit status, the rest of its stderr, and the seconds it took to end after the stop."""
-    resume = pgdata.parent / "resume"
+def stop_the_database_when_paused(args: list[str], *, env: dict[str, str], pgdata: Path,
+                                  resume: Path) -> tuple[int, str, float]:
+    """Run ``predstore ARGS`` until its fault point pauses it, stop the database, let it go on (by
+    creating ``resume``), and return its exit status, the rest of its stderr, and the seconds it
+    took to end after the stop."""
     env = {**env, "PREDSTORE_FAULT_RESUME": str(resume)}
     with subprocess.Popen([sys.executable, "-m", "store", *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as proc:
@@ -50,40 +52,31 @@ def stop_the_database_when_paused(args: list[str], *, env: dict[str, str], pgdat
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_path: Path) -> None:
-    # Not under pytest's basetemp: a concurrent pytest session makes that 0700, and the server's
-    # user could no longer reach its own directory to stop.
-    server_home = Path(tempfile.mkdtemp(prefix="predstore-dbloss-"))
-    pgdata = server_home / "pgdata"
-    url = start_embedded(pgdata)
-    try:
-        upgrade(url)
-        settings = Settings(home=tmp_path / "home", database_url=url)
-        artifact, train = factories.logistic(tmp_path / "m")
-        register_model(settings, artifact, name="churn", train_data=train, target="y")
-        path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(ROWS), row_group_size=5_000)
-        env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
-               "PREDSTORE_FAULT_POINT": f"{stage}:pause"}
-        returncode, rest, took = stop_the_database_when_paused(
-            ["score", str(path), "--model", "churn", "--partition", "p"], env=env, pgdata=pgdata)
-        last = rest.strip().splitlines()[-1]
-        assert returncode == 1, rest
-        assert "Traceback" not in rest, rest
-        assert last.startswith("predstore: error: run 1 did not finish: database unavailable: "), last
-        assert took < 30, took
+def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_path: Path,
+                                                              private_server: PrivateServer,
+                                                              private_database: str) -> None:
+    url = private_database
+    settings = Settings(home=tmp_path / "home", database_url=url)
+    artifact, train = factories.logistic(tmp_path / "m")
+    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(ROWS), row_group_size=5_000)
+    env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
+           "PREDSTORE_FAULT_POINT": f"{stage}:pause"}
+    returncode, rest, took = stop_the_database_when_paused(
+        ["score", str(path), "--model", "churn", "--partition", "p"], env=env, pgdata=private_server.pgdata,
+        resume=tmp_path / "resume")
+    last = rest.strip().splitlines()[-1]
+    assert returncode == 1, rest
+    assert "Traceback" not in rest, rest
+    assert last.startswith("predstore: error: run 1 did not finish: database unavailable: "), last
+    assert took < 30, took
 
-        # Started again from another process, as an operator would (pgserver remembers, per process,
-        # the servers it started).
-        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
-        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
-        again = score_partition(settings, ScoreRequest(path=path, model_name="churn", partition_key="p"))
-        assert again.status == "published", again.message
-        with psycopg.connect(url) as conn:
-            runs = conn.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
-            assert runs == [(1, "abandoned"), (2, "published")]
-            assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (ROWS,)
-            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'predstore_partitions'"
-                                ).fetchone() == (1,)
-    finally:
-        stop_embedded(pgdata)
-        shutil.rmtree(server_home, ignore_errors=True)
+    private_server.restart()
+    again = score_partition(settings, ScoreRequest(path=path, model_name="churn", partition_key="p"))
+    assert again.status == "published", again.message
+    with psycopg.connect(url) as conn:
+        runs = conn.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+        assert runs == [(1, "abandoned"), (2, "published")]
+        assert conn.execute("SELECT count(*) FROM published_predictions").fetchone() == (ROWS,)
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'predstore_partitions'"
+                            ).fetchone() == (1,)

@@ -88,6 +88,8 @@ def test_demo_command_says_where_things_are(cli_env: dict[str, str], settings: S
     assert result.exit_code == 0, result.output
     for where in ("report", "psql", "curl http://127.0.0.1:8000/v1/models/bikes/predictions/", "predstore runs"):
         assert where in result.output
+    # How to reach the store, never its URL (a password could be in it).
+    assert str(settings.database_url) not in result.output and 'psql "$(predstore db url)"' in result.output
     alerts = conn.execute("SELECT count(*) FROM alerts").fetchone()
     assert alerts is not None and alerts[0] > 0 and f"alerts     {alerts[0]} raised: " in result.output
     # The hint names the newest hour served, and the API answers it.

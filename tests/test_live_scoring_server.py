@@ -7,33 +7,32 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from batch.runner import ScoreRequest, score_partition
 from models.register import register_model
 from predstore import Client
-from store.db import start_embedded, stop_embedded
-from store.migrate import upgrade
+from store.db import stop_embedded
 from store.settings import Settings
 from tests import factories
 from tests.conftest import interruptible
 from tests.helpers import REPO, eventually, free_port
 
+if TYPE_CHECKING:
+    from tests.conftest import PrivateServer
+
 COLUMNS = ["entity_id", *factories.FEATURES, "color"]
 
 
-def test_a_live_scoring_server_answers_through_a_database_restart_and_records_everything(tmp_path: Path) -> None:
-    # Not under pytest's basetemp: a concurrent pytest session makes that 0700, and the server's
-    # user could no longer reach its own directory to stop.
-    pgdata = Path(tempfile.mkdtemp(prefix="predstore-live-")) / "pgdata"
-    url = start_embedded(pgdata)
+def test_a_live_scoring_server_answers_through_a_database_restart_and_records_everything(
+        tmp_path: Path, private_server: PrivateServer, private_database: str) -> None:
+    url = private_database
     server = None
     try:
-        upgrade(url)
         settings = Settings(home=tmp_path / "home", database_url=url)
         artifact, train = factories.boosted_pipeline(tmp_path / "m")
         register_model(settings, artifact, name="churn", train_data=train, target="y")
@@ -58,12 +57,11 @@ def test_a_live_scoring_server_answers_through_a_database_restart_and_records_ev
         live = client.score("churn", data[COLUMNS].iloc[:100])["predictions"]
         assert {p["entity_id"]: p["prediction"] for p in live} == batch  # the batch run's values, to the bit
 
-        assert stop_embedded(pgdata)
+        assert stop_embedded(private_server.pgdata)
         during = client.score("churn", data[COLUMNS].iloc[150:])  # the loaded model answers on its own
         assert [p["source"] for p in during["predictions"]] == ["live"] * 50
         time.sleep(1.5)  # the recorder tries, and keeps what it holds
-        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
-        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
+        private_server.restart()
 
         def recorded() -> int:
             try:
@@ -81,7 +79,6 @@ def test_a_live_scoring_server_answers_through_a_database_restart_and_records_ev
             server.send_signal(signal.SIGINT)
             output, _ = server.communicate(timeout=30)
             assert "Traceback" not in output, output
-        stop_embedded(pgdata)
 
 
 def _answers(client: Client) -> bool:

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_from_bytes
 
 import psutil
@@ -26,11 +27,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from lookup_api import close_app, create_app
-from store.db import start_embedded, stop_embedded
-from store.migrate import upgrade
+from store.db import stop_embedded
 from store.settings import Settings
 from tests.conftest import interruptible
 from tests.helpers import REPO, free_port, http, publish_run
+
+if TYPE_CHECKING:
+    from tests.conftest import PrivateServer
 
 
 @pytest.fixture
@@ -125,19 +128,18 @@ def test_predstore_serve_serves_lookups(cli_env: dict[str, str], seeded: int, ki
         assert {"_granian", "predstore.lookup_api"} <= loggers, output
 
 
-def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
-    pgdata = tmp_path / "pgdata"
-    url = start_embedded(pgdata)
+def test_database_outage_gives_503_then_recovers(tmp_path: Path, private_server: PrivateServer,
+                                                 private_database: str) -> None:
+    url = private_database
     app: Flask | None = None
     try:
-        upgrade(url)
         with psycopg.connect(url) as conn:
             publish_run(conn, "churn", "p", [(f"e{i}", 0.5) for i in range(100)])
         app = create_app(Settings(home=tmp_path, database_url=url, api_pool_timeout=0.5, api_require_key=False))
         client = app.test_client()
         assert client.get("/v1/models/churn/predictions/e0").status_code == 200
 
-        assert stop_embedded(pgdata)
+        assert stop_embedded(private_server.pgdata)
         down = [client.get(f"/v1/models/churn/predictions/e{i}") for i in range(1, 4)]
         down.append(client.get("/readyz"))
         assert [r.status_code for r in down] == [503] * 4
@@ -145,10 +147,7 @@ def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
             assert response.headers["Retry-After"] == "1"
             assert response.get_json()["error"]["code"] == "store_unavailable"
 
-        # Started again from another process, as an operator would (pgserver remembers, per process,
-        # the servers it started).
-        restart = f"import pathlib, store.db; store.db.start_embedded(pathlib.Path({str(pgdata)!r}))"
-        subprocess.run([sys.executable, "-c", restart], check=True, timeout=120, capture_output=True)
+        private_server.restart()
         statuses = []
         for i in range(200):  # each try waits at most the pool timeout
             statuses.append(client.get(f"/v1/models/churn/predictions/e{10 + i % 50}").status_code)
@@ -161,7 +160,6 @@ def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
     finally:
         if app is not None:
             close_app(app)
-        stop_embedded(pgdata)
 
 
 @pytest.fixture

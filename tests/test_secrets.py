@@ -63,13 +63,6 @@ def test_503_bodies_never_show_the_password(unreachable_app: Flask) -> None:
         assert "alice@127.0.0.1:1/store" in body and SECRET not in body, body
 
 
-def test_the_demo_does_not_print_the_database_url(cli_env: dict[str, str], database_url: str) -> None:
-    result = CliRunner().invoke(main, ["demo", "--weeks", "1"], env=cli_env)
-    assert result.exit_code == 0, result.output
-    assert database_url not in result.output
-    assert 'psql "$(predstore db url)"' in result.output
-
-
 @pytest.mark.parametrize("conninfo", UNREACHABLE)
 def test_tasks_for_a_remote_dask_cluster_carry_no_password(conninfo: str) -> None:
     remote = task_url(conninfo, ExecutorSpec(kind="dask", dask_address="tcp://dask-scheduler:8786"))
