@@ -20,6 +20,7 @@ import numpy as np
 
 from monitor import tallies
 from monitor.charts import Point
+from store.monitoring import StoredTally
 
 #: Bins of a reliability curve (each of 200 / 10 = 20 tally bins).
 RELIABILITY_BINS = 10
@@ -98,24 +99,24 @@ def windows_of(performance: Iterable[Mapping[str, Any]]) -> list[Window]:
     return sorted(found, key=lambda w: (w.backfill, -w.start.timestamp(), -w.version))
 
 
-def by_window(stored: Iterable[Sequence[Any]], windows: Sequence[Window], classes: Mapping[int, Sequence[str]]
+def by_window(stored: Iterable[StoredTally], windows: Sequence[Window], classes: Mapping[int, Sequence[str]]
               ) -> list[WindowDiagnostics]:
-    """Each window's diagnostics, from the stored tallies ``(run_id, day, backfill, model_version,
-    run_role, tally, labels)``: the served runs' tallies of the window's days, summed."""
+    """Each window's diagnostics, from the stored tallies: the served runs' tallies of the window's
+    days, summed."""
     summed: dict[Window, list[Any]] = {}
-    for _, day, backfill, version, role, tally, labels in stored:
-        if role != "current":
+    for row in stored:
+        if row.run_role != "current":
             continue
-        window = next((w for w in windows if w.version == version and w.backfill == bool(backfill)
-                       and w.start <= day < w.end), None)
+        window = next((w for w in windows if w.version == row.model_version and w.backfill == row.backfill
+                       and w.start <= row.day < w.end), None)
         if window is None:
             continue
-        vector = np.asarray(tally, dtype=np.float64)
+        vector = np.asarray(row.tally, dtype=np.float64)
         if window in summed:
             summed[window][0] = summed[window][0] + vector
-            summed[window][1] += labels
+            summed[window][1] += row.labels
         else:
-            summed[window] = [vector, labels]
+            summed[window] = [vector, row.labels]
     out = []
     for window in windows:
         if window not in summed:

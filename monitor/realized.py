@@ -29,6 +29,7 @@ from monitor.config import MonitorConfig
 from monitor.evaluate import Evaluation
 from store import faults, live, matching, monitoring, registry
 from store import performance as perf
+from store.monitoring import StoredTally
 from store.performance import PerformanceRow
 
 Key = tuple[int, datetime, bool, int, str]  # run_id, day, backfill, model_version, run_role
@@ -64,23 +65,23 @@ def update(conn: psycopg.Connection, model_name: str, versions: Mapping[int, reg
     stored = monitoring.tallies(conn, model_name)
     pending = monitoring.pending_counts(conn, model_name, window=config.window)
     in_window: dict[datetime, int] = defaultdict(int, {k.astimezone(UTC): v for k, v in pending.items()})
-    served = [row for row in stored if row[4] == "current"]
-    for _, day, _, _, _, _, labels in served:
-        in_window[_window_start(day.astimezone(UTC), config.window)] += labels
+    served = [row for row in stored if row.run_role == "current"]
+    for row in served:
+        in_window[_window_start(row.day.astimezone(UTC), config.window)] += row.labels
     rows = performance_rows(stored, versions, config, sizes=perf.run_sizes(conn, model_name),
                             in_window=in_window)
     # Live predictions are judged too, per window and apart (run role 'live'): recounted each time.
     rows += [r for r in performance_rows(count(live.matches(conn, model_name), versions), versions, config,
                                          sizes={}, in_window={}) if r.scope == "window"]
     perf.replace_performance(conn, model_name, rows)
-    matched = sum(row[6] for row in served)
-    earliest = sum(row[6] for row in served if row[2])
+    matched = sum(row.labels for row in served)
+    earliest = sum(row.labels for row in served if row.backfill)
     counts = {"labels": matched + sum(pending.values()), "matched": matched, "in_force": matched - earliest,
               "earliest": earliest, "unmatched": sum(pending.values())}
     return Evaluation(rows=rows, alerts=alerts(model_name, rows, config), labels=counts)
 
 
-def count(changes: Iterable[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion]) -> list[tuple[Any, ...]]:
+def count(changes: Iterable[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion]) -> list[StoredTally]:
     """The tallies of matched labels (`store.matching.MATCH_COLUMNS` rows), summed per run, UTC
     day and kind of match: rows for `store.monitoring.add_tallies`."""
     frame = pd.DataFrame(list(changes), columns=list(matching.MATCH_COLUMNS))
@@ -99,7 +100,7 @@ def count(changes: Iterable[tuple[Any, ...]], versions: Mapping[int, registry.Mo
             summed[key][1] += int(sign) * len(group)
         else:
             summed[key] = [tally, int(sign) * len(group)]
-    return [(*key, tally.tolist(), labels) for key, (tally, labels) in summed.items()]
+    return [StoredTally(*key, tally.tolist(), labels) for key, (tally, labels) in summed.items()]
 
 
 def _tally(model: registry.ModelVersion, group: pd.DataFrame) -> np.ndarray:
@@ -111,7 +112,7 @@ def _tally(model: registry.ModelVersion, group: pd.DataFrame) -> np.ndarray:
     return tallies.classification(group["actual"].tolist(), group["predicted"].tolist(), proba, classes)
 
 
-def performance_rows(stored: list[tuple[Any, ...]], versions: Mapping[int, registry.ModelVersion],
+def performance_rows(stored: list[StoredTally], versions: Mapping[int, registry.ModelVersion],
                      config: MonitorConfig, *, sizes: Mapping[int, int],
                      in_window: Mapping[datetime, int]) -> list[PerformanceRow]:
     """Per run and per window (of ``config.window``), in-force and backfill apart: each metric

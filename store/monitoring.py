@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import args_row, dict_row
 from psycopg.types.json import Jsonb
 
 from store.serving import IN_SET
@@ -180,9 +180,21 @@ def merge_labels(conn: psycopg.Connection, model_name: str, *, repeat_is_same: b
             "unchanged": distinct - inserted - updated, "unscored": unscored}
 
 
-def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Add (run_id, day, backfill, model_version, run_role, tally, labels) rows to the stored
-    tallies, element by element."""
+class StoredTally(NamedTuple):
+    """The summed tally of the labels matched to one run on one UTC day (`monitor.tallies`)."""
+
+    run_id: int
+    day: datetime
+    #: Labels older than every run holding their entity (matched to the earliest): judged apart.
+    backfill: bool
+    model_version: int
+    run_role: str
+    tally: list[float]
+    labels: int
+
+
+def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[StoredTally]) -> None:
+    """Add rows to the stored tallies, element by element."""
     conn.cursor().executemany(
         """INSERT INTO performance_tallies AS t (run_id, day, backfill, model_version, run_role, tally, labels,
                                                  model_name)
@@ -196,9 +208,10 @@ def add_tallies(conn: psycopg.Connection, model_name: str, rows: Iterable[tuple[
 
 
 def tallies(conn: psycopg.Connection, model_name: str, *, since: datetime | None = None,
-            role: str | None = None) -> list[tuple[Any, ...]]:
-    """The tallies (days from ``since``, runs of ``role``): (run_id, day, backfill, version, role, tally, labels)."""
-    return conn.cursor(binary=True).execute(  # binary: the float arrays are not parsed from text
+            role: str | None = None) -> list[StoredTally]:
+    """The tallies (days from ``since``, runs of ``role``)."""
+    cursor = conn.cursor(binary=True, row_factory=args_row(StoredTally))  # binary: floats not parsed from text
+    return cursor.execute(
         """SELECT run_id, day, backfill, model_version, run_role, tally, labels FROM performance_tallies
            WHERE model_name = %s AND labels > 0 AND (%s::timestamptz IS NULL OR day >= %s)
              AND (%s::text IS NULL OR run_role = %s)

@@ -62,6 +62,10 @@ def classifier(seed: int, rows: int) -> Any:
     return make_pipeline(columns, LogisticRegression()).fit(train[COLUMNS], train["y"]), train[COLUMNS]
 
 
+#: Logged as is: MLflow would otherwise infer them in a subprocess per model (5 s each).
+PIP = ["scikit-learn"]
+
+
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
     """churn v1 (champion) and v2 (challenger), a cloudpickled model and a custom pyfunc one."""
@@ -79,13 +83,14 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tracking]:
             model, frame = classifier(seed, rows)
             with mlflow.start_run() as run:
                 mlflow.sklearn.log_model(model, name="model", registered_model_name="churn",
-                                         signature=infer_signature(frame, model.predict(frame)))
+                                         signature=infer_signature(frame, model.predict(frame)), pip_requirements=PIP)
             fitted[version] = model
             runs.append(run.info.run_id)
         with mlflow.start_run():
             mlflow.sklearn.log_model(fitted[1], name="model", registered_model_name="pickled",
-                                     serialization_format="cloudpickle")
-            mlflow.pyfunc.log_model(name="wrapper", python_model=wrapper(), registered_model_name="wrapped")
+                                     serialization_format="cloudpickle", pip_requirements=PIP)
+            mlflow.pyfunc.log_model(name="wrapper", python_model=wrapper(), registered_model_name="wrapped",
+                                    pip_requirements=PIP)
         client = mlflow.MlflowClient()
         client.set_registered_model_alias("churn", "champion", 1)
         client.set_registered_model_alias("churn", "challenger", 2)
