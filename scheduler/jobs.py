@@ -262,10 +262,9 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
     request = ScoreRequest(path=partition.path, model_name=job.model, partition_key=partition.key,
                            entity_col=job.entity_col, max_reject_fraction=job.max_reject_fraction,
                            snapshot=job.snapshot, gate=job.gate, max_row_change=job.max_row_change)
-    for attempt in range(first_attempt, last + 1):
-        if attempt > first_attempt and _backoff(ctx, job, attempt, partition.key):
-            tally.record(partition.key, "failed", attempts=attempt - 1, error="stopped before its retry")
-            return
+    made = first_attempt - 1
+    for attempt in attempts(ctx, job, partition.key, first=first_attempt):
+        made = attempt
         tally.attempts += 1
         try:
             result = score_partition(ctx.settings, request)
@@ -284,13 +283,20 @@ def _score_with_retries(ctx: Context, job: Job, partition: Found, *, first_attem
                  extra={"partition": partition.key, "run_id": result.run_id})
         tally.record(partition.key, result.status, attempts=attempt, run_id=result.run_id)
         return
+    if made < last:  # the scheduler stopped while it waited to retry
+        tally.record(partition.key, "failed", attempts=made, error="stopped before its retry")
 
 
-def _backoff(ctx: Context, job: Job, attempt: int, what: str) -> bool:
-    """Wait before ``attempt`` (the delay doubles each time); True if the scheduler is stopping."""
-    delay = job.backoff * 2 ** max(attempt - 2, 0)
-    log.info("job %s: retrying %s in %gs (attempt %d of %d)", job.id, what, delay, attempt, job.retries + 1)
-    return ctx.stop.wait(delay)
+def attempts(ctx: Context, job: Job, what: str, *, first: int = 1) -> Iterator[int]:
+    """The numbers of the attempts at ``what`` from ``first`` to the job's ``retries`` + 1, waiting
+    ``backoff`` seconds (doubled each time) before each retry; ends early once the scheduler stops."""
+    for attempt in range(first, job.retries + 2):
+        if attempt > first:
+            delay = job.backoff * 2 ** max(attempt - 2, 0)
+            log.info("job %s: retrying %s in %gs (attempt %d of %d)", job.id, what, delay, attempt, job.retries + 1)
+            if ctx.stop.wait(delay):
+                return
+        yield attempt
 
 
 def _monitor(ctx: Context, job: Job, tally: Tally) -> None:
@@ -300,9 +306,7 @@ def _monitor(ctx: Context, job: Job, tally: Tally) -> None:
         raise JobError(f"the monitor is not available in this installation ({exc}); "
                        f"monitor job {job.id} cannot run") from exc
     last = job.retries + 1
-    for attempt in range(1, last + 1):
-        if attempt > 1 and _backoff(ctx, job, attempt, f"monitoring {job.model}"):
-            return
+    for attempt in attempts(ctx, job, f"monitoring {job.model}"):
         tally.attempts += 1
         try:
             result = run_monitor(ctx.settings, job.model)
