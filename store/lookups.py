@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from store import notices
 from store.db import describe_target
-from store.errors import NotFound, StoreUnavailable, first_line
+from store.errors import NotFound, StoreUnavailable, from_database
 
 T = TypeVar("T")
 
@@ -127,14 +127,26 @@ def read(pool: ConnectionPool, query: Callable[[psycopg.Connection], T], *, time
             raise StoreUnavailable(f"no connection to PostgreSQL at {_target(pool)} within {timeout:g} s") from exc
         except psycopg.OperationalError as exc:
             if attempt == 2:
-                raise StoreUnavailable(f"lost the connection to PostgreSQL at {_target(pool)}: "
-                                       f"{first_line(exc)}") from exc
+                raise _unavailable(exc, pool.conninfo if isinstance(pool.conninfo, str) else "") from exc
             pool.check()
     raise AssertionError("unreachable")
 
 
 def _target(pool: ConnectionPool) -> str:
     return describe_target(pool.conninfo) if isinstance(pool.conninfo, str) else pool.name
+
+
+def _dsn(conn: psycopg.Connection) -> str:
+    try:
+        return conn.info.dsn  # never the password
+    except psycopg.Error:  # closed
+        return ""
+
+
+def _unavailable(exc: psycopg.Error, conninfo: str, what: str = "") -> StoreUnavailable:
+    """A database error met on an open connection as `StoreUnavailable` (a lookup answers 503), in
+    the words of `store.errors.from_database`: one line, no password."""
+    return StoreUnavailable(what + str(from_database(exc, conninfo=conninfo, connecting=False)))
 
 
 def current_prediction(
@@ -213,7 +225,7 @@ def listen(conn: psycopg.Connection, channels: Sequence[str]) -> bool:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         return True
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
+        raise _unavailable(exc, _dsn(conn), "notification connection: ") from exc
 
 
 def notice_counters(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
@@ -221,7 +233,7 @@ def notice_counters(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     try:
         return notices.counters(conn)
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
+        raise _unavailable(exc, _dsn(conn), "notification connection: ") from exc
 
 
 def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str, str]]:
@@ -230,7 +242,7 @@ def notifications(conn: psycopg.Connection, *, timeout: float) -> list[tuple[str
     try:
         return [(n.channel, n.payload) for n in conn.notifies(timeout=timeout, stop_after=1)]
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"lost the notification connection: {first_line(exc)}") from exc
+        raise _unavailable(exc, _dsn(conn), "notification connection: ") from exc
 
 
 def lookup_totals(conn: psycopg.Connection, model_name: str, *, hours: int = 24) -> tuple[int, int, int, str]:
