@@ -22,18 +22,25 @@ def demo(settings: Settings, serve_too: bool, port: int, weeks: int | None) -> N
     from demo.summary import describe
 
     click.echo(f"predstore demo: working in {settings.home / 'demo'}")
-    # Each week's runs, firings and alerts are logged; here the summary lines say enough.
-    logging.getLogger().setLevel(logging.ERROR)
-    result = run_demo(settings, say=click.echo, weeks=weeks)
-    click.echo(f"\ndone in {result.seconds:.0f}s: {result.weeks} weekly partitions scored, labels ingested, "
-               "monitored; what the monitor recorded:\n")
-    for line in describe(result.summary, unit=" rentals/hour"):
-        click.echo(f"  {line}")
-    click.echo(f"\n  report     {result.report}")
-    click.echo('  SQL        psql "$(predstore db url)" -c "SELECT * FROM run_summary ORDER BY run_id DESC LIMIT 5"')
-    if not serve_too:
-        click.echo(f"  API        {hint(settings, MODEL, result.entity_id, port=port)}")
-    click.echo(f"  runs       predstore runs list --model {MODEL}")
-    click.echo(f"  monitor    predstore monitor --model {MODEL} --report {result.workdir / 'report.html'}")
-    if serve_too:
-        serve(settings, MODEL, result.entity_id, port=port, say=click.echo)
+    # Each week's runs, firings and alerts are logged; here the summary lines say enough (for this
+    # command only: a program that invokes it keeps its own level).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        result = run_demo(settings, say=click.echo, weeks=weeks)
+        click.echo(f"\ndone in {result.seconds:.0f}s: {result.weeks} weekly partitions scored, labels ingested, "
+                   "monitored; what the monitor recorded:\n")
+        for line in describe(result.summary, unit=" rentals/hour"):
+            click.echo(f"  {line}")
+        click.echo(f"\n  report     {result.report}")
+        click.echo('  SQL        psql "$(predstore db url)" -c '
+                   '"SELECT * FROM run_summary ORDER BY run_id DESC LIMIT 5"')
+        if not serve_too:
+            click.echo(f"  API        {hint(settings, MODEL, result.entity_id, port=port)}")
+        click.echo(f"  runs       predstore runs list --model {MODEL}")
+        click.echo(f"  monitor    predstore monitor --model {MODEL} --report {result.workdir / 'report.html'}")
+        if serve_too:
+            serve(settings, MODEL, result.entity_id, port=port, say=click.echo)
+    finally:
+        root.setLevel(level)

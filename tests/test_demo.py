@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import signal
 import socket
@@ -84,8 +85,10 @@ def test_the_summary_counts_what_the_store_holds(settings: Settings, conn: psyco
 
 def test_demo_command_says_where_things_are(cli_env: dict[str, str], settings: Settings,
                                             conn: psycopg.Connection) -> None:
+    level = logging.getLogger().level
     result = CliRunner().invoke(main, ["demo", "--weeks", "2"], env=cli_env)
     assert result.exit_code == 0, result.output
+    assert logging.getLogger().level == level  # quiet while it runs, not for the program that invoked it
     for where in ("report", "psql", "curl http://127.0.0.1:8000/v1/models/bikes/predictions/", "predstore runs"):
         assert where in result.output
     # How to reach the store, never its URL (a password could be in it).
