@@ -161,7 +161,7 @@ def create_app(settings: Settings, *, require_key: bool, url: str | None = None)
             rows = queries.runs(conn, model=model, status=status, since=since,
                                 until=until + timedelta(days=1) if until else None, before=before,
                                 models=flask.g.models, limit=RUNS_PER_PAGE)
-            names = [r["name"] for r in queries.overview(conn, flask.g.models)]
+            names = queries.model_names(conn, flask.g.models)
         filters = {k: v for k, v in (("model", model), ("status", status), ("since", args.get("since")),
                                      ("until", args.get("until"))) if v}
         older = (f"/runs?{urlencode({**filters, 'before': rows[-1]['run_id']})}"
@@ -218,14 +218,15 @@ def _allowed(model: str) -> None:
 
 def _pair(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
     """The current and challenger versions, and their newest comparison (None without a challenger)."""
-    aliases = {a: v.version for v in registry.list_models(conn, name) for a in v.aliases}
-    if "challenger" not in aliases or "current" not in aliases:
+    by_alias = {a: v for v in registry.list_models(conn, name) for a in v.aliases}
+    if "challenger" not in by_alias or "current" not in by_alias:
         return None
-    found = challengers.latest_comparison(conn, name, aliases["current"], aliases["challenger"])
-    out: dict[str, Any] = {"current": aliases["current"], "challenger": aliases["challenger"], "at": None}
+    current, challenger = by_alias["current"], by_alias["challenger"]
+    found = challengers.latest_comparison(conn, name, current.version, challenger.version)
+    out: dict[str, Any] = {"current": current.version, "challenger": challenger.version, "at": None}
     if found is not None:
-        task = registry.get_model(conn, name, version=aliases["current"]).task
-        out.update(compare.sections(compare.Comparison.from_dict(found["result"], task)), at=found["computed_at"])
+        out.update(compare.sections(compare.Comparison.from_dict(found["result"], current.task)),
+                   at=found["computed_at"])
     return out
 
 

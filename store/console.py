@@ -45,6 +45,13 @@ def overview(conn: psycopg.Connection, models: frozenset[str] | None = None) -> 
          "hours": MISS_RATE_HOURS}).fetchall()
 
 
+def model_names(conn: psycopg.Connection, models: frozenset[str] | None = None) -> list[str]:
+    """The registered models' names (of ``models``, if given), in order."""
+    return [name for (name,) in conn.execute(
+        "SELECT DISTINCT name FROM models WHERE %(models)s::text[] IS NULL OR name = ANY(%(models)s::text[]) "
+        "ORDER BY name", {"models": sorted(models) if models is not None else None})]
+
+
 def runs(conn: psycopg.Connection, *, model: str | None = None, status: str | None = None,
          since: datetime | None = None, until: datetime | None = None, before: int | None = None,
          models: frozenset[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
