@@ -27,8 +27,11 @@ log = logging.getLogger("predstore.lookup_api.listener")
 
 CHANNELS = (PUBLISH_CHANNEL, APIKEYS_CHANNEL)
 
-#: Seconds between calls of ``on_tick`` (and the longest ``stop`` waits for the thread).
+#: Seconds between calls of ``on_tick``.
 TICK = 1.0
+#: Seconds the listener waits for a notification before it looks whether it should stop (the
+#: longest ``stop`` waits for the thread, and so a worker's shutdown or a test's teardown).
+WAKE = 0.1
 #: Seconds between two reads of the notice counters on a standby.
 POLL = 0.25
 
@@ -58,7 +61,7 @@ class Listener:
     def stop(self) -> None:
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=TICK + 5)
+            self.thread.join(timeout=WAKE + 5)
 
     def _run(self) -> None:
         backoff = 0.1
@@ -82,10 +85,13 @@ class Listener:
                 return
             self.handlers.on_connect()
             self.connected.set()
+            ticked = time.monotonic()
             while not self.stopping.is_set():
-                for channel, payload in lookups.notifications(conn, timeout=TICK):
+                for channel, payload in lookups.notifications(conn, timeout=WAKE):
                     self.handlers.on_notify(channel, payload)
-                self.handlers.on_tick()
+                if time.monotonic() - ticked >= TICK:
+                    ticked = time.monotonic()
+                    self.handlers.on_tick()
 
     def _poll(self, conn: psycopg.Connection) -> None:
         """Tell each notice whose counter moved, reading the standby every `POLL` seconds."""
