@@ -116,7 +116,7 @@ def retrain(settings: Settings, job: Job, conn: psycopg.Connection, *, cwd: Path
         challenger = None
     if challenger is not None:
         return _weigh(settings, job, conn, challenger, now=now)
-    return _fit(settings, job, conn, current, cwd=cwd, trigger=trigger)
+    return _fit(settings, job, conn, current, cwd=cwd, trigger=trigger, now=now)
 
 
 def _weigh(settings: Settings, job: Job, conn: psycopg.Connection, challenger: registry.ModelVersion, *,
@@ -137,11 +137,12 @@ def _weigh(settings: Settings, job: Job, conn: psycopg.Connection, challenger: r
 
 
 def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: registry.ModelVersion, *, cwd: Path,
-         trigger: dict[str, Any]) -> dict[str, Any]:
+         trigger: dict[str, Any], now: datetime) -> dict[str, Any]:
+    from models.promotion import promote_model
     from models.register import register_model
     from models.training import training_set
 
-    since = datetime.now(UTC) - timedelta(days=job.window_days) if job.window_days else current.created_at
+    since = now - timedelta(days=job.window_days) if job.window_days else current.created_at
     frame = training_set(conn, job.model, since=since)
     if len(frame) < MIN_ROWS:
         return {"status": "skipped", "reason": f"{len(frame)} labeled predictions since {since:%Y-%m-%d %H:%M}; "
@@ -159,8 +160,6 @@ def _fit(settings: Settings, job: Job, conn: psycopg.Connection, current: regist
         version = register_model(settings, artifact, name=job.model, train_data=paths["train"],
                                  validation_data=paths["validation"], target=target, actor=f"job {job.id}",
                                  entity_col=current.feature_schema.entity_col)
-    from models.promotion import promote_model
-
     promote_model(settings, job.model, version.version, alias="challenger", actor=f"job {job.id}")
     details = {"trigger": trigger, "since": since.isoformat(), "rows": len(frame),
                "validation_rows": held, "runs": sorted(int(r) for r in frame["run_id"].unique()),

@@ -14,10 +14,8 @@ import psycopg
 import pytest
 
 from batch.runner import ScoreRequest, score_partition
-from models.register import register_model
-from store.settings import Settings
 from tests import factories
-from tests.test_database_loss_scoring import stop_the_database_when_paused
+from tests.test_database_loss_scoring import churn_store, stop_the_database_when_paused
 
 if TYPE_CHECKING:
     from tests.conftest import PrivateServer
@@ -30,9 +28,7 @@ def test_losing_the_database_mid_job_fails_fast_with_one_line(job: str, tmp_path
                                                               private_server: PrivateServer,
                                                               private_database: str) -> None:
     url = private_database
-    settings = Settings(home=tmp_path / "home", database_url=url)
-    artifact, train = factories.logistic(tmp_path / "m")
-    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    settings = churn_store(url, tmp_path)
     data = factories.frame(ROWS)
     path = factories.write_parquet(tmp_path / "p.parquet", data)
     assert score_partition(settings, ScoreRequest(path=path, model_name="churn")).status == "published"

@@ -51,14 +51,20 @@ def stop_the_database_when_paused(args: list[str], *, env: dict[str, str], pgdat
     return proc.returncode, rest, time.monotonic() - stopped
 
 
+def churn_store(url: str, tmp_path: Path) -> Settings:
+    """Settings on ``url`` with the churn model registered."""
+    settings = Settings(home=tmp_path / "home", database_url=url)
+    artifact, train = factories.logistic(tmp_path / "m")
+    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    return settings
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_losing_the_database_mid_run_fails_fast_with_one_line(stage: str, tmp_path: Path,
                                                               private_server: PrivateServer,
                                                               private_database: str) -> None:
     url = private_database
-    settings = Settings(home=tmp_path / "home", database_url=url)
-    artifact, train = factories.logistic(tmp_path / "m")
-    register_model(settings, artifact, name="churn", train_data=train, target="y")
+    settings = churn_store(url, tmp_path)
     path = factories.write_parquet(tmp_path / "p.parquet", factories.frame(ROWS), row_group_size=5_000)
     env = {"PATH": "/usr/bin:/bin", "PREDSTORE_HOME": str(settings.home), "PREDSTORE_DATABASE_URL": url,
            "PREDSTORE_FAULT_POINT": f"{stage}:pause"}
